@@ -1,0 +1,9 @@
+from threestudio.models import (  # noqa: F401
+    background,
+    exporters,
+    geometry,
+    guidance,
+    materials,
+    prompt_processors,
+    renderers,
+)

@@ -1,0 +1,1 @@
+from threestudio.models.exporters import base, dummy_exporter  # noqa: F401

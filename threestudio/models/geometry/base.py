@@ -1,0 +1,190 @@
+"""Geometry bases. Implicit geometries answer density/SDF and features at points and can extract
+an isosurface mesh; explicit geometries (meshes, tet grids) hold a surface directly."""
+
+from dataclasses import dataclass
+
+import torch
+
+import threestudio
+from threestudio.models.mesh import Mesh
+from threestudio.utils.base import BaseModule
+from threestudio.utils.errors import ConfigError
+from threestudio.utils.ops import chunk_batch, scale_tensor
+from threestudio.utils.typing import Any, Dict, Float, Optional, Tensor, Tuple, Union
+
+
+def contract_to_unisphere(
+    x: Float[Tensor, "... 3"], bbox: Float[Tensor, "2 3"], unbounded: bool = False
+) -> Float[Tensor, "... 3"]:
+    """Map points to [0, 1]^3: the bbox linearly, or (``unbounded``) with the Mip-NeRF 360
+    contraction so that all of space fits."""
+    if unbounded:
+        x = scale_tensor(x, bbox, (0, 1))
+        x = x * 2 - 1  # aabb is at [-1, 1]
+        mag = x.norm(dim=-1, keepdim=True)
+        mask = mag.squeeze(-1) > 1
+        x = x.clone()
+        x[mask] = (2 - 1 / mag[mask]) * (x[mask] / mag[mask])
+        x = x / 4 + 0.5  # [-inf, inf] is at [0, 1]
+    else:
+        x = scale_tensor(x, bbox, (0, 1))
+    return x
+
+
+class BaseGeometry(BaseModule):
+    @dataclass
+    class Config(BaseModule.Config):
+        pass
+
+    cfg: Config
+
+    @staticmethod
+    def create_from(
+        other: "BaseGeometry", cfg: Optional[Union[dict, Any]] = None, **kwargs
+    ) -> "BaseGeometry":
+        raise ConfigError(
+            f"cannot create a geometry from {other.__class__.__name__}: no conversion is defined"
+        )
+
+    def export(self, *args, **kwargs) -> Dict[str, Any]:
+        return {}
+
+
+class BaseImplicitGeometry(BaseGeometry):
+    @dataclass
+    class Config(BaseGeometry.Config):
+        radius: float = 1.0
+        isosurface: bool = True
+        isosurface_method: str = "mt"  # "mc" (marching cubes) or "mt" (marching tetrahedra)
+        isosurface_resolution: int = 128
+        isosurface_threshold: Union[float, str] = 0.0  # a number or "auto"
+        isosurface_chunk: int = 0
+        isosurface_coarse_to_fine: bool = True
+        isosurface_deformable_grid: bool = False
+        isosurface_remove_outliers: bool = True
+        isosurface_outlier_n_faces_threshold: Union[int, float] = 0.01
+
+    cfg: Config
+
+    def configure(self) -> None:
+        self.bbox: Float[Tensor, "2 3"]
+        self.register_buffer(
+            "bbox",
+            torch.as_tensor([[-self.cfg.radius] * 3, [self.cfg.radius] * 3], dtype=torch.float32),
+        )
+        self.isosurface_helper: Optional[Any] = None
+        self.unbounded: bool = False
+
+    def _initilize_isosurface_helper(self):
+        if self.cfg.isosurface and self.isosurface_helper is None:
+            from threestudio.models.isosurface import (
+                MarchingCubeCPUHelper,
+                MarchingTetrahedraHelper,
+            )
+
+            if self.cfg.isosurface_method == "mc-cpu" or self.cfg.isosurface_method == "mc":
+                self.isosurface_helper = MarchingCubeCPUHelper(self.cfg.isosurface_resolution).to(
+                    self.device
+                )
+            elif self.cfg.isosurface_method == "mt":
+                self.isosurface_helper = MarchingTetrahedraHelper(
+                    self.cfg.isosurface_resolution
+                ).to(self.device)
+            else:
+                raise ConfigError(
+                    f"isosurface_method: unknown method '{self.cfg.isosurface_method}' "
+                    "(use 'mc' or 'mt')"
+                )
+
+    def forward(
+        self, points: Float[Tensor, "*N Di"], output_normal: bool = False
+    ) -> Dict[str, Float[Tensor, "..."]]:
+        raise NotImplementedError
+
+    def forward_field(
+        self, points: Float[Tensor, "*N Di"]
+    ) -> Tuple[Float[Tensor, "*N 1"], Optional[Float[Tensor, "*N 3"]]]:
+        """The raw field (density or SDF) and, optionally, a deformation."""
+        raise NotImplementedError
+
+    def forward_level(
+        self, field: Float[Tensor, "*N 1"], threshold: float
+    ) -> Float[Tensor, "*N 1"]:
+        """A level value that is negative inside the surface (``field`` at ``threshold``)."""
+        raise NotImplementedError
+
+    def _isosurface(self, bbox: Float[Tensor, "2 3"], fine_stage: bool = False) -> Mesh:
+        def batch_func(x):
+            # scale to the bbox, as the field is queried in world space
+            x = scale_tensor(x.to(bbox.device), self.isosurface_helper.points_range, bbox)
+            field, deformation = self.forward_field(x)
+            field = field.to(x.device)
+            if deformation is not None:
+                deformation = deformation.to(x.device)
+            return field, deformation
+
+        assert self.isosurface_helper is not None
+        field, deformation = chunk_batch(
+            batch_func, self.cfg.isosurface_chunk, self.isosurface_helper.grid_vertices
+        )
+
+        threshold: float
+        if isinstance(self.cfg.isosurface_threshold, float):
+            threshold = self.cfg.isosurface_threshold
+        elif self.cfg.isosurface_threshold == "auto":
+            eps = 1.0e-5
+            threshold = field[field > eps].mean().item()
+            threestudio.info(f"Automatically determined isosurface threshold: {threshold}")
+        else:
+            raise ConfigError(
+                f"isosurface_threshold: expected a number or 'auto', got "
+                f"{self.cfg.isosurface_threshold!r}"
+            )
+
+        level = self.forward_level(field, threshold)
+        mesh: Mesh = self.isosurface_helper(level, deformation=deformation)
+        mesh.v_pos = scale_tensor(mesh.v_pos, self.isosurface_helper.points_range, bbox)
+        mesh.add_extra("bbox", bbox)
+        return mesh
+
+    def isosurface(self) -> Mesh:
+        if not self.cfg.isosurface:
+            raise ConfigError("isosurface is disabled for this geometry (isosurface: false)")
+        self._initilize_isosurface_helper()
+        if self.cfg.isosurface_coarse_to_fine:
+            threestudio.debug("First run isosurface to get a tight bounding box ...")
+            with torch.no_grad():
+                mesh_coarse = self._isosurface(self.bbox)
+            if mesh_coarse.v_pos.shape[0] == 0:
+                mesh = mesh_coarse
+            else:
+                vmin, vmax = mesh_coarse.v_pos.amin(dim=0), mesh_coarse.v_pos.amax(dim=0)
+                vmin_ = (vmin - (vmax - vmin) * 0.1).max(self.bbox[0])
+                vmax_ = (vmax + (vmax - vmin) * 0.1).min(self.bbox[1])
+                threestudio.debug("Run isosurface again with the tight bounding box ...")
+                mesh = self._isosurface(torch.stack([vmin_, vmax_], dim=0), fine_stage=True)
+        else:
+            mesh = self._isosurface(self.bbox)
+        if mesh.v_pos.shape[0] == 0:
+            raise RuntimeError(
+                "the isosurface is empty: the field has no surface at the threshold "
+                f"{self.cfg.isosurface_threshold} (try isosurface_threshold=auto)"
+            )
+        if self.cfg.isosurface_remove_outliers:
+            mesh = mesh.remove_outlier(self.cfg.isosurface_outlier_n_faces_threshold)
+        return mesh
+
+
+class BaseExplicitGeometry(BaseGeometry):
+    @dataclass
+    class Config(BaseGeometry.Config):
+        radius: float = 1.0
+
+    cfg: Config
+
+    def configure(self) -> None:
+        self.bbox: Float[Tensor, "2 3"]
+        self.register_buffer(
+            "bbox",
+            torch.as_tensor([[-self.cfg.radius] * 3, [self.cfg.radius] * 3], dtype=torch.float32),
+        )

@@ -1,0 +1,265 @@
+"""Experiment configuration: YAML files + dotted CLI overrides, parsed into typed dataclasses.
+
+Every user mistake in a config becomes one ``ConfigError`` line naming the full dotted key:
+unknown keys (with the closest valid key), wrong types (key, value, expected type), missing
+``???`` values, and YAML syntax errors (file and line).
+"""
+
+import os
+import re
+from dataclasses import dataclass, field, fields, is_dataclass
+from datetime import datetime
+
+import yaml
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import errors as oc_errors
+
+from threestudio.utils.errors import ConfigError, did_you_mean
+from threestudio.utils.typing import Any, Optional, Union
+
+# ============ resolvers ============
+
+
+def _c_max(value: Any) -> float:
+    """The largest value a scheduled value (see ``misc.C``) takes."""
+    if isinstance(value, (int, float)):
+        return value
+    value = config_to_primitive(value)
+    if not isinstance(value, (list, tuple)):
+        raise ConfigError(f"scheduled value must be a number or a list, got {value!r}")
+    if len(value) == 3:
+        return max(value[0], value[1])
+    if len(value) == 4:
+        return max(value[1], value[2])
+    if len(value) >= 6:
+        vals = value[1::2] if len(value) % 2 == 0 else value[0::2]
+        return max(vals)
+    raise ConfigError(f"cannot read scheduled value {value!r}")
+
+
+def _rmspace(s: str, sub: str) -> str:
+    # the result names a folder: spaces and path separators become `sub`
+    return re.sub(r"[\s/\\]+", sub, str(s).strip())
+
+
+_RESOLVERS = {
+    "calc_exp_lr_decay_rate": lambda factor, n: factor ** (1.0 / n),
+    "add": lambda a, b: a + b,
+    "sub": lambda a, b: a - b,
+    "mul": lambda a, b: a * b,
+    "div": lambda a, b: a / b,
+    "idiv": lambda a, b: a // b,
+    "basename": lambda p: os.path.basename(p),
+    "rmspace": _rmspace,
+    "tuple2": lambda s: [float(s), float(s)],
+    "gt0": lambda s: s > 0,
+    "cmaxgt0": lambda s: _c_max(s) > 0,
+    "not": lambda s: not s,
+    "cmaxgt0orcmaxgt0": lambda a, b: _c_max(a) > 0 or _c_max(b) > 0,
+}
+
+for _name, _fn in _RESOLVERS.items():
+    if not OmegaConf.has_resolver(_name):
+        OmegaConf.register_resolver(_name, _fn)
+
+# ============ experiment config ============
+
+
+@dataclass
+class ExperimentConfig:
+    name: str = "default"
+    description: str = ""
+    tag: str = ""
+    seed: int = 0
+    use_timestamp: bool = True
+    timestamp: Optional[str] = None
+    exp_root_dir: str = "outputs"
+
+    # written by the launcher; kept for reference in parsed.yaml
+    exp_dir: str = "outputs/default"
+    trial_name: str = "exp"
+    trial_dir: str = "outputs/default/exp"
+    n_gpus: int = 1
+
+    resume: Optional[str] = None
+
+    data_type: str = ""
+    data: dict = field(default_factory=dict)
+
+    system_type: str = ""
+    system: dict = field(default_factory=dict)
+
+    # accept any Trainer arguments: lightning.pytorch.Trainer(**trainer)
+    trainer: dict = field(default_factory=dict)
+
+    # accept any ModelCheckpoint arguments
+    checkpoint: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if not self.tag and not self.use_timestamp:
+            raise ConfigError("either 'tag' must be set or 'use_timestamp' must be true")
+        if self.timestamp is None:
+            self.timestamp = ""
+            if self.use_timestamp:
+                self.timestamp = os.environ.get("THREESTUDIO_TIMESTAMP") or datetime.now().strftime(
+                    "@%Y%m%d-%H%M%S"
+                )
+        self.trial_name = self.tag + self.timestamp
+        self.exp_dir = os.path.join(self.exp_root_dir, self.name)
+        self.trial_dir = os.path.join(self.exp_dir, self.trial_name)
+
+
+# ============ loading ============
+
+
+def _load_yaml(path: str) -> DictConfig:
+    if not os.path.isfile(path):
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        conf = OmegaConf.load(path)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else path
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"YAML syntax error in {where}: {problem}") from e
+    if not isinstance(conf, DictConfig):
+        raise ConfigError(f"config file {path} must contain a mapping at top level")
+    return conf
+
+
+def _parse_cli_args(cli_args) -> DictConfig:
+    for arg in cli_args:
+        if "=" not in arg or arg.startswith("="):
+            raise ConfigError(
+                f"cannot read override '{arg}': overrides are written key.subkey=value"
+            )
+    try:
+        return OmegaConf.from_dotlist(list(cli_args))
+    except Exception as e:  # malformed value such as an unterminated list
+        raise ConfigError(f"cannot read overrides {list(cli_args)}: {_first_line(e)}") from e
+
+
+def load_config(*yamls: str, cli_args: list = [], from_string: bool = False, **kwargs) -> Any:
+    """Merge YAML files (or YAML strings with ``from_string``), dotted CLI overrides and keyword
+    overrides, resolve interpolations and parse into an ``ExperimentConfig``."""
+    if from_string:
+        try:
+            yaml_confs = [OmegaConf.create(s) for s in yamls]
+        except yaml.YAMLError as e:
+            raise ConfigError(f"YAML syntax error: {_first_line(e)}") from e
+    else:
+        yaml_confs = [_load_yaml(f) for f in yamls]
+    cli_conf = _parse_cli_args(cli_args)
+    cfg = OmegaConf.merge(*yaml_confs, cli_conf, kwargs)
+    _check_missing(cfg)
+    try:
+        OmegaConf.resolve(cfg)
+    except oc_errors.InterpolationResolutionError as e:
+        raise ConfigError(f"{_full_key(e)}: cannot resolve interpolation: {_first_line(e)}") from e
+    except oc_errors.OmegaConfBaseException as e:
+        raise ConfigError(f"{_full_key(e)}: {_first_line(e)}") from e
+    assert isinstance(cfg, DictConfig)
+    return parse_structured(ExperimentConfig, cfg)
+
+
+def config_to_primitive(config, resolve: bool = True) -> Any:
+    if isinstance(config, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(config, resolve=resolve)
+    return config
+
+
+def dump_config(path: str, config) -> None:
+    with open(path, "w") as fp:
+        OmegaConf.save(config=config, f=fp)
+
+
+# ============ typed parsing with one-line errors ============
+
+
+def _first_line(e: Exception) -> str:
+    msg = getattr(e, "msg", None) or str(e)
+    return str(msg).strip().splitlines()[0] if str(msg).strip() else type(e).__name__
+
+
+def _full_key(e: Exception, prefix: str = "") -> str:
+    key = getattr(e, "full_key", None) or getattr(e, "key", None) or ""
+    key = str(key)
+    if prefix and key:
+        return f"{prefix}.{key}"
+    return prefix or key or "<config>"
+
+
+def _prefix_of(cfg: Any) -> str:
+    if isinstance(cfg, DictConfig) and cfg._get_parent() is not None:
+        try:
+            return cfg._get_full_key(None) or ""
+        except Exception:
+            return ""
+    return ""
+
+
+def _check_missing(cfg: DictConfig, prefix: str = "") -> None:
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    if missing:
+        keys = ", ".join((f"{prefix}.{k}" if prefix else k) for k in missing)
+        raise ConfigError(
+            f"missing value for {keys} (set it in the YAML file or as {missing[0]}=...)"
+        )
+
+
+def _valid_keys(object_type: Any):
+    if object_type is not None and is_dataclass(object_type):
+        return [f.name for f in fields(object_type)]
+    return []
+
+
+def parse_structured(fields_cls: Any, cfg: Optional[Union[dict, DictConfig]] = None) -> Any:
+    """Parse ``cfg`` into an instance of the dataclass ``fields_cls``, strictly: unknown keys,
+    wrong types and missing values raise ``ConfigError`` naming the full dotted key."""
+    prefix = _prefix_of(cfg)
+    if cfg is None:
+        cfg = {}
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(fields_cls), cfg)
+    except oc_errors.ConfigKeyError as e:
+        key = _full_key(e, prefix)
+        bad = str(getattr(e, "key", "") or key.split(".")[-1])
+        hint = did_you_mean(bad, _valid_keys(getattr(e, "object_type", None)))
+        raise ConfigError(f"unknown config key '{key}'{hint}") from e
+    except oc_errors.ValidationError as e:
+        key = _full_key(e, prefix)
+        match = re.search(r"converted to (\w+)", _first_line(e))
+        expected = match.group(1).lower() if match else None
+        value = getattr(e, "value", None)
+        if expected:
+            raise ConfigError(
+                f"{key}: expected {expected}, got {value!r} ({type(value).__name__})"
+            ) from e
+        raise ConfigError(f"{key}: {_first_line(e)}") from e
+    except oc_errors.OmegaConfBaseException as e:
+        raise ConfigError(f"{_full_key(e, prefix)}: {_first_line(e)}") from e
+    _check_missing(merged, prefix)
+    try:
+        # instantiate once so the dataclass's __post_init__ sees the merged values
+        parsed = OmegaConf.structured(OmegaConf.to_object(merged))
+    except ConfigError:
+        raise
+    except (ValueError, TypeError) as e:  # raised by a Config's __post_init__
+        where = f"{prefix}: " if prefix else ""
+        raise ConfigError(f"{where}{e}") from e
+    return _anchor(parsed, prefix)
+
+
+def _anchor(node: DictConfig, prefix: str) -> DictConfig:
+    """Hang ``node`` under its dotted ``prefix`` so nested errors name the full key
+    (``system.geometry.radius``, not ``radius``)."""
+    if not prefix:
+        return node
+    parts = prefix.split(".")
+    root = OmegaConf.create({})
+    parent = root
+    for part in parts[:-1]:
+        parent[part] = {}
+        parent = parent[part]
+    parent[parts[-1]] = node
+    return parent[parts[-1]]

@@ -1,0 +1,18 @@
+"""Regularisation losses shared by systems."""
+
+import torch
+
+from threestudio.utils.typing import Float, Tensor
+
+
+def tv_loss(input_t: Float[Tensor, "B C H W"], beta: float = 2.0) -> Float[Tensor, ""]:
+    """Total variation of an image batch (mean over pixels)."""
+    dy = input_t[:, :, 1:, :-1] - input_t[:, :, :-1, :-1]
+    dx = input_t[:, :, :-1, 1:] - input_t[:, :, :-1, :-1]
+    return torch.mean((dx.abs() ** beta + dy.abs() ** beta) if beta != 1 else dx.abs() + dy.abs())
+
+
+def binary_entropy(opacity: Float[Tensor, "..."], eps: float = 1e-5) -> Float[Tensor, ""]:
+    """Mean binary entropy of opacities: zero when every ray is fully empty or fully opaque."""
+    x = opacity.clamp(eps, 1.0 - eps)
+    return (-x * torch.log(x) - (1 - x) * torch.log(1 - x)).mean()
