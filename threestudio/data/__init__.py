@@ -1,0 +1,1 @@
+from threestudio.data import uncond  # noqa: F401

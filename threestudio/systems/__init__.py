@@ -1,0 +1,1 @@
+from threestudio.systems import base  # noqa: F401

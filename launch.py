@@ -1,0 +1,348 @@
+"""threestudio's command line.
+
+    python launch.py --config configs/dreamfusion.yaml --train system.prompt_processor.prompt="a hamburger"
+    python launch.py --config TRIAL/configs/parsed.yaml --train resume=TRIAL/ckpts/last.ckpt
+    python launch.py --config TRIAL/configs/parsed.yaml --test resume=TRIAL/ckpts/last.ckpt
+    python launch.py --config TRIAL/configs/parsed.yaml --export resume=TRIAL/ckpts/last.ckpt
+
+Every argument after the flags is a dotted config override (``key.subkey=value``).
+"""
+
+import argparse
+import importlib
+import logging
+import os
+import shutil
+import sys
+import traceback
+from datetime import datetime
+
+REPO_ROOT = os.path.dirname(os.path.abspath(__file__))
+
+
+class ColoredFilter(logging.Filter):
+    COLORS = {
+        "WARNING": "\033[33m",
+        "ERROR": "\033[31m",
+        "CRITICAL": "\033[31m",
+        "DEBUG": "\033[36m",
+    }
+
+    def filter(self, record):
+        if sys.stderr.isatty() and record.levelname in self.COLORS:
+            record.levelname_c = f"{self.COLORS[record.levelname]}{record.levelname}\033[0m"
+        else:
+            record.levelname_c = record.levelname
+        return True
+
+
+def setup_logging(verbose: bool) -> None:
+    logger = logging.getLogger("threestudio")
+    logger.setLevel(logging.DEBUG if verbose else logging.INFO)
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.addFilter(ColoredFilter())
+        handler.setFormatter(logging.Formatter("[%(levelname_c)s] %(message)s"))
+        logger.addHandler(handler)
+    logger.propagate = False
+    if not verbose:
+        import warnings
+
+        # expected when resuming into a trial; and a deprecation inside Lightning itself
+        warnings.filterwarnings(
+            "ignore", message=".*Checkpoint directory .* exists and is not empty.*"
+        )
+        warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\).*")
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        # Lightning's own chatter (GPU available: False, ...) is noise for users
+        for name in ("pytorch_lightning", "lightning", "lightning.pytorch", "lightning_fabric"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description="threestudio: text/image to 3D with 2D diffusion guidance",
+        epilog="Any other argument is a dotted config override, e.g. trainer.max_steps=1000",
+    )
+    parser.add_argument("--config", required=True, help="path to a YAML config file")
+    parser.add_argument(
+        "--gpu",
+        default="0",
+        help="GPU(s) to use, e.g. 0 or 0,1 (with CUDA_VISIBLE_DEVICES set these index into it); "
+        "without CUDA the run uses the CPU",
+    )
+    group = parser.add_mutually_exclusive_group(required=True)
+    group.add_argument("--train", action="store_true", help="fit, then run the test stage")
+    group.add_argument("--validate", action="store_true")
+    group.add_argument("--test", action="store_true", help="render the test views and a video")
+    group.add_argument("--export", action="store_true", help="export a mesh")
+    parser.add_argument("--verbose", action="store_true", help="debug logs and full tracebacks")
+    parser.add_argument(
+        "--typecheck", action="store_true", help="check jaxtyping shapes at run time (slow)"
+    )
+    return parser.parse_known_args(argv)
+
+
+def custom_dirs():
+    dirs = []
+    for candidate in [os.path.join(os.getcwd(), "custom"), os.path.join(REPO_ROOT, "custom")]:
+        candidate = os.path.realpath(candidate)
+        if os.path.isdir(candidate) and candidate not in dirs:
+            dirs.append(candidate)
+    for extra in os.environ.get("THREESTUDIO_CUSTOM_PATH", "").split(os.pathsep):
+        if extra and os.path.isdir(extra) and os.path.realpath(extra) not in dirs:
+            dirs.append(os.path.realpath(extra))
+    return dirs
+
+
+def load_custom_modules(verbose: bool = False):
+    """Import every ``custom/<name>/`` with an ``__init__.py`` as ``custom.<name>`` (names ending in
+    ``_disabled`` are skipped). An extension that fails is reported and the run goes on."""
+    import threestudio
+
+    loaded, failed = [], []
+    for base in custom_dirs():
+        parent = os.path.dirname(base)
+        if parent not in sys.path:
+            sys.path.insert(0, parent)
+        for name in sorted(os.listdir(base)):
+            path = os.path.join(base, name)
+            if name.endswith("_disabled") or name.startswith((".", "_")):
+                continue
+            if not os.path.isfile(os.path.join(path, "__init__.py")):
+                continue
+            try:
+                importlib.import_module(f"custom.{name}")
+                loaded.append(name)
+            except Exception as e:  # an extension must never stop the run
+                reason = f"{type(e).__name__}: {e}".splitlines()[0]
+                threestudio.warn(
+                    f"custom extension '{name}' failed to import ({reason}); skipping it"
+                )
+                if verbose:
+                    traceback.print_exc()
+                failed.append(name)
+    if loaded:
+        threestudio.debug(f"custom extensions loaded: {', '.join(loaded)}")
+    return loaded, failed
+
+
+def select_devices(gpu: str):
+    """(accelerator, devices, n_gpus): CUDA with the requested GPUs, else the CPU."""
+    import torch
+
+    import threestudio
+
+    requested = [g for g in gpu.split(",") if g.strip() != ""]
+    if not torch.cuda.is_available():
+        threestudio.info("CUDA is not available: running on the CPU")
+        return "cpu", 1, 1
+    if "CUDA_VISIBLE_DEVICES" not in os.environ:
+        os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(requested)
+        return "gpu", len(requested), len(requested)
+    return "gpu", [int(g) for g in requested], len(requested)
+
+
+def adjust_precision(trainer_cfg: dict, accelerator: str) -> None:
+    import threestudio
+
+    precision = str(trainer_cfg.get("precision", "32-true"))
+    if accelerator == "cpu" and precision in ("16", "16-mixed", "16-true"):
+        threestudio.info(
+            f"trainer.precision={precision} needs CUDA; on the CPU the run uses 32-true precision"
+        )
+        trainer_cfg["precision"] = "32-true"
+
+
+def checkpoint_trial_dir(ckpt_path: str):
+    """TRIAL for TRIAL/ckpts/x.ckpt when TRIAL/configs/parsed.yaml exists, else None."""
+    trial = os.path.dirname(os.path.dirname(os.path.abspath(ckpt_path)))
+    if os.path.isfile(os.path.join(trial, "configs", "parsed.yaml")):
+        return trial
+    return None
+
+
+def resolve_trial_dir(cfg, args, load):
+    """Pick the trial folder. Training never writes into an existing trial unless it resumes
+    from that trial's checkpoint; evaluation from a checkpoint writes into the checkpoint's trial."""
+    import threestudio
+    from threestudio.utils.errors import UserError
+
+    if cfg.resume:
+        if not os.path.isfile(cfg.resume):
+            raise UserError(f"resume: checkpoint not found: {cfg.resume}")
+        trial = checkpoint_trial_dir(cfg.resume)
+        if trial is not None:
+            cfg.trial_dir = trial
+        return cfg
+    if args.train and os.path.exists(cfg.trial_dir):
+        if not cfg.use_timestamp:
+            raise UserError(
+                f"trial folder {cfg.trial_dir} exists; pass resume=<its ckpt> to continue it, or "
+                "set another tag (or use_timestamp=true)"
+            )
+        base = datetime.now().strftime("@%Y%m%d-%H%M%S")
+        for i in range(1000):
+            cfg = load(timestamp=base if i == 0 else f"{base}-{i}")
+            if not os.path.exists(cfg.trial_dir):
+                break
+        threestudio.info(f"the trial folder exists already; writing to {cfg.trial_dir} instead")
+    return cfg
+
+
+def run(args, extras) -> int:
+    import pytorch_lightning as pl
+    from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
+    from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
+
+    import threestudio
+    from threestudio.utils.callbacks import (
+        AtomicCheckpointIO,
+        CodeSnapshotCallback,
+        ConfigSnapshotCallback,
+        ProgressBar,
+        StopOnInterrupt,
+    )
+    from threestudio.utils.config import config_to_primitive, load_config
+    from threestudio.utils.misc import get_checkpoint_step, get_rank
+
+    load_custom_modules(verbose=args.verbose)
+    accelerator, devices, n_gpus = select_devices(args.gpu)
+
+    def load(**kwargs):
+        return load_config(args.config, cli_args=extras, n_gpus=n_gpus, **kwargs)
+
+    cfg = load()
+    cfg = resolve_trial_dir(cfg, args, load)
+    _RUN_STATE["trial_dir"] = cfg.trial_dir
+    _RUN_STATE["trial_created"] = not os.path.exists(cfg.trial_dir)
+    _RUN_STATE["exp_dir"] = os.path.dirname(os.path.abspath(cfg.trial_dir))
+    _RUN_STATE["exp_dir_created"] = not os.path.exists(_RUN_STATE["exp_dir"])
+    # DDP re-runs this script per rank: the other ranks must land in the same trial folder
+    os.environ.setdefault("THREESTUDIO_TIMESTAMP", cfg.timestamp or "")
+
+    pl.seed_everything(cfg.seed + get_rank(), workers=True)
+    dm = threestudio.find(cfg.data_type)(cfg.data)
+    system = threestudio.find(cfg.system_type)(cfg.system, resumed=cfg.resume is not None)
+    system.set_save_dir(os.path.join(cfg.trial_dir, "save"))
+
+    trainer_cfg = dict(config_to_primitive(cfg.trainer))
+    adjust_precision(trainer_cfg, accelerator)
+    trainer_cfg.setdefault("enable_model_summary", False)
+    callbacks = (
+        [ProgressBar(refresh_rate=1)] if trainer_cfg.get("enable_progress_bar", True) else []
+    )
+    loggers = []
+    if args.train:
+        callbacks += [
+            ModelCheckpoint(
+                dirpath=os.path.join(cfg.trial_dir, "ckpts"), **config_to_primitive(cfg.checkpoint)
+            ),
+            LearningRateMonitor(logging_interval="step"),
+            CodeSnapshotCallback(
+                os.path.join(cfg.trial_dir, "code"),
+                [os.path.join(REPO_ROOT, "threestudio"), os.path.join(REPO_ROOT, "launch.py")]
+                + custom_dirs(),
+            ),
+            ConfigSnapshotCallback(args.config, cfg, os.path.join(cfg.trial_dir, "configs")),
+        ]
+        loggers += [
+            # one version folder per run: a resumed run never overwrites earlier logs
+            TensorBoardLogger(cfg.trial_dir, name="tb_logs"),
+            CSVLogger(cfg.trial_dir, name="csv_logs"),
+        ]
+        if get_rank() == 0:
+            os.makedirs(cfg.trial_dir, exist_ok=True)
+            with open(os.path.join(cfg.trial_dir, "cmd.txt"), "a") as f:
+                f.write("python " + " ".join(sys.argv) + "\n")
+
+    strategy = trainer_cfg.pop("strategy", "ddp" if n_gpus > 1 else "auto")
+    trainer = pl.Trainer(
+        callbacks=callbacks,
+        logger=loggers or False,
+        inference_mode=False,
+        accelerator=accelerator,
+        devices=devices,
+        strategy=strategy,
+        plugins=[AtomicCheckpointIO()],
+        **trainer_cfg,
+    )
+
+    def set_system_status(ckpt_path):
+        if ckpt_path is None:
+            threestudio.warn("no resume= checkpoint given: evaluating untrained weights")
+            return
+        ckpt_step = get_checkpoint_step(ckpt_path)
+        system.set_resume_status(0, ckpt_step)
+
+    if args.train:
+        with StopOnInterrupt(trainer):
+            trainer.fit(system, datamodule=dm, ckpt_path=cfg.resume)
+        last = os.path.join(cfg.trial_dir, "ckpts", "last.ckpt")
+        if trainer.global_step > 0:
+            trainer.save_checkpoint(last)
+        trainer.test(system, datamodule=dm)
+    elif args.validate:
+        set_system_status(cfg.resume)
+        trainer.validate(system, datamodule=dm, ckpt_path=cfg.resume)
+    elif args.test:
+        set_system_status(cfg.resume)
+        trainer.test(system, datamodule=dm, ckpt_path=cfg.resume)
+    elif args.export:
+        set_system_status(cfg.resume)
+        trainer.predict(system, datamodule=dm, ckpt_path=cfg.resume)
+    threestudio.info(f"Outputs are in {cfg.trial_dir}")
+    return 0
+
+
+def _has_checkpoint(trial_dir: str) -> bool:
+    ckpts = os.path.join(trial_dir, "ckpts")
+    return os.path.isdir(ckpts) and any(f.endswith(".ckpt") for f in os.listdir(ckpts))
+
+
+_RUN_STATE = {}
+
+
+def _remove_unfinished_trial() -> None:
+    """A run that failed before writing any checkpoint leaves no half-made trial folder. Only the
+    folder this run created is touched; earlier trials are never removed."""
+    trial = _RUN_STATE.get("trial_dir")
+    if not trial or not _RUN_STATE.get("trial_created") or not os.path.isdir(trial):
+        return
+    if _has_checkpoint(trial):
+        return
+    shutil.rmtree(trial, ignore_errors=True)
+    exp_dir = _RUN_STATE.get("exp_dir")
+    if _RUN_STATE.get("exp_dir_created") and exp_dir and os.path.isdir(exp_dir):
+        if not os.listdir(exp_dir):
+            os.rmdir(exp_dir)
+
+
+def main(argv=None) -> int:
+    args, extras = parse_args(argv)
+    setup_logging(args.verbose)
+    if args.typecheck:
+        from jaxtyping import install_import_hook
+
+        install_import_hook("threestudio", "typeguard.typechecked")
+
+    from threestudio.utils.errors import UserError
+
+    try:
+        return run(args, extras)
+    except UserError as e:
+        if args.verbose:
+            traceback.print_exc()
+        print(f"error: {e}", file=sys.stderr)
+        _remove_unfinished_trial()
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+    except Exception:
+        _remove_unfinished_trial()
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

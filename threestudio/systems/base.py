@@ -1,0 +1,436 @@
+"""System bases: one training step per method file; everything shared lives here.
+
+``BaseSystem`` owns the loss convention (every ``loss_X`` is weighted by ``C(cfg.loss.lambda_X)``
+and logged), step bookkeeping (``true_global_step``, resume status), Updateable hooks around every
+batch, exact-resume state (RNG states, camera stream) and the evaluation/export plumbing.
+``BaseLift3DSystem`` builds geometry, material, background and renderer from ``*_type`` + config
+pairs, the guidance and prompt processor when fitting starts, and writes validation grids, the
+test turntable video and ``--export`` files, so a method file only holds what is its own.
+"""
+
+import os
+import random
+from dataclasses import dataclass, field
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+import torch.nn as nn
+
+import threestudio
+from threestudio.models.exporters.base import ExporterOutput
+from threestudio.systems.utils import parse_optimizer, parse_scheduler
+from threestudio.utils.base import (
+    Updateable,
+    update_end_if_possible,
+    update_if_possible,
+)
+from threestudio.utils.config import load_config, parse_structured
+from threestudio.utils.errors import ConfigError, UserError, did_you_mean
+from threestudio.utils.misc import (
+    C,
+    cleanup,
+    find_last_path,
+    load_module_weights,
+    split_weights_spec,
+)
+from threestudio.utils.saving import SaverMixin
+from threestudio.utils.typing import Any, Dict, List, Optional, Tensor
+
+
+def _rng_state() -> Dict[str, Any]:
+    # only tensors and plain Python values: checkpoints stay loadable with weights_only=True
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": [
+            name,
+            torch.from_numpy(keys.astype(np.int64)),
+            int(pos),
+            int(has_gauss),
+            float(cached),
+        ],
+        "python": random.getstate(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: Dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class BaseSystem(pl.LightningModule, Updateable, SaverMixin):
+    @dataclass
+    class Config:
+        loggers: dict = field(default_factory=dict)
+        loss: dict = field(default_factory=dict)
+        optimizer: dict = field(default_factory=dict)
+        scheduler: Optional[dict] = None
+        weights: Optional[str] = None
+        weights_ignore_modules: Optional[List[str]] = None
+        cleanup_after_validation_step: bool = False
+        cleanup_after_test_step: bool = False
+
+    cfg: Config
+
+    def __init__(self, cfg, resumed: bool = False) -> None:
+        super().__init__()
+        self.cfg = parse_structured(self.Config, cfg)
+        self._save_dir: Optional[str] = None
+        self._resumed: bool = resumed
+        self._resumed_eval: bool = False
+        self._resumed_eval_status: dict = {"global_step": 0, "current_epoch": 0}
+        self._eval_rng_state: Optional[Dict[str, Any]] = None
+        self.configure()
+        if self.cfg.weights is not None:
+            self.load_weights(self.cfg.weights, self.cfg.weights_ignore_modules)
+        self.post_configure()
+
+    # ---------- construction ----------
+
+    def configure(self) -> None:
+        pass
+
+    def post_configure(self) -> None:
+        pass
+
+    def load_weights(self, weights: str, ignore_modules: Optional[List[str]] = None) -> None:
+        path, prefix = split_weights_spec(weights)
+        state_dict, epoch, global_step = load_module_weights(
+            find_last_path(path),
+            module_name=prefix,
+            ignore_modules=ignore_modules,
+            map_location="cpu",
+        )
+        self.load_state_dict(state_dict, strict=False)
+        # restore step-dependent state of the modules (e.g. progressive encodings)
+        self.do_update_step(epoch, global_step, on_load_weights=True)
+
+    # ---------- steps ----------
+
+    def set_resume_status(self, current_epoch: int, global_step: int) -> None:
+        """For --test/--export from a checkpoint: report the checkpoint's step in file names."""
+        self._resumed_eval = True
+        self._resumed_eval_status["current_epoch"] = current_epoch
+        self._resumed_eval_status["global_step"] = global_step
+
+    @property
+    def resumed(self) -> bool:
+        return self._resumed
+
+    @property
+    def true_global_step(self) -> int:
+        if self._resumed_eval:
+            return self._resumed_eval_status["global_step"]
+        return self.global_step
+
+    @property
+    def true_current_epoch(self) -> int:
+        if self._resumed_eval:
+            return self._resumed_eval_status["current_epoch"]
+        return self.current_epoch
+
+    def C(self, value: Any) -> float:
+        return C(value, self.true_current_epoch, self.true_global_step)
+
+    # ---------- the loss convention ----------
+
+    def lambda_of(self, name: str) -> float:
+        """The current weight of ``loss_<name>`` (``cfg.loss.lambda_<name>`` through ``C()``)."""
+        key = f"lambda_{name}"
+        if key not in self.cfg.loss:
+            raise ConfigError(
+                f"system.loss.{key} is not set but the system produced loss_{name}"
+                f"{did_you_mean(key, self.cfg.loss.keys())} (add {key} to system.loss; 0 disables it)"
+            )
+        return self.C(self.cfg.loss[key])
+
+    def weighted_loss(self, terms: Dict[str, Any], prefix: str = "train") -> Tensor:
+        """Sum of every ``loss_X`` in ``terms`` weighted by its ``lambda_X``; each term and weight is
+        logged. Terms whose weight is 0 are skipped (and need not have been computed)."""
+        total = None
+        for name, value in terms.items():
+            if not name.startswith("loss_"):
+                continue
+            short = name[len("loss_") :]
+            weight = self.lambda_of(short)
+            self.log(f"{prefix}/{name}", value if torch.is_tensor(value) else float(value))
+            self.log(f"{prefix}/lambda_{short}", float(weight))
+            if weight == 0:
+                continue
+            term = value * weight
+            total = term if total is None else total + term
+        if total is None:
+            raise ConfigError(
+                "every loss weight is 0: nothing to optimise (check system.loss.lambda_* values)"
+            )
+        self.log(f"{prefix}/loss", total, prog_bar=True)
+        return total
+
+    # ---------- optimisers ----------
+
+    def configure_optimizers(self):
+        if not self.cfg.optimizer:
+            raise ConfigError("system.optimizer is not set (e.g. {name: Adam, args: {lr: 0.01}})")
+        optim = parse_optimizer(self.cfg.optimizer, self)
+        ret = {"optimizer": optim}
+        if self.cfg.scheduler is not None:
+            ret["lr_scheduler"] = parse_scheduler(self.cfg.scheduler, optim)
+        return ret
+
+    # ---------- Updateable hooks around every batch ----------
+
+    @property
+    def train_dataset(self):
+        try:
+            return self.trainer.train_dataloader.dataset
+        except AttributeError:
+            datamodule = getattr(self.trainer, "datamodule", None)
+            return getattr(datamodule, "train_dataset", None)
+
+    def on_train_start(self) -> None:
+        dataset = self.train_dataset
+        if dataset is not None and hasattr(dataset, "set_step"):
+            dataset.set_step(self.true_global_step)
+
+    def on_train_batch_start(self, batch, batch_idx, unused=0):
+        self.dataset = self.train_dataset
+        update_if_possible(self.dataset, self.true_current_epoch, self.true_global_step)
+        self.do_update_step(self.true_current_epoch, self.true_global_step)
+
+    def on_train_batch_end(self, outputs, batch, batch_idx):
+        update_end_if_possible(self.train_dataset, self.true_current_epoch, self.true_global_step)
+        self.do_update_step_end(self.true_current_epoch, self.true_global_step)
+
+    def _eval_batch_start(self) -> None:
+        self.do_update_step(self.true_current_epoch, self.true_global_step)
+
+    def on_validation_batch_start(self, batch, batch_idx, dataloader_idx=0):
+        self._eval_batch_start()
+
+    def on_test_batch_start(self, batch, batch_idx, dataloader_idx=0):
+        self._eval_batch_start()
+
+    def on_predict_batch_start(self, batch, batch_idx, dataloader_idx=0):
+        self._eval_batch_start()
+
+    # evaluation must not move the training random stream (resume and straight runs agree)
+    def on_validation_epoch_start(self) -> None:
+        self._eval_rng_state = _rng_state()
+
+    def on_validation_epoch_end(self) -> None:
+        if self._eval_rng_state is not None:
+            _set_rng_state(self._eval_rng_state)
+            self._eval_rng_state = None
+
+    def on_validation_batch_end(self, outputs, batch, batch_idx, dataloader_idx=0):
+        if self.cfg.cleanup_after_validation_step:
+            cleanup()
+
+    def on_test_batch_end(self, outputs, batch, batch_idx, dataloader_idx=0):
+        if self.cfg.cleanup_after_test_step:
+            cleanup()
+
+    # ---------- checkpoints ----------
+
+    def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        checkpoint["threestudio"] = {"rng_state": _rng_state(), "version": threestudio.__version__}
+
+    def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        extra = checkpoint.get("threestudio", {})
+        if "rng_state" in extra and self._resumed:
+            _set_rng_state(extra["rng_state"])
+        self.do_update_step(
+            checkpoint.get("epoch", 0), checkpoint.get("global_step", 0), on_load_weights=True
+        )
+
+    # ---------- export ----------
+
+    def export_outputs(self) -> List[ExporterOutput]:
+        """Files written by ``--export``; systems with an exporter override this."""
+        return []
+
+    def on_predict_epoch_end(self) -> None:
+        outputs = self.export_outputs()
+        for out in outputs:
+            save_func = getattr(self, f"save_{out.save_type}", None)
+            if save_func is None:
+                raise ValueError(
+                    f"exporter output type '{out.save_type}' has no save_{out.save_type}"
+                )
+            save_func(f"it{self.true_global_step}-export/{out.save_name}", **out.params)
+        threestudio.info(
+            f"Exported {len(outputs)} file(s) to "
+            f"{self.get_save_path(f'it{self.true_global_step}-export')}"
+        )
+
+    def predict_step(self, batch, batch_idx):
+        return None
+
+
+class BaseLift3DSystem(BaseSystem):
+    @dataclass
+    class Config(BaseSystem.Config):
+        geometry_type: str = ""
+        geometry: dict = field(default_factory=dict)
+        geometry_convert_from: Optional[str] = None
+        geometry_convert_inherit_texture: bool = False
+        # when converting from a previous stage, override these keys of the previous stage's
+        # geometry config (e.g. isosurface_threshold)
+        geometry_convert_override: dict = field(default_factory=dict)
+
+        material_type: str = ""
+        material: dict = field(default_factory=dict)
+
+        background_type: str = ""
+        background: dict = field(default_factory=dict)
+
+        renderer_type: str = ""
+        renderer: dict = field(default_factory=dict)
+
+        guidance_type: str = ""
+        guidance: dict = field(default_factory=dict)
+
+        prompt_processor_type: str = ""
+        prompt_processor: dict = field(default_factory=dict)
+
+        exporter_type: str = "mesh-exporter"
+        exporter: dict = field(default_factory=dict)
+
+        # save a video of the test views at the end of --test / after --train
+        test_save_video: bool = True
+        test_video_fps: int = 30
+
+    cfg: Config
+
+    def configure(self) -> None:
+        self.geometry = self._build_geometry()
+        self.material = threestudio.find(self.cfg.material_type)(self.cfg.material)
+        self.background = threestudio.find(self.cfg.background_type)(self.cfg.background)
+        self.renderer = threestudio.find(self.cfg.renderer_type)(
+            self.cfg.renderer,
+            geometry=self.geometry,
+            material=self.material,
+            background=self.background,
+        )
+        # trainable guidance (e.g. VSD's LoRA) must exist before the optimiser and checkpoint
+        # loading; frozen guidance is loaded only when fitting starts (not for --test/--export)
+        self.guidance = None
+        self.prompt_processor = None
+        self.prompt_utils = None
+        if self.cfg.guidance_type and issubclass(
+            threestudio.find(self.cfg.guidance_type), nn.Module
+        ):
+            self.guidance = threestudio.find(self.cfg.guidance_type)(self.cfg.guidance)
+
+    def _build_geometry(self):
+        geometry_cls = threestudio.find(self.cfg.geometry_type)
+        if self.cfg.geometry_convert_from and not self.resumed and self.cfg.weights is None:
+            return self._convert_geometry(geometry_cls)
+        return geometry_cls(self.cfg.geometry)
+
+    def _convert_geometry(self, geometry_cls):
+        ckpt_path = find_last_path(self.cfg.geometry_convert_from)
+        if not os.path.isfile(ckpt_path):
+            raise UserError(f"system.geometry_convert_from: checkpoint not found: {ckpt_path}")
+        # the previous stage's parsed config lives in its trial: TRIAL/ckpts/x.ckpt -> TRIAL/configs
+        trial_dir = os.path.dirname(os.path.dirname(os.path.abspath(ckpt_path)))
+        prev_cfg_path = os.path.join(trial_dir, "configs", "parsed.yaml")
+        if not os.path.isfile(prev_cfg_path):
+            raise UserError(
+                f"system.geometry_convert_from: {prev_cfg_path} not found; the checkpoint must sit "
+                "in its trial folder (TRIAL/ckpts/...) next to TRIAL/configs/parsed.yaml"
+            )
+        prev_cfg = load_config(prev_cfg_path, timestamp="")
+        prev_system = prev_cfg.system
+        prev_geometry_cfg = prev_system.geometry
+        prev_geometry_cfg.update(self.cfg.geometry_convert_override)
+        prev_geometry = threestudio.find(prev_system.geometry_type)(prev_geometry_cfg)
+        state_dict, epoch, global_step = load_module_weights(
+            ckpt_path, module_name="geometry", map_location="cpu"
+        )
+        prev_geometry.load_state_dict(state_dict, strict=False)
+        prev_geometry.do_update_step(epoch, global_step, on_load_weights=True)
+        threestudio.info(f"Converting geometry from {prev_system.geometry_type} ({ckpt_path})")
+        geometry = geometry_cls.create_from(
+            prev_geometry,
+            self.cfg.geometry,
+            copy_net=self.cfg.geometry_convert_inherit_texture,
+        )
+        del prev_geometry
+        cleanup()
+        return geometry
+
+    def on_fit_start(self) -> None:
+        if self.cfg.prompt_processor_type:
+            self.prompt_processor = threestudio.find(self.cfg.prompt_processor_type)(
+                self.cfg.prompt_processor
+            )
+            self.prompt_utils = self.prompt_processor()
+        if self.guidance is None and self.cfg.guidance_type:
+            self.guidance = threestudio.find(self.cfg.guidance_type)(self.cfg.guidance)
+
+    # ---------- rendering and evaluation shared by every method ----------
+
+    def forward(self, batch: Dict[str, Any]) -> Dict[str, Any]:
+        return self.renderer(**batch)
+
+    def eval_image_items(self, out: Dict[str, Any], batch: Dict[str, Any]) -> List[Dict[str, Any]]:
+        """The panels of a validation/test image: rgb, normal (when rendered), opacity."""
+        items = [{"type": "rgb", "img": out["comp_rgb"][0], "kwargs": {"data_format": "HWC"}}]
+        if "comp_normal" in out:
+            items.append(
+                {
+                    "type": "rgb",
+                    "img": out["comp_normal"][0],
+                    "kwargs": {"data_format": "HWC", "data_range": (0, 1)},
+                }
+            )
+        items.append(
+            {
+                "type": "grayscale",
+                "img": out["opacity"][0, :, :, 0],
+                "kwargs": {"cmap": None, "data_range": (0, 1)},
+            }
+        )
+        return items
+
+    def validation_step(self, batch, batch_idx):
+        out = self(batch)
+        index = int(batch["index"][0])
+        self.save_image_grid(
+            f"it{self.true_global_step}-{index}.png", self.eval_image_items(out, batch)
+        )
+
+    def test_step(self, batch, batch_idx):
+        out = self(batch)
+        index = int(batch["index"][0])
+        self.save_image_grid(
+            f"it{self.true_global_step}-test/{index}.png", self.eval_image_items(out, batch)
+        )
+
+    def on_test_epoch_end(self) -> None:
+        if self.cfg.test_save_video:
+            self.save_img_sequence(
+                f"it{self.true_global_step}-test",
+                f"it{self.true_global_step}-test",
+                r"(\d+)\.png",
+                save_format="mp4",
+                fps=self.cfg.test_video_fps,
+            )
+
+    def export_outputs(self) -> List[ExporterOutput]:
+        exporter = threestudio.find(self.cfg.exporter_type)(
+            self.cfg.exporter,
+            geometry=self.geometry,
+            material=self.material,
+            background=self.background,
+        )
+        return exporter()

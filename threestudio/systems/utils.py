@@ -1,0 +1,114 @@
+"""Optimiser and scheduler construction from config.
+
+optimizer:
+  name: Adam            # any torch.optim name, or Adan
+  args: {lr: 0.01, betas: [0.9, 0.99], eps: 1.e-15}
+  params:               # optional param groups by dotted module name
+    geometry.encoding: {lr: 0.01}
+    geometry.density_network: {lr: 0.001}
+scheduler:
+  name: SequentialLR    # any torch.optim.lr_scheduler name; SequentialLR/ChainedScheduler nest
+  interval: step        # or epoch
+  milestones: [100]
+  schedulers: [{name: LinearLR, args: {...}}, {name: ExponentialLR, args: {...}}]
+"""
+
+import torch
+import torch.nn as nn
+from torch.optim import lr_scheduler
+
+import threestudio
+from threestudio.systems.optimizers import Adan
+from threestudio.utils.config import config_to_primitive
+from threestudio.utils.errors import ConfigError, did_you_mean
+
+
+def get_parameters(model: nn.Module, name: str):
+    """Parameters of the sub-module (or the single parameter) at dotted ``name``."""
+    module = model
+    for part in name.split("."):
+        if not part:
+            continue
+        if not hasattr(module, part):
+            children = [n for n, _ in model.named_modules() if n] + [
+                n for n, _ in model.named_parameters()
+            ]
+            raise ConfigError(
+                f"system.optimizer.params: no module or parameter '{name}'{did_you_mean(name, children)}"
+            )
+        module = getattr(module, part)
+    if isinstance(module, nn.Parameter):
+        return [module]
+    if isinstance(module, nn.Module):
+        return list(module.parameters())
+    raise ConfigError(f"system.optimizer.params: '{name}' is neither a module nor a parameter")
+
+
+def _optimizer_class(name: str):
+    if name in ("Adan", "adan"):
+        return Adan
+    if hasattr(torch.optim, name) and isinstance(getattr(torch.optim, name), type):
+        return getattr(torch.optim, name)
+    names = [n for n in dir(torch.optim) if isinstance(getattr(torch.optim, n), type)] + ["Adan"]
+    raise ConfigError(
+        f"system.optimizer.name: unknown optimizer '{name}'{did_you_mean(name, names)}"
+    )
+
+
+def parse_optimizer(config, model: nn.Module):
+    config = config_to_primitive(config)
+    args = dict(config.get("args") or {})
+    if config.get("params") is not None:
+        params = []
+        assigned = set()
+        for name, group_args in config["params"].items():
+            group_params = [p for p in get_parameters(model, name) if id(p) not in assigned]
+            assigned.update(id(p) for p in group_params)
+            params.append({"params": group_params, "name": name, **(group_args or {})})
+        # parameters outside the listed groups would otherwise never train; give them a group
+        rest = [p for p in model.parameters() if id(p) not in assigned and p.requires_grad]
+        if rest:
+            threestudio.debug(f"optimizer: {len(rest)} parameters outside the listed groups")
+            params.append({"params": rest, "name": "__rest__"})
+    else:
+        params = [p for p in model.parameters() if p.requires_grad]
+    return _optimizer_class(config["name"])(params, **args)
+
+
+def _scheduler_class(name: str):
+    if hasattr(lr_scheduler, name) and isinstance(getattr(lr_scheduler, name), type):
+        return getattr(lr_scheduler, name)
+    names = [n for n in dir(lr_scheduler) if isinstance(getattr(lr_scheduler, n), type)]
+    raise ConfigError(
+        f"system.scheduler.name: unknown scheduler '{name}'{did_you_mean(name, names)}"
+    )
+
+
+def get_scheduler(config, optimizer):
+    name = config["name"]
+    if name == "SequentialLR":
+        return lr_scheduler.SequentialLR(
+            optimizer,
+            schedulers=[get_scheduler(c, optimizer) for c in config["schedulers"]],
+            milestones=config["milestones"],
+        )
+    if name == "ChainedScheduler":
+        return lr_scheduler.ChainedScheduler(
+            [get_scheduler(c, optimizer) for c in config["schedulers"]]
+        )
+    args = dict(config.get("args") or {})
+    if name == "LambdaLR" and isinstance(args.get("lr_lambda"), str):
+        # a Python expression of `step`, e.g. "lambda step: 0.5 ** (step / 1000)"
+        args["lr_lambda"] = eval(args["lr_lambda"])  # noqa: S307 - config author's own code
+    return _scheduler_class(name)(optimizer, **args)
+
+
+def parse_scheduler(config, optimizer):
+    """A Lightning ``lr_scheduler`` dict: ``{"scheduler": ..., "interval": "step"|"epoch"}``."""
+    config = config_to_primitive(config)
+    interval = config.get("interval", "epoch")
+    if interval not in ("step", "epoch"):
+        raise ConfigError(
+            f"system.scheduler.interval: expected 'step' or 'epoch', got '{interval}'"
+        )
+    return {"scheduler": get_scheduler(config, optimizer), "interval": interval}

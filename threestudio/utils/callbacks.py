@@ -1,0 +1,132 @@
+"""Lightning callbacks and plugins used by launch.py."""
+
+import os
+import shutil
+import sys
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import Callback, TQDMProgressBar
+from pytorch_lightning.plugins.io import TorchCheckpointIO
+from pytorch_lightning.utilities.rank_zero import rank_zero_only
+
+from threestudio.utils.config import dump_config
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Write checkpoints to a temporary file, then rename: an interrupted save never leaves a
+    truncated checkpoint behind (and never replaces a good one with a broken one)."""
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
+        path = str(path)
+        os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+        tmp = f"{path}.tmp{os.getpid()}"
+        try:
+            torch.save(checkpoint, tmp)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+
+
+class ConfigSnapshotCallback(Callback):
+    def __init__(self, config_path: str, config, save_dir: str, use_version: bool = False):
+        self.config_path, self.config, self.save_dir = config_path, config, save_dir
+
+    @rank_zero_only
+    def _save(self) -> None:
+        os.makedirs(self.save_dir, exist_ok=True)
+        dump_config(os.path.join(self.save_dir, "parsed.yaml"), self.config)
+        shutil.copyfile(self.config_path, os.path.join(self.save_dir, "raw.yaml"))
+
+    def setup(self, trainer, pl_module, stage) -> None:
+        self._save()
+
+
+class CodeSnapshotCallback(Callback):
+    """Copies the code that ran (threestudio/, custom/, launch.py) into the trial."""
+
+    def __init__(self, save_dir: str, roots):
+        self.save_dir, self.roots = save_dir, list(roots)
+
+    @rank_zero_only
+    def _save(self) -> None:
+        os.makedirs(self.save_dir, exist_ok=True)
+        for root in self.roots:
+            if os.path.isfile(root):
+                shutil.copy(root, self.save_dir)
+                continue
+            if not os.path.isdir(root):
+                continue
+            target = os.path.join(self.save_dir, os.path.basename(root.rstrip("/")))
+            shutil.copytree(
+                root,
+                target,
+                dirs_exist_ok=True,
+                ignore=shutil.ignore_patterns(
+                    "__pycache__", "*.pyc", "*.ckpt", "*.safetensors", "*.bin"
+                ),
+            )
+
+    def setup(self, trainer, pl_module, stage) -> None:
+        self._save()
+
+
+class ProgressBar(TQDMProgressBar):
+    """Training bar counts global steps towards max_steps (the dataset is endless)."""
+
+    def get_metrics(self, trainer, model):
+        items = super().get_metrics(trainer, model)
+        items.pop("v_num", None)
+        return items
+
+    def on_train_epoch_start(self, trainer, *_) -> None:
+        super().on_train_epoch_start(trainer)
+        if trainer.max_steps and trainer.max_steps > 0:
+            self.train_progress_bar.reset(total=trainer.max_steps)
+            self.train_progress_bar.initial = 0
+            self.train_progress_bar.n = trainer.global_step
+            self.train_progress_bar.set_description("Training")
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.max_steps and trainer.max_steps > 0:
+            self.train_progress_bar.n = trainer.global_step
+            self.train_progress_bar.set_postfix(self.get_metrics(trainer, pl_module))
+            self.train_progress_bar.refresh()
+        else:
+            super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+
+
+class StopOnInterrupt:
+    """First Ctrl-C: finish the current step, stop training, go on to testing.
+    Second Ctrl-C: quit at once."""
+
+    def __init__(self, trainer: pl.Trainer):
+        self.trainer = trainer
+        self.count = 0
+        self.previous = None
+
+    def __enter__(self):
+        import signal
+
+        self.previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.count += 1
+        if self.count == 1:
+            print(
+                "\nCtrl-C: stopping training after this step and running the test stage "
+                "(press Ctrl-C again to quit)",
+                file=sys.stderr,
+                flush=True,
+            )
+            self.trainer.should_stop = True
+        else:
+            raise KeyboardInterrupt
+
+    def __exit__(self, *exc):
+        import signal
+
+        signal.signal(signal.SIGINT, self.previous or signal.default_int_handler)
+        return False
