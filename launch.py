@@ -326,6 +326,7 @@ def main(argv=None) -> int:
 
         install_import_hook("threestudio", "typeguard.typechecked")
 
+    from threestudio.utils.callbacks import QuitRequested
     from threestudio.utils.errors import UserError
 
     try:
@@ -336,8 +337,8 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         _remove_unfinished_trial()
         return 2
-    except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
+    except (KeyboardInterrupt, QuitRequested):
+        print("\ninterrupted: quitting", file=sys.stderr)
         return 130
     except Exception:
         _remove_unfinished_trial()

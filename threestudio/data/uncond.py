@@ -240,9 +240,10 @@ class RandomCameraIterableDataset(IterableDataset, Updateable):
         if self._rand(1).item() < 0.5:
             elevation_deg = self._uniform(*self.elevation_range, B)
         else:
-            lo = (self.elevation_range[0] + 90.0) / 180.0
-            hi = (self.elevation_range[1] + 90.0) / 180.0
-            elevation_deg = (torch.asin(2 * self._uniform(lo, hi, B) - 1.0)) * 180 / math.pi
+            # uniform in area on the sphere: sin(elevation) is uniform
+            lo = (math.sin(math.radians(self.elevation_range[0])) + 1.0) / 2.0
+            hi = (math.sin(math.radians(self.elevation_range[1])) + 1.0) / 2.0
+            elevation_deg = torch.asin(2 * self._uniform(lo, hi, B) - 1.0) * 180 / math.pi
         if self.cfg.batch_uniform_azimuth:
             # one azimuth per equal sector so every batch sees all sides
             a0, a1 = self.azimuth_range

@@ -150,7 +150,10 @@ class BaseSystem(pl.LightningModule, Updateable, SaverMixin):
                 f"system.loss.{key} is not set but the system produced loss_{name}"
                 f"{did_you_mean(key, self.cfg.loss.keys())} (add {key} to system.loss; 0 disables it)"
             )
-        return self.C(self.cfg.loss[key])
+        try:
+            return self.C(self.cfg.loss[key])
+        except ConfigError as e:
+            raise ConfigError(f"system.loss.{key}: {e}") from e
 
     def weighted_loss(self, terms: Dict[str, Any], prefix: str = "train") -> Tensor:
         """Sum of every ``loss_X`` in ``terms`` weighted by its ``lambda_X``; each term and weight is

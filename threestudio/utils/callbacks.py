@@ -97,6 +97,11 @@ class ProgressBar(TQDMProgressBar):
             super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
 
 
+class QuitRequested(BaseException):
+    """The second Ctrl-C: Lightning tears the run down and re-raises this (a KeyboardInterrupt
+    would make Lightning call sys.exit(1) itself)."""
+
+
 class StopOnInterrupt:
     """First Ctrl-C: finish the current step, stop training, go on to testing.
     Second Ctrl-C: quit at once."""
@@ -123,7 +128,7 @@ class StopOnInterrupt:
             )
             self.trainer.should_stop = True
         else:
-            raise KeyboardInterrupt
+            raise QuitRequested()
 
     def __exit__(self, *exc):
         import signal

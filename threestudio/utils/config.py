@@ -128,15 +128,23 @@ def _load_yaml(path: str) -> DictConfig:
 
 
 def _parse_cli_args(cli_args) -> DictConfig:
+    conf = OmegaConf.create({})
     for arg in cli_args:
         if "=" not in arg or arg.startswith("="):
             raise ConfigError(
                 f"cannot read override '{arg}': overrides are written key.subkey=value"
             )
-    try:
-        return OmegaConf.from_dotlist(list(cli_args))
-    except Exception as e:  # malformed value such as an unterminated list
-        raise ConfigError(f"cannot read overrides {list(cli_args)}: {_first_line(e)}") from e
+        key, value = arg.split("=", 1)
+        try:
+            parsed = OmegaConf.from_dotlist([arg])
+        except Exception as e:
+            if value.lstrip().startswith(("[", "{")):
+                raise ConfigError(f"cannot read override '{arg}': {_first_line(e)}") from e
+            # not valid YAML (e.g. a value starting with '@'): take it as a plain string
+            parsed = OmegaConf.create({})
+            OmegaConf.update(parsed, key, value, force_add=True)
+        conf = OmegaConf.merge(conf, parsed)
+    return conf
 
 
 def load_config(*yamls: str, cli_args: list = [], from_string: bool = False, **kwargs) -> Any:
@@ -207,6 +215,9 @@ def _check_missing(cfg: DictConfig, prefix: str = "") -> None:
         )
 
 
+_TYPE_NAMES = {"Integer": "int", "Float": "float", "Boolean": "bool", "String": "str"}
+
+
 def _valid_keys(object_type: Any):
     if object_type is not None and is_dataclass(object_type):
         return [f.name for f in fields(object_type)]
@@ -229,7 +240,7 @@ def parse_structured(fields_cls: Any, cfg: Optional[Union[dict, DictConfig]] = N
     except oc_errors.ValidationError as e:
         key = _full_key(e, prefix)
         match = re.search(r"converted to (\w+)", _first_line(e))
-        expected = match.group(1).lower() if match else None
+        expected = _TYPE_NAMES.get(match.group(1), match.group(1)) if match else None
         value = getattr(e, "value", None)
         if expected:
             raise ConfigError(

@@ -1,0 +1,125 @@
+import math
+
+import pytest
+import torch
+
+from threestudio.data.uncond import RandomCameraDataModule
+from threestudio.utils.errors import ConfigError
+
+KEYS = {
+    "rays_o",
+    "rays_d",
+    "mvp_mtx",
+    "camera_positions",
+    "c2w",
+    "light_positions",
+    "elevation",
+    "azimuth",
+    "camera_distances",
+    "height",
+    "width",
+    "fovy",
+    "proj_mtx",
+}
+
+
+def make(**cfg):
+    base = {"eval_height": 8, "eval_width": 8, "n_val_views": 2, "n_test_views": 6}
+    base.update(cfg)
+    dm = RandomCameraDataModule(base)
+    dm.setup("fit")
+    dm.setup("test")
+    return dm
+
+
+def test_batch_keys_and_shapes():
+    dm = make(height=16, width=12, batch_size=3)
+    batch = dm.train_dataset.collate(None)
+    assert KEYS <= set(batch)
+    assert batch["rays_o"].shape == (3, 16, 12, 3) and batch["mvp_mtx"].shape == (3, 4, 4)
+    assert torch.allclose(batch["rays_d"].norm(dim=-1), torch.ones(3, 16, 12), atol=1e-5)
+    test_batch = next(iter(dm.test_dataloader()))
+    assert KEYS | {"index"} <= set(test_batch)
+
+
+def test_unperturbed_cameras_look_at_the_origin_and_match_mvp():
+    dm = make(
+        height=9, width=9, batch_size=4, camera_perturb=0.0, center_perturb=0.0, up_perturb=0.0
+    )
+    b = dm.train_dataset.collate(None)
+    # the centre pixel's ray passes through the origin
+    o, d = b["rays_o"][:, 4, 4], b["rays_d"][:, 4, 4]
+    closest = o - (o * d).sum(-1, keepdim=True) * d
+    assert closest.norm(dim=-1).max() < 1e-4
+    # camera position agrees with elevation/azimuth/distance (x back, y right, z up)
+    el, az, r = b["elevation"] * math.pi / 180, b["azimuth"] * math.pi / 180, b["camera_distances"]
+    expected = torch.stack(
+        [r * torch.cos(el) * torch.cos(az), r * torch.cos(el) * torch.sin(az), r * torch.sin(el)],
+        -1,
+    )
+    assert torch.allclose(b["camera_positions"], expected, atol=1e-5)
+    # the origin projects to the image centre through mvp
+    clip = b["mvp_mtx"] @ torch.tensor([0.0, 0.0, 0.0, 1.0])
+    ndc = clip[:, :2] / clip[:, 3:]
+    assert ndc.abs().max() < 1e-4
+
+
+def test_ranges_and_uniform_azimuth_sectors():
+    dm = make(
+        batch_size=4,
+        elevation_range=[10, 20],
+        camera_distance_range=[2.0, 2.5],
+        fovy_range=[30, 40],
+        batch_uniform_azimuth=True,
+    )
+    for _ in range(20):
+        b = dm.train_dataset.collate(None)
+        assert (b["elevation"] >= 10 - 1e-4).all() and (b["elevation"] <= 20 + 1e-4).all()
+        assert (b["camera_distances"] >= 2.0).all() and (b["camera_distances"] <= 2.5).all()
+        fov = b["fovy"] * 180 / math.pi
+        assert (fov >= 30 - 1e-4).all() and (fov <= 40 + 1e-4).all()
+        sector = ((b["azimuth"] + 180) // 90).long()
+        assert sector.tolist() == [0, 1, 2, 3]  # one camera per quarter turn
+
+
+def test_resolution_milestones_change_size_and_batch():
+    dm = make(height=[8, 16], width=[8, 16], batch_size=[4, 2], resolution_milestones=[3])
+    ds = dm.train_dataset
+    shapes = [tuple(ds.collate(None)["rays_o"].shape) for _ in range(5)]
+    assert shapes[:3] == [(4, 8, 8, 3)] * 3 and shapes[3:] == [(2, 16, 16, 3)] * 2
+    with pytest.raises(ConfigError, match="resolution_milestones"):
+        _ = make(height=[8, 16], width=[8, 16], resolution_milestones=[]).train_dataset
+
+
+def test_batches_are_a_function_of_the_step():
+    torch.manual_seed(0)
+    ds = make(batch_size=2).train_dataset
+    first = [ds.collate(None)["azimuth"] for _ in range(4)]
+    torch.rand(100)  # other users of the global RNG do not change the camera stream
+    ds.set_step(2)
+    again = ds.collate(None)["azimuth"]
+    assert torch.equal(again, first[2])
+
+
+@pytest.mark.parametrize("strategy", ["dreamfusion", "magic3d"])
+def test_light_sampling(strategy):
+    ds = make(
+        batch_size=64, light_sample_strategy=strategy, light_distance_range=[1.0, 1.5]
+    ).train_dataset
+    b = ds.collate(None)
+    dist = b["light_positions"].norm(dim=-1)
+    assert (dist >= 1.0 - 1e-4).all() and (dist <= 1.5 + 1e-4).all()
+    # lights are on the camera's side of the object
+    cos = torch.nn.functional.cosine_similarity(b["light_positions"], b["camera_positions"], dim=-1)
+    assert cos.mean() > 0.3
+    with pytest.raises(ConfigError, match="light_sample_strategy"):
+        _ = make(light_sample_strategy="sun").train_dataset
+
+
+def test_eval_turntable():
+    dm = make(eval_elevation_deg=20.0, eval_camera_distance=2.0)
+    azimuths = [float(b["azimuth"][0]) for b in dm.test_dataloader()]
+    assert len(azimuths) == 6
+    assert azimuths == sorted(azimuths) and azimuths[0] == -180.0
+    b = next(iter(dm.test_dataloader()))
+    assert float(b["elevation"][0]) == 20.0 and float(b["camera_distances"][0]) == 2.0

@@ -1,0 +1,196 @@
+import os
+from dataclasses import dataclass
+
+import pytest
+from omegaconf import OmegaConf
+
+import threestudio
+from threestudio.utils.base import BaseModule
+from threestudio.utils.config import ExperimentConfig, load_config, parse_structured
+from threestudio.utils.errors import ConfigError
+
+BASE = """
+name: exp
+tag: "${rmspace:${system.prompt},_}"
+use_timestamp: false
+system_type: sys
+system:
+  prompt: a red cube
+  lr: 0.01
+  geometry:
+    radius: 1.0
+trainer:
+  max_steps: 10
+"""
+
+
+def test_merge_yaml_files_and_dotted_overrides(tmp_path):
+    a = tmp_path / "a.yaml"
+    b = tmp_path / "b.yaml"
+    a.write_text(BASE)
+    b.write_text("system:\n  lr: 0.1\ntrainer:\n  max_steps: 20\n")
+    cfg = load_config(str(a), str(b), cli_args=["system.geometry.radius=2.5", "seed=7"])
+    assert cfg.system.lr == 0.1
+    assert cfg.trainer.max_steps == 20
+    assert cfg.system.geometry.radius == 2.5
+    assert cfg.seed == 7
+    assert cfg.tag == "a_red_cube"
+    assert cfg.trial_dir == os.path.join("outputs", "exp", "a_red_cube")
+
+
+def test_from_string_and_kwargs():
+    cfg = load_config(BASE, from_string=True, cli_args=[], seed=3)
+    assert cfg.seed == 3 and cfg.name == "exp"
+
+
+def test_timestamp_is_appended_when_enabled():
+    cfg = load_config(BASE, from_string=True, cli_args=["use_timestamp=true"])
+    assert cfg.trial_name.startswith("a_red_cube@") and len(cfg.timestamp) == len(
+        "@20260101-120000"
+    )
+    fixed = load_config(BASE, from_string=True, cli_args=["use_timestamp=true", "timestamp=@x"])
+    assert fixed.trial_name == "a_red_cube@x"
+
+
+def test_unknown_top_level_key_names_key_and_suggestion():
+    with pytest.raises(ConfigError) as e:
+        load_config(BASE, from_string=True, cli_args=["sed=1"])
+    msg = str(e.value)
+    assert "'sed'" in msg and "did you mean 'seed'" in msg
+    assert "\n" not in msg
+
+
+@dataclass
+class GeometryConfig(BaseModule.Config):
+    radius: float = 1.0
+    n_levels: int = 16
+
+
+class Geometry(BaseModule):
+    Config = GeometryConfig
+
+
+def test_nested_unknown_key_names_full_dotted_path():
+    cfg = load_config(BASE, from_string=True, cli_args=["system.geometry.raduis=2"])
+    with pytest.raises(ConfigError) as e:
+        Geometry(cfg.system.geometry)
+    msg = str(e.value)
+    assert "system.geometry.raduis" in msg and "did you mean 'radius'" in msg
+
+
+def test_wrong_type_names_key_value_and_expected_type():
+    cfg = load_config(BASE, from_string=True, cli_args=["system.geometry.n_levels=abc"])
+    with pytest.raises(ConfigError) as e:
+        Geometry(cfg.system.geometry)
+    msg = str(e.value)
+    assert "system.geometry.n_levels" in msg and "'abc'" in msg and "int" in msg
+    with pytest.raises(ConfigError, match=r"seed: expected int, got 'x'"):
+        load_config(BASE, from_string=True, cli_args=["seed=x"])
+
+
+def test_missing_value_names_key():
+    with pytest.raises(ConfigError, match=r"missing value for system.prompt"):
+        load_config(BASE.replace("prompt: a red cube", "prompt: ???"), from_string=True)
+    # set on the command line, it is no longer missing
+    cfg = load_config(
+        BASE.replace("prompt: a red cube", "prompt: ???"),
+        from_string=True,
+        cli_args=["system.prompt=a cat"],
+    )
+    assert cfg.tag == "a_cat"
+
+
+def test_yaml_syntax_error_names_file_and_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nsystem:\n  a: [1, 2\n  b: 3\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(str(bad))
+    assert f"{bad}:" in str(e.value) and "YAML syntax error" in str(e.value)
+    line = int(str(e.value).split(f"{bad}:")[1].split(":")[0])
+    assert line in (3, 4)
+
+
+def test_missing_file_and_malformed_override():
+    with pytest.raises(ConfigError, match="config file not found: nope.yaml"):
+        load_config("nope.yaml")
+    with pytest.raises(ConfigError, match="key.subkey=value"):
+        load_config(BASE, from_string=True, cli_args=["trainer.max_steps"])
+
+
+def test_tag_or_timestamp_required():
+    with pytest.raises(ConfigError, match="tag"):
+        load_config("name: x\nuse_timestamp: false\n", from_string=True)
+
+
+@pytest.mark.parametrize(
+    "expr,expected",
+    [
+        ("${calc_exp_lr_decay_rate:0.1,100}", 0.1 ** (1 / 100)),
+        ("${add:1,2}", 3),
+        ("${sub:5,2}", 3),
+        ("${mul:3,4}", 12),
+        ("${div:3,4}", 0.75),
+        ("${idiv:7,2}", 3),
+        ("${basename:/a/b/c.txt}", "c.txt"),
+        ("${rmspace:'a b  c',_}", "a_b_c"),
+        ("${tuple2:0.5}", [0.5, 0.5]),
+        ("${gt0:1}", True),
+        ("${gt0:0}", False),
+        ("${not:false}", True),
+    ],
+)
+def test_resolvers(expr, expected):
+    conf = OmegaConf.create({"v": expr})
+    value = OmegaConf.to_container(conf, resolve=True)["v"]
+    if isinstance(expected, float):
+        assert value == pytest.approx(expected)
+    else:
+        assert value == expected
+
+
+def test_schedule_resolvers():
+    conf = OmegaConf.create(
+        {
+            "a": [0, 0.0, 0.0, 10],
+            "b": [0, 0.0, 1.0, 10],
+            "c": 0.0,
+            "x": "${cmaxgt0:${a}}",
+            "y": "${cmaxgt0:${b}}",
+            "z": "${cmaxgt0orcmaxgt0:${a},${c}}",
+            "w": "${cmaxgt0orcmaxgt0:${a},${b}}",
+        }
+    )
+    out = OmegaConf.to_container(conf, resolve=True)
+    assert out["x"] is False and out["y"] is True and out["z"] is False and out["w"] is True
+
+
+def test_parse_structured_returns_typed_config():
+    cfg = parse_structured(GeometryConfig, {"radius": 3})
+    assert cfg.radius == 3.0 and isinstance(cfg.radius, float)
+    assert OmegaConf.get_type(cfg) is GeometryConfig
+    with pytest.raises(ConfigError, match="unknown config key 'nlevels'; did you mean 'n_levels'"):
+        parse_structured(GeometryConfig, {"nlevels": 3})
+
+
+def test_experiment_config_fields():
+    names = set(ExperimentConfig.__dataclass_fields__)
+    for required in [
+        "name",
+        "description",
+        "tag",
+        "seed",
+        "use_timestamp",
+        "timestamp",
+        "exp_root_dir",
+        "trial_dir",
+        "n_gpus",
+        "resume",
+        "data_type",
+        "data",
+        "system_type",
+        "system",
+        "trainer",
+        "checkpoint",
+    ]:
+        assert required in names
+    assert threestudio.__version__ >= "0.2.3"
