@@ -326,7 +326,10 @@ def find_library_prompt(query: str, library: List[str], library_path: str = "lib
             hits = sum(k in p.lower() for k in keywords)
             return hits, difflib.SequenceMatcher(None, text, p.lower()).ratio()
 
-        closest = sorted(library, key=score, reverse=True)[:3]
+        # prefer prompts holding the most keywords, then the most similar text
+        best_hits = max((score(p)[0] for p in library), default=0)
+        pool = [p for p in library if score(p)[0] == best_hits] if best_hits else library
+        closest = sorted(pool, key=score, reverse=True)[:3]
         suggestion = "; closest: " + ", ".join(repr(p) for p in closest) if closest else ""
         raise UserError(
             f"no prompt in {library_path} contains all keywords {keywords} of 'lib:{query}'"
