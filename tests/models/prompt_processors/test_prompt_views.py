@@ -80,7 +80,13 @@ def test_direction_selection_prefix_templates_and_thresholds():
         "overhead": "overhead view of a cat",
     }
     assert proc.prompts_vd == [expected[n] for n in ("side", "front", "back", "overhead")]
-    cases = [(0, 29, "front"), (0, 31, "side"), (0, 119, "side"), (0, 121, "back"), (31, 0, "overhead")]
+    cases = [
+        (0, 29, "front"),
+        (0, 31, "side"),
+        (0, 119, "side"),
+        (0, 121, "back"),
+        (31, 0, "overhead"),
+    ]
     ele, azi, dis = cams([c[0] for c in cases], [c[1] for c in cases])
     emb = proc().get_text_embeddings(ele, azi, dis)
     for i, (_, _, name) in enumerate(cases):
@@ -135,9 +141,16 @@ def test_perp_neg_weights_and_embeddings(custom):
     cfg = {}
     if custom:
         f_sb, f_fsb, f_fs, f_sf = (2, 1, -0.1), (3, 0.2, 0.5), (1.5, 2, -0.3), (0.7, 0.1, 0.2)
-        cfg = {"perp_neg_f_sb": f_sb, "perp_neg_f_fsb": f_fsb, "perp_neg_f_fs": f_fs, "perp_neg_f_sf": f_sf}
+        cfg = {
+            "perp_neg_f_sb": f_sb,
+            "perp_neg_f_fsb": f_fsb,
+            "perp_neg_f_fs": f_fs,
+            "perp_neg_f_sf": f_sf,
+        }
     out = dummy("a cat", use_perp_neg=True, **cfg)()
-    side, front, back, over = (embed(f"a cat, {n} view") for n in ("side", "front", "back", "overhead"))
+    side, front, back, over = (
+        embed(f"a cat, {n} view") for n in ("side", "front", "back", "overhead")
+    )
     uncond = embed("")
     # (azimuth, elevation, expected pos, expected negatives, expected weights)
     expected = [

@@ -315,7 +315,9 @@ def find_library_prompt(query: str, library: List[str], library_path: str = "lib
     """The single prompt containing every ``_``-separated keyword of ``query`` (any case)."""
     keywords = [k for k in query.lower().split("_") if k]
     if not keywords:
-        raise UserError(f"prompt 'lib:{query}' names no keywords; use e.g. 'lib:delicious_hamburger'")
+        raise UserError(
+            f"prompt 'lib:{query}' names no keywords; use e.g. 'lib:delicious_hamburger'"
+        )
     matches = [p for p in library if all(k in p.lower() for k in keywords)]
     if len(matches) == 1:
         return matches[0]
@@ -410,12 +412,16 @@ class PromptProcessor(BaseObject):
 
         self.prompt = self.preprocess_prompt(self.cfg.prompt)
         self.negative_prompt = self.cfg.negative_prompt
-        threestudio.info(f"Using prompt [{self.prompt}] and negative prompt [{self.negative_prompt}]")
+        threestudio.info(
+            f"Using prompt [{self.prompt}] and negative prompt [{self.negative_prompt}]"
+        )
 
         self.prompts_vd = [
             getattr(self.cfg, f"prompt_{d.name}") or d.prompt(self.prompt) for d in self.directions
         ]
-        self.negative_prompts_vd = [d.negative_prompt(self.negative_prompt) for d in self.directions]
+        self.negative_prompts_vd = [
+            d.negative_prompt(self.negative_prompt) for d in self.directions
+        ]
         threestudio.info(
             "Using view-dependent prompts "
             + " ".join(f"[{d.name}]:[{p}]" for d, p in zip(self.directions, self.prompts_vd))

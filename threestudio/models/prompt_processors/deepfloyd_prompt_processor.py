@@ -32,7 +32,9 @@ class DeepFloydPromptProcessor(PromptProcessor):
         os.environ["TOKENIZERS_PARALLELISM"] = "false"
         device = torch.device(device)
         dtype = torch.float16 if device.type == "cuda" else torch.float32
-        tokenizer = load_pretrained(T5Tokenizer, pretrained_model_name_or_path, subfolder="tokenizer")
+        tokenizer = load_pretrained(
+            T5Tokenizer, pretrained_model_name_or_path, subfolder="tokenizer"
+        )
         text_encoder = load_pretrained(
             T5EncoderModel, pretrained_model_name_or_path, subfolder="text_encoder", dtype=dtype
         )

@@ -28,7 +28,9 @@ class StableDiffusionPromptProcessor(PromptProcessor):
 
         # the tokenizer's worker threads would be forked into the training processes otherwise
         os.environ["TOKENIZERS_PARALLELISM"] = "false"
-        tokenizer = load_pretrained(CLIPTokenizer, pretrained_model_name_or_path, subfolder="tokenizer")
+        tokenizer = load_pretrained(
+            CLIPTokenizer, pretrained_model_name_or_path, subfolder="tokenizer"
+        )
         text_encoder = load_pretrained(
             CLIPTextModel, pretrained_model_name_or_path, subfolder="text_encoder"
         )
