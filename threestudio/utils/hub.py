@@ -41,16 +41,20 @@ def missing_model_message(
     if isinstance(keys, str):
         keys = [keys]
     local = " and ".join(f"{key}=/path/to/folder" for key in keys)
-    if _looks_like_path(name) and not os.path.isdir(os.path.expanduser(name)):
-        head = f"model folder '{name}' does not exist"
-    elif os.path.isdir(os.path.expanduser(name)):
-        head = f"model folder '{name}' is incomplete" + (f" ({detail})" if detail else "")
+    is_folder = os.path.isdir(os.path.expanduser(name))
+    if is_folder or _looks_like_path(name):
+        what = "is incomplete" if is_folder else "does not exist"
+        head = f"model folder '{name}' {what}" + (f" ({detail})" if detail and is_folder else "")
+        message = (
+            f"{head}; either pass a complete local copy with {local}, or a hub id downloaded "
+            "while online (e.g. `hf download <id>`, formerly `huggingface-cli download <id>`)"
+        )
     else:
-        head = f"pretrained model '{name}' is not available offline and could not be downloaded"
-    message = (
-        f"{head}; either download it while online (e.g. `hf download {name}`, formerly "
-        f"`huggingface-cli download {name}`) or pass a local copy with {local}"
-    )
+        message = (
+            f"pretrained model '{name}' is not available offline and could not be downloaded; "
+            f"either download it while online (e.g. `hf download {name}`, formerly "
+            f"`huggingface-cli download {name}`) or pass a local copy with {local}"
+        )
     return " ".join(message.split())  # one line, whatever ``detail`` held
 
 

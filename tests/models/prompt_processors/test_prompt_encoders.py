@@ -133,6 +133,13 @@ def test_missing_or_incomplete_folder(tmp_path, cache_dir):
     with pytest.raises(MissingModelError, match="is incomplete") as info:
         load_pretrained(CLIPTokenizer, str(tmp_path), subfolder="tokenizer")
     assert "\n" not in str(info.value) and "'tokenizer'" in str(info.value)
+    # the guidance loads diffusers components through the same helper
+    from diffusers import DDPMScheduler
+
+    with pytest.raises(MissingModelError, match="'scheduler' failed"):
+        load_pretrained(DDPMScheduler, str(tmp_path), subfolder="scheduler")
+    with pytest.raises(MissingModelError, match="hf download threestudio-tests/none"):
+        load_pretrained(DDPMScheduler, "threestudio-tests/none", subfolder="scheduler")
     assert missing_model_message("a/b", key_hint="system.guidance.x").endswith(
         "pass a local copy with system.guidance.x=/path/to/folder"
     )
