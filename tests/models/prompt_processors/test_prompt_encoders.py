@@ -197,3 +197,27 @@ def test_spawn_impossible_falls_back_with_one_warning(cache_dir, monkeypatch, ca
     assert len(warnings) == 1
     reference = cls({**cfg, "spawn": False})
     torch.testing.assert_close(first.text_embeddings_vd, reference.text_embeddings_vd)
+
+
+class LegacyProcessor(base.PromptProcessor):
+    """Written against the original threestudio API: ``spawn_func`` writes the cache files."""
+
+    @staticmethod
+    def spawn_func(pretrained_model_name_or_path, prompts, cache_dir):
+        import os
+
+        for prompt in prompts:
+            name = base.hash_prompt(pretrained_model_name_or_path, prompt)
+            torch.save(
+                torch.full((3, 2), float(len(prompt))), os.path.join(cache_dir, f"{name}.pt")
+            )
+
+
+def test_legacy_spawn_func_subclass(cache_dir):
+    proc = LegacyProcessor(
+        {"prompt": "abc", "pretrained_model_name_or_path": "legacy", "spawn": False}
+    )
+    assert proc.text_embeddings.shape == (1, 3, 2)
+    assert proc.text_embeddings[0, 0, 0].item() == 3.0
+    assert proc.uncond_text_embeddings.abs().sum().item() == 0.0
+    assert proc.text_embeddings_vd[1, 0, 0].item() == len("abc, front view")

@@ -28,7 +28,18 @@ import threestudio
 from threestudio.utils.base import BaseObject
 from threestudio.utils.errors import ConfigError, MissingModelError, UserError
 from threestudio.utils.misc import barrier, cleanup, get_device, get_rank
-from threestudio.utils.typing import Any, Callable, Dict, Float, Int, List, Optional, Tensor, Tuple
+from threestudio.utils.typing import (
+    Any,
+    Callable,
+    Dict,
+    Float,
+    Int,
+    List,
+    Optional,
+    Tensor,
+    Tuple,
+    Union,
+)
 
 # ============ helpers ============
 
@@ -382,7 +393,10 @@ class PromptProcessor(BaseObject):
 
     @staticmethod
     def encode_prompts(
-        pretrained_model_name_or_path: str, prompts: List[str], device: torch.device, **options
+        pretrained_model_name_or_path: str,
+        prompts: List[str],
+        device: Union[str, torch.device],
+        **options,
     ) -> Float[Tensor, "B N Nf"]:
         """Embeddings of ``prompts``, one row each. Runs in the encoding subprocess when
         ``spawn`` is on, so it must load (and drop) the encoder itself."""

@@ -6,7 +6,7 @@ import torch
 import threestudio
 from threestudio.models.prompt_processors.base import PromptProcessor
 from threestudio.utils.hub import load_pretrained
-from threestudio.utils.typing import Float, List, Tensor
+from threestudio.utils.typing import Float, List, Tensor, Union
 
 IF_MAX_LENGTH = 77
 
@@ -25,7 +25,10 @@ class DeepFloydPromptProcessor(PromptProcessor):
 
     @staticmethod
     def encode_prompts(
-        pretrained_model_name_or_path: str, prompts: List[str], device: torch.device, **options
+        pretrained_model_name_or_path: str,
+        prompts: List[str],
+        device: Union[str, torch.device],
+        **options,
     ) -> Float[Tensor, "B 77 Nf"]:
         from transformers import T5EncoderModel, T5Tokenizer
 

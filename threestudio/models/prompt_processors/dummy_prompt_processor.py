@@ -4,7 +4,7 @@ import torch
 
 import threestudio
 from threestudio.models.prompt_processors.base import PromptProcessor, hash_prompt
-from threestudio.utils.typing import Any, Dict, Float, List, Tensor
+from threestudio.utils.typing import Any, Dict, Float, List, Tensor, Union
 
 
 @threestudio.register("dummy-prompt-processor")
@@ -31,7 +31,7 @@ class DummyPromptProcessor(PromptProcessor):
     def encode_prompts(
         pretrained_model_name_or_path: str,
         prompts: List[str],
-        device: torch.device,
+        device: Union[str, torch.device],
         hidden_size: int = 768,
         max_length: int = 77,
     ) -> Float[Tensor, "B N Nf"]:
