@@ -221,3 +221,4 @@ def test_legacy_spawn_func_subclass(cache_dir):
     assert proc.text_embeddings[0, 0, 0].item() == 3.0
     assert proc.uncond_text_embeddings.abs().sum().item() == 0.0
     assert proc.text_embeddings_vd[1, 0, 0].item() == len("abc, front view")
+    assert proc.load_from_cache("abc, back view")[0, 0].item() == len("abc, back view")

@@ -484,6 +484,10 @@ class PromptProcessor(BaseObject):
             self.encode_to_dir(unique, out_dir)
             return {p: self._load(p, out_dir) for p in unique}
 
+    def load_from_cache(self, prompt: str) -> Tensor:
+        """The cached embedding of ``prompt`` (name kept from the original threestudio API)."""
+        return self._load(prompt, self._cache_dir)
+
     def _load(self, prompt: str, cache_dir: str) -> Tensor:
         path = self.cache_path(prompt, cache_dir)
         if not os.path.exists(path):
