@@ -1,0 +1,6 @@
+from threestudio.models.prompt_processors import (  # noqa: F401
+    base,
+    deepfloyd_prompt_processor,
+    dummy_prompt_processor,
+    stable_diffusion_prompt_processor,
+)
