@@ -99,7 +99,9 @@ def test_perspective_correct_interpolation(ctx):
 
 
 def test_interpolate_gradient_matches_finite_differences(ctx):
-    verts = torch.tensor([[-1.0, -1.0, -2.0], [1.0, -0.5, -4.0], [0.0, 1.0, -3.0]], dtype=torch.float64)
+    verts = torch.tensor(
+        [[-1.0, -1.0, -2.0], [1.0, -0.5, -4.0], [0.0, 1.0, -3.0]], dtype=torch.float64
+    )
     attr = torch.tensor([[1.0, 0.0], [0.0, 2.0], [0.5, -1.0]], dtype=torch.float64)
     tri = torch.tensor([[0, 1, 2]], dtype=torch.int32)
     proj = _perspective().double()[None]

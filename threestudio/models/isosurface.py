@@ -80,7 +80,7 @@ class MarchingCubeCPUHelper(IsosurfaceHelper):
         super().__init__()
         self.resolution = resolution
         self._grid_vertices: Optional[Float[Tensor, "N3 3"]] = None
-        self._dummy: Float[Tensor, "..."]
+        self._dummy: Tensor
         self.register_buffer("_dummy", torch.zeros(0, dtype=torch.float32), persistent=False)
 
     @property
@@ -119,9 +119,7 @@ class MarchingTetrahedraHelper(IsosurfaceHelper):
         self.tets_path = tets_path
         vertices, indices = load_tet_grid(resolution, tets_path)
         self._grid_vertices: Float[Tensor, "Nv 3"]
-        self.register_buffer(
-            "_grid_vertices", torch.from_numpy(vertices).float(), persistent=False
-        )
+        self.register_buffer("_grid_vertices", torch.from_numpy(vertices).float(), persistent=False)
         self.indices: Tensor
         self.register_buffer("indices", torch.from_numpy(indices).long(), persistent=False)
         self.triangle_table: Tensor

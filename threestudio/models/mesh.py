@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 import threestudio
+from threestudio.utils.errors import ConfigError, did_you_mean
 from threestudio.utils.ops import dot
 from threestudio.utils.typing import Any, Dict, Float, Integer, Optional, Tensor, Union
 
@@ -164,7 +165,9 @@ class Mesh:
         return tangents
 
     def _unwrap_uv(
-        self, xatlas_chart_options: Optional[dict] = None, xatlas_pack_options: Optional[dict] = None
+        self,
+        xatlas_chart_options: Optional[dict] = None,
+        xatlas_pack_options: Optional[dict] = None,
     ):
         import xatlas
 
@@ -176,10 +179,18 @@ class Mesh:
         )
         co = xatlas.ChartOptions()
         po = xatlas.PackOptions()
-        for k, v in (xatlas_chart_options or {}).items():
-            setattr(co, k, v)
-        for k, v in (xatlas_pack_options or {}).items():
-            setattr(po, k, v)
+        for name, options, target in (
+            ("xatlas_chart_options", xatlas_chart_options, co),
+            ("xatlas_pack_options", xatlas_pack_options, po),
+        ):
+            for k, v in (options or {}).items():
+                if not hasattr(target, k):
+                    known = [a for a in dir(target) if not a.startswith("_")]
+                    raise ConfigError(
+                        f"{name}: unknown option '{k}' of xatlas.{type(target).__name__}"
+                        f"{did_you_mean(k, known)} (known: {', '.join(known)})"
+                    )
+                setattr(target, k, v)
         atlas.generate(co, po)
         _vmapping, indices, uvs = atlas.get_mesh(0)
         device = self.v_pos.device
@@ -187,9 +198,7 @@ class Mesh:
         t_tex_idx = torch.from_numpy(indices.astype(np.int64)).to(device)
         return v_tex, t_tex_idx
 
-    def unwrap_uv(
-        self, xatlas_chart_options: dict = {}, xatlas_pack_options: dict = {}
-    ) -> None:
+    def unwrap_uv(self, xatlas_chart_options: dict = {}, xatlas_pack_options: dict = {}) -> None:
         """(Re)compute ``v_tex``/``t_tex_idx`` with xatlas; the option dicts set attributes of
         ``xatlas.ChartOptions`` / ``xatlas.PackOptions`` (e.g. ``{"max_iterations": 4}``)."""
         self._v_tex, self._t_tex_idx = self._unwrap_uv(xatlas_chart_options, xatlas_pack_options)

@@ -56,7 +56,9 @@ def generate_tet_grid(resolution: int) -> Tuple[np.ndarray, np.ndarray]:
     return vertices, tets
 
 
-def load_tet_grid(resolution: int, tets_path: Optional[str] = None) -> Tuple[np.ndarray, np.ndarray]:
+def load_tet_grid(
+    resolution: int, tets_path: Optional[str] = None
+) -> Tuple[np.ndarray, np.ndarray]:
     """The grid for ``resolution``: from ``tets_path`` if given, else ``load/tets/<N>_tets.npz`` if
     present, else from the cache (generated and saved there on first use). Files hold ``vertices``
     and ``indices``; a file whose vertices lie in [-0.5, 0.5]^3 (the original threestudio files)
