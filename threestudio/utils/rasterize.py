@@ -209,10 +209,12 @@ _EDGE_CACHE: dict = {}
 
 
 def _opposite_faces(tri: Tensor) -> Tensor:
-    """[Nf, 3]: the face across the edge opposite vertex k of each face (-1 at a boundary)."""
-    key = (tri.data_ptr(), tuple(tri.shape), tri.device, tri._version)
+    """[Nf, 3]: the face across the edge opposite vertex k of each face (-1 at a boundary).
+    Cached per face tensor (by storage, shape and version), as a renderer reuses one per mesh."""
+    key = (tri.data_ptr(), tuple(tri.shape), tri.dtype, tri.device, tri._version)
     if key in _EDGE_CACHE:
         return _EDGE_CACHE[key]
+    tri = tri.long()
     nf = tri.shape[0]
     e = torch.stack([tri[:, [1, 2]], tri[:, [2, 0]], tri[:, [0, 1]]], dim=1)  # edge k opposite v k
     e = torch.sort(e, dim=-1).values.reshape(-1, 2)
@@ -239,9 +241,9 @@ def torch_antialias(
     pos: Float[Tensor, "B Nv 4"],
     tri: Integer[Tensor, "Nf 3"],
 ) -> Float[Tensor, "B H W C"]:
+    opposite = _opposite_faces(tri)
     tri = tri.long()
     B, H, W, C = color.shape
-    opposite = _opposite_faces(tri)
     results = []
     for b in range(B):
         col = color[b].reshape(-1, C)
