@@ -81,7 +81,8 @@ def load_tet_grid(
     try:
         cache.parent.mkdir(parents=True, exist_ok=True)
         tmp = cache.with_suffix(f".{os.getpid()}.tmp.npz")
-        np.savez_compressed(tmp, vertices=vertices, indices=tets)
+        # uncompressed: at N=128 compressing takes ~17 s and loading 2.6 s, against 0.2 s / 0.14 s
+        np.savez(tmp, vertices=vertices, indices=tets)
         os.replace(tmp, cache)
     except OSError:  # a read-only home is not an error: the grid is cheap to rebuild
         pass
