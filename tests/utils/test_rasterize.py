@@ -189,3 +189,65 @@ def test_torch_backend_matches_nvdiffrast():
     a_nv, _ = cuda.interpolate_one(verts, rast_nv, tri)
     a_pt, _ = torch_interpolate(verts[None], rast_pt, tri)
     assert torch.allclose(a_nv[both], a_pt[both], atol=1e-4)
+
+
+def test_antialias_gradient_matches_finite_differences(ctx):
+    from threestudio.utils.rasterize import torch_antialias, torch_rasterize
+
+    pos0 = torch.tensor(
+        [[[-0.52, -0.47, 0.0, 1.0], [0.61, -0.43, 0.0, 1.0], [-0.37, 0.58, 0.0, 1.0]]],
+        dtype=torch.float64,
+    )
+    tri = torch.tensor([[0, 1, 2]], dtype=torch.int32)
+    weights = torch.rand(
+        1, 16, 16, 1, dtype=torch.float64, generator=torch.Generator().manual_seed(1)
+    )
+
+    def loss(pos):
+        rast, _ = torch_rasterize(pos, tri, (16, 16))
+        mask = (rast[..., 3:] > 0).to(pos.dtype)
+        return (torch_antialias(mask, rast, pos, tri).double() * weights).sum()
+
+    pos = pos0.clone().requires_grad_(True)
+    loss(pos).backward()
+    assert pos.grad[..., :2].abs().sum() > 0
+    eps = 1e-5
+    for i in range(3):
+        for j in range(2):
+            d = torch.zeros_like(pos0)
+            d[0, i, j] = eps
+            fd = (loss(pos0 + d) - loss(pos0 - d)) / (2 * eps)
+            assert pos.grad[0, i, j].item() == pytest.approx(fd.item(), rel=1e-3, abs=1e-6)
+
+
+def test_batched_attributes_and_images(ctx):
+    pos, tri = _triangle()
+    pos2 = torch.cat([pos, pos * torch.tensor([-1.0, -1.0, 1.0, 1.0])])  # second image rotated 180°
+    rast, _ = ctx.rasterize(pos2, tri, (16, 16))
+    assert torch.equal(rast[1, ..., 3] > 0, (rast[0, ..., 3] > 0).flip(0, 1))
+    attr = torch.stack([torch.eye(3), 2 * torch.eye(3)])
+    out, _ = ctx.interpolate(attr, rast, tri)
+    assert torch.allclose(out[1, 11, 11], 2 * torch.tensor([0.875, 0.0625, 0.0625]))
+    assert torch.allclose(out[0, 4, 4], torch.tensor([0.875, 0.0625, 0.0625]))
+
+
+def test_chunked_depth_test_matches_single_chunk(ctx, monkeypatch):
+    import trimesh
+
+    from threestudio.utils import rasterize as R
+
+    sphere = trimesh.creation.icosphere(subdivisions=3, radius=0.7)
+    verts = torch.tensor(sphere.vertices, dtype=torch.float32)
+    verts[:, 2] -= 2.5
+    faces = torch.tensor(sphere.faces, dtype=torch.int32)
+    pos = ctx.vertex_transform(verts, _perspective()[None])
+    whole, _ = ctx.rasterize(pos, faces, (48, 48))
+    monkeypatch.setattr(R, "CANDIDATE_BUDGET", 64)  # hundreds of chunks
+    chunked, _ = ctx.rasterize(pos, faces, (48, 48))
+    assert torch.equal(whole, chunked)
+    # only front faces (normals towards the camera at the origin) are visible
+    visible = torch.unique(whole[0, ..., 3].long() - 1)
+    visible = visible[visible >= 0]
+    v = verts[faces[visible].long()]
+    n = torch.linalg.cross(v[:, 1] - v[:, 0], v[:, 2] - v[:, 0])
+    assert ((n * -v.mean(1)).sum(-1) > 0).all()
