@@ -251,3 +251,15 @@ def test_chunked_depth_test_matches_single_chunk(ctx, monkeypatch):
     v = verts[faces[visible].long()]
     n = torch.linalg.cross(v[:, 1] - v[:, 0], v[:, 2] - v[:, 0])
     assert ((n * -v.mean(1)).sum(-1) > 0).all()
+
+
+def test_attribute_image_derivatives(ctx):
+    pos, tri = _triangle()
+    rast, rast_db = ctx.rasterize(pos, tri, (16, 16))
+    # attributes: pixel x and 3 * pixel y of each corner (4, 4), (12, 4), (4, 12)
+    attr = torch.tensor([[4.0, 12.0], [12.0, 12.0], [4.0, 36.0]])
+    out, out_da = ctx.interpolate_one(attr, rast, tri, rast_db=rast_db, diff_attrs="all")
+    assert out_da.shape == (1, 16, 16, 4)
+    # layout (dA0/dx, dA0/dy, dA1/dx, dA1/dy)
+    assert torch.allclose(out_da[0, 5, 5], torch.tensor([1.0, 0.0, 0.0, 3.0]), atol=1e-5)
+    assert torch.allclose(out[0, 5, 5], torch.tensor([5.5, 16.5]), atol=1e-5)
