@@ -121,11 +121,15 @@ def _visible_triangles(
     return idbuf, zbuf
 
 
-def _perspective_barycentrics(pos, tri, fid, px, py, H, W):
-    """Differentiable (u, v, z/w) of pixel centres (px, py) in triangles ``fid``."""
+def _gather_corners(pos, tri, fid, H, W):
     x, y, z, w = _to_pixels(pos, H, W)
     corners = tri[fid]
-    tx, ty, tz, tw = x[corners], y[corners], z[corners], w[corners]
+    return x[corners], y[corners], z[corners], w[corners]
+
+
+def _perspective_barycentrics(corners, px, py):
+    """Differentiable (u, v, z/w) of pixel centres (px, py) in triangles with gathered corners."""
+    tx, ty, tz, tw = corners
     b0, b1, b2 = _screen_barycentrics(tx, ty, px, py)
     zc = b0 * tz[:, 0] + b1 * tz[:, 1] + b2 * tz[:, 2]
     # perspective correction: screen barycentrics / w, renormalised
@@ -146,17 +150,18 @@ def torch_rasterize(
         fid = idbuf[covered]
         px = (covered % W).to(pos.dtype) + 0.5
         py = torch.div(covered, W, rounding_mode="floor").to(pos.dtype) + 0.5
-        u, v, zc = _perspective_barycentrics(pos[b], tri, fid, px, py, H, W)
+        corners = _gather_corners(pos[b], tri, fid, H, W)
+        u, v, zc = _perspective_barycentrics(corners, px, py)
         values = torch.stack([u, v, zc, (fid + 1).to(pos.dtype)], dim=-1)
         rast = torch.zeros(H * W, 4, dtype=pos.dtype, device=pos.device)
         rast = rast.index_put((covered,), values)
         # image-space derivatives of (u, v) by central differences of the exact rational formula
         with torch.no_grad():
-            pb = pos[b].detach()
-            ux1, vx1, _ = _perspective_barycentrics(pb, tri, fid, px + 0.5, py, H, W)
-            ux0, vx0, _ = _perspective_barycentrics(pb, tri, fid, px - 0.5, py, H, W)
-            uy1, vy1, _ = _perspective_barycentrics(pb, tri, fid, px, py + 0.5, H, W)
-            uy0, vy0, _ = _perspective_barycentrics(pb, tri, fid, px, py - 0.5, H, W)
+            cd = tuple(c.detach() for c in corners)
+            ux1, vx1, _ = _perspective_barycentrics(cd, px + 0.5, py)
+            ux0, vx0, _ = _perspective_barycentrics(cd, px - 0.5, py)
+            uy1, vy1, _ = _perspective_barycentrics(cd, px, py + 0.5)
+            uy0, vy0, _ = _perspective_barycentrics(cd, px, py - 0.5)
             db_values = torch.stack([ux1 - ux0, uy1 - uy0, vx1 - vx0, vy1 - vy0], dim=-1)
             db = torch.zeros(H * W, 4, dtype=pos.dtype, device=pos.device)
             db[covered] = db_values
