@@ -263,3 +263,16 @@ def test_attribute_image_derivatives(ctx):
     # layout (dA0/dx, dA0/dy, dA1/dx, dA1/dy)
     assert torch.allclose(out_da[0, 5, 5], torch.tensor([1.0, 0.0, 0.0, 3.0]), atol=1e-5)
     assert torch.allclose(out[0, 5, 5], torch.tensor([5.5, 16.5]), atol=1e-5)
+
+
+def test_threestudio_camera_puts_up_at_row_zero(ctx):
+    from threestudio.utils.ops import get_mvp_matrix, get_projection_matrix
+
+    # camera at the origin looking down -z with +y up (OpenGL c2w = identity)
+    mvp = get_mvp_matrix(
+        torch.eye(4)[None], get_projection_matrix(math.radians(60), 1.0, 0.1, 10)[None]
+    )
+    above = torch.tensor([[-0.3, 0.2, -2.0], [0.3, 0.2, -2.0], [0.0, 0.6, -2.0]])  # up, in view
+    rast, _ = ctx.rasterize(ctx.vertex_transform(above, mvp), torch.tensor([[0, 1, 2]]), (32, 32))
+    rows = torch.nonzero(rast[0, ..., 3] > 0)[:, 0]
+    assert rows.numel() > 0 and rows.max() < 16  # the upper half of the view is the first rows
