@@ -1,1 +1,1 @@
-from threestudio.models.exporters import base, dummy_exporter  # noqa: F401
+from threestudio.models.exporters import base, dummy_exporter, mesh_exporter  # noqa: F401
