@@ -125,5 +125,3 @@ class SyntheticSceneDataModule(pl.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self.test_dataloader()
-
-
