@@ -372,6 +372,11 @@ class BaseLift3DSystem(BaseSystem):
         return geometry
 
     def on_fit_start(self) -> None:
+        # a shape prior (e.g. implicit-sdf's shape_init) is fitted once, at the start of a fresh
+        # run: never on resume, nor over weights loaded from a checkpoint or a previous stage
+        fresh = not self.resumed and self.cfg.weights is None and not self.cfg.geometry_convert_from
+        if fresh and hasattr(self.geometry, "initialize_shape"):
+            self.geometry.initialize_shape()
         if self.cfg.prompt_processor_type:
             self.prompt_processor = threestudio.find(self.cfg.prompt_processor_type)(
                 self.cfg.prompt_processor
