@@ -142,9 +142,13 @@ class BaseSystem(pl.LightningModule, Updateable, SaverMixin):
 
     # ---------- the loss convention ----------
 
-    def lambda_of(self, name: str) -> float:
-        """The current weight of ``loss_<name>`` (``cfg.loss.lambda_<name>`` through ``C()``)."""
+    def lambda_of(self, name: str, default: Optional[float] = None) -> float:
+        """The current weight of ``loss_<name>`` (``cfg.loss.lambda_<name>`` through ``C()``).
+        Without ``default`` a missing weight is an error naming it; systems pass ``default=0``
+        for optional regularisers so that configs need not list them."""
         key = f"lambda_{name}"
+        if key not in self.cfg.loss and default is not None:
+            return default
         if key not in self.cfg.loss:
             raise ConfigError(
                 f"system.loss.{key} is not set but the system produced loss_{name}"
