@@ -64,9 +64,9 @@ def mesh_sdf(
         plane_dist = ((p - a) * n_unit).sum(-1)
         proj = p - plane_dist[..., None] * n_unit
         inside = (
-            ((torch.cross(b - a, proj - a, dim=-1) * n).sum(-1) >= 0)
-            & ((torch.cross(c - b, proj - b, dim=-1) * n).sum(-1) >= 0)
-            & ((torch.cross(a - c, proj - c, dim=-1) * n).sum(-1) >= 0)
+            ((torch.cross((b - a).expand_as(proj), proj - a, dim=-1) * n).sum(-1) >= 0)
+            & ((torch.cross((c - b).expand_as(proj), proj - b, dim=-1) * n).sum(-1) >= 0)
+            & ((torch.cross((a - c).expand_as(proj), proj - c, dim=-1) * n).sum(-1) >= 0)
         )
         edge_d2 = torch.minimum(
             torch.minimum(_point_segment_distance2(p, a, b), _point_segment_distance2(p, b, c)),
@@ -159,6 +159,7 @@ class ImplicitSDF(BaseImplicitGeometry):
         shape_init_mesh_front: str = "+x"
         shape_init_steps: int = 1000
         shape_init_batch_size: int = 10000
+        shape_init_lr: float = 1e-3
         force_shape_init: bool = False
         # added to the network output: a number, or "sphere"/"ellipsoid" with sdf_bias_params
         sdf_bias: Union[float, str] = 0.0
@@ -310,14 +311,14 @@ class ImplicitSDF(BaseImplicitGeometry):
         target: Callable[[Float[Tensor, "N 3"]], Float[Tensor, "N 1"]],
         steps: int,
         desc: str = "Fitting SDF",
-        lr: float = 1e-3,
+        lr: Optional[float] = None,
     ) -> float:
         """Fit the SDF network to ``target`` (a function of points, or one carrying a ``pool`` of
         (points, values)) by MSE on random points of the box. Returns the final loss."""
         from tqdm import tqdm
 
         pool = getattr(target, "pool", None)
-        optim = torch.optim.Adam(self.parameters(), lr=lr)
+        optim = torch.optim.Adam(self.parameters(), lr=lr or self.cfg.shape_init_lr)
         loss_value = float("nan")
         with torch.enable_grad():
             for _ in tqdm(range(steps), desc=desc, disable=get_rank() != 0):
