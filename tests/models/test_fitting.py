@@ -122,6 +122,7 @@ MLP = {"otype": "VanillaMLP", "n_neurons": 32, "n_hidden_layers": 1}
 @pytest.mark.slow
 def test_implicit_volume_with_nerf_renderer_fits_two_spheres():
     start = time.time()
+    torch.manual_seed(0)
     geometry = threestudio.find("implicit-volume")(
         {
             "radius": 1.0,
@@ -151,6 +152,7 @@ def test_implicit_volume_with_nerf_renderer_fits_two_spheres():
 @pytest.mark.slow
 def test_implicit_sdf_with_neus_renderer_fits_two_spheres():
     start = time.time()
+    torch.manual_seed(0)
     geometry = threestudio.find("implicit-sdf")(
         {
             "radius": 1.0,
@@ -165,6 +167,7 @@ def test_implicit_sdf_with_neus_renderer_fits_two_spheres():
             "shape_init_lr": 1e-2,
         }
     )
+    geometry.initialize_shape()
     held_psnr, bg_psnr = fit(
         geometry,
         "neus-volume-renderer",

@@ -23,7 +23,9 @@ def make_sdf(**overrides):
     }
     cfg.update(overrides)
     torch.manual_seed(0)
-    return threestudio.find("implicit-sdf")(cfg)
+    geo = threestudio.find("implicit-sdf")(cfg)
+    geo.initialize_shape()  # the system does this when training starts
+    return geo
 
 
 def box_sdf(points, half):

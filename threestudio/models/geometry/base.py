@@ -81,6 +81,10 @@ class BaseGeometry(BaseModule):
             f"cannot create a geometry from {other.__class__.__name__}: no conversion is defined"
         )
 
+    def initialize_shape(self) -> None:
+        """Called by the system when training starts: geometries with a shape prior (e.g.
+        ``implicit-sdf`` with ``shape_init``) fit it here."""
+
     def export(self, *args, **kwargs) -> Dict[str, Any]:
         return {}
 

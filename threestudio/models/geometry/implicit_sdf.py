@@ -196,7 +196,6 @@ class ImplicitSDF(BaseImplicitGeometry):
         if self.cfg.shape_init is not None and not self.cfg.shape_init.startswith("mesh:"):
             self._check_shape_params(self.cfg.shape_init, self.cfg.shape_init_params, "shape_init")
         self.finite_difference_normal_eps: float = self._finite_difference_eps(0)
-        self.initialize_shape()
 
     # ---- analytic shapes ----
 
@@ -246,6 +245,8 @@ class ImplicitSDF(BaseImplicitGeometry):
     # ---- shape initialisation ----
 
     def initialize_shape(self) -> None:
+        """Fit the network to ``shape_init``. Called by the system when training starts (once the
+        module is on its device), not at construction, so loading a checkpoint costs nothing."""
         if self.cfg.shape_init is None:
             if self.cfg.force_shape_init:
                 raise ConfigError("force_shape_init is set but shape_init is not")
