@@ -195,3 +195,11 @@ def test_hash_grid_volume_trains_towards_a_target_density():
         losses.append(loss.item())
     assert losses[-1] < 0.2 * losses[0]
     assert math.isfinite(losses[-1])
+
+
+def test_integer_values_are_accepted_where_numbers_are_expected():
+    # YAML users write `isosurface_threshold: 10` as often as `10.`
+    geo = make_volume(isosurface_threshold=10, density_bias=0, density_activation="none")
+    zero_(geo.density_network)
+    assert geo.cfg.isosurface_threshold == 10
+    torch.testing.assert_close(geo.forward_density(torch.zeros(1, 3)), torch.zeros(1, 1))

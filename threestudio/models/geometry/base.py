@@ -96,7 +96,7 @@ class BaseImplicitGeometry(BaseGeometry):
         isosurface: bool = True
         isosurface_method: str = "mt"  # "mc" (marching cubes) or "mt" (marching tetrahedra)
         isosurface_resolution: int = 128
-        isosurface_threshold: Union[float, str] = 0.0  # a number or "auto"
+        isosurface_threshold: Union[float, int, str] = 0.0  # a number or "auto"
         isosurface_chunk: int = 0
         isosurface_coarse_to_fine: bool = True
         isosurface_deformable_grid: bool = False

@@ -150,7 +150,7 @@ class ImplicitSDF(BaseImplicitGeometry):
         normal_type: Optional[str] = "finite_difference"
         # a number, or "progressive": the cell size of the finest active ProgressiveBandHashGrid
         # level (Neuralangelo)
-        finite_difference_normal_eps: Union[float, str] = 0.01
+        finite_difference_normal_eps: Union[float, int, str] = 0.01
         # None | "sphere" (params: radius) | "ellipsoid" (params: 3 semi-axes) |
         # "mesh:path/to/mesh.obj" (params: the scale of its largest coordinate)
         shape_init: Optional[str] = None
@@ -162,7 +162,7 @@ class ImplicitSDF(BaseImplicitGeometry):
         shape_init_lr: float = 1e-3
         force_shape_init: bool = False
         # added to the network output: a number, or "sphere"/"ellipsoid" with sdf_bias_params
-        sdf_bias: Union[float, str] = 0.0
+        sdf_bias: Union[float, int, str] = 0.0
         sdf_bias_params: Optional[Any] = None
 
         # an SDF has no floaters to remove

@@ -45,7 +45,7 @@ class ImplicitVolume(BaseImplicitGeometry):
         n_input_dims: int = 3
         n_feature_dims: int = 3
         density_activation: Optional[str] = "softplus"
-        density_bias: Union[float, str] = "blob_magic3d"
+        density_bias: Union[float, int, str] = "blob_magic3d"
         density_blob_scale: float = 10.0
         density_blob_std: float = 0.5
         pos_encoding_config: dict = field(
@@ -73,7 +73,7 @@ class ImplicitVolume(BaseImplicitGeometry):
         # {min_anneal_step, max_anneal_step, start_val, end_val}: linear schedule of the blob std
         anneal_density_blob_std_config: Optional[dict] = None
 
-        isosurface_threshold: Union[float, str] = 25.0
+        isosurface_threshold: Union[float, int, str] = 25.0
 
     cfg: Config
 

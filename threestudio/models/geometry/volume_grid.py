@@ -65,14 +65,14 @@ class VolumeGrid(BaseImplicitGeometry):
         n_feature_dims: int = 3
         density_activation: Optional[str] = "softplus"
         # "blob" (= blob_magic3d), "blob_magic3d", "blob_dreamfusion" or a number
-        density_bias: Union[float, str] = "blob"
+        density_bias: Union[float, int, str] = "blob"
         density_blob_scale: float = 5.0
         density_blob_std: float = 0.5
         # pred | finite_difference | finite_difference_laplacian | analytic
         normal_type: Optional[str] = "finite_difference"
         finite_difference_normal_eps: float = 1.0e-3
 
-        isosurface_threshold: Union[float, str] = "auto"
+        isosurface_threshold: Union[float, int, str] = "auto"
 
     cfg: Config
 
