@@ -1,0 +1,7 @@
+from threestudio.models.guidance import (  # noqa: F401
+    deep_floyd_guidance,
+    stable_diffusion_guidance,
+    stable_diffusion_vsd_guidance,
+    stable_zero123_guidance,
+    zero123_guidance,
+)
