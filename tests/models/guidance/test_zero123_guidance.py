@@ -58,9 +58,13 @@ def test_conditioning_changes_with_the_relative_camera(tiny_zero123_path, cond_i
     for azimuth in (0.0, 90.0):
         x = rgb.clone().requires_grad_(True)
         torch.manual_seed(0)
-        guidance(x, None, torch.zeros(1), torch.tensor([azimuth]), torch.full([1], 1.2))[
-            "loss_sds"
-        ].backward()
+        # image systems call it with the camera batch only (no prompt_utils)
+        batch = {
+            "elevation": torch.zeros(1),
+            "azimuth": torch.tensor([azimuth]),
+            "camera_distances": torch.full([1], 1.2),
+        }
+        guidance(x, **batch, rgb_as_latents=False)["loss_sds"].backward()
         grads.append(x.grad)
     assert (grads[0] - grads[1]).abs().max() > 1e-3 * grads[0].abs().max()
 

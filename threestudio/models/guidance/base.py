@@ -90,7 +90,9 @@ class DiffusionGuidanceMixin:
         )
         self.grad_clip_val: Optional[float] = None
 
-    def set_min_max_steps(self, min_step_percent: float, max_step_percent: float) -> None:
+    def set_min_max_steps(
+        self, min_step_percent: float = 0.02, max_step_percent: float = 0.98
+    ) -> None:
         self.min_step = int(self.num_train_timesteps * min_step_percent)
         self.max_step = int(self.num_train_timesteps * max_step_percent)
 

@@ -116,14 +116,17 @@ class Zero123Guidance(DiffusionGuidanceMixin, VAELatentsMixin, BaseObject):
     def __call__(
         self,
         rgb: Float[Tensor, "B H W C"],
-        prompt_utils,  # unused: the condition is the image
-        elevation: Float[Tensor, "B"],
-        azimuth: Float[Tensor, "B"],
-        camera_distances: Float[Tensor, "B"],
+        prompt_utils=None,  # unused: the condition is the image; image systems omit it
+        elevation: Optional[Float[Tensor, "B"]] = None,
+        azimuth: Optional[Float[Tensor, "B"]] = None,
+        camera_distances: Optional[Float[Tensor, "B"]] = None,
         rgb_as_latents: bool = False,
         guidance_eval: bool = False,
         **kwargs,
     ) -> Dict[str, Any]:
+        assert elevation is not None and azimuth is not None and camera_distances is not None, (
+            "zero123 guidance needs elevation, azimuth and camera_distances (pass **batch)"
+        )
         batch_size = rgb.shape[0]
         latents = self.render_to_latents(rgb, rgb_as_latents)["latents"]
         cond = self.conditioning(elevation, azimuth, camera_distances)
