@@ -69,6 +69,11 @@ def build_tiny_sd(root: Path, seed: int = 0, **unet_kwargs) -> str:
     return str(root)
 
 
+def build_tiny_ip2p(root: Path, seed: int = 0) -> str:
+    """An InstructPix2Pix-style folder: the UNet also sees the image latent (8 channels)."""
+    return build_tiny_sd(root, seed=seed, in_channels=8)
+
+
 def build_tiny_if(root: Path, seed: int = 0) -> str:
     """A DeepFloyd-IF-stage-I-style folder: a pixel UNet predicting noise and variance."""
     torch.manual_seed(seed)

@@ -18,6 +18,7 @@ for path in (str(_TESTS), str(_TESTS.parent)):
 from tiny_pipelines import (  # noqa: E402
     CROSS_ATTENTION_DIM,
     build_tiny_if,
+    build_tiny_ip2p,
     build_tiny_sd,
     build_tiny_zero123,
 )
@@ -81,3 +82,8 @@ def tiny_if_path(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_zero123_path(tmp_path_factory):
     return build_tiny_zero123(tmp_path_factory.mktemp("tiny_zero123"))
+
+
+@pytest.fixture(scope="session")
+def tiny_ip2p_path(tmp_path_factory):
+    return build_tiny_ip2p(tmp_path_factory.mktemp("tiny_ip2p"))

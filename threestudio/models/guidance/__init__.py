@@ -1,5 +1,6 @@
 from threestudio.models.guidance import (  # noqa: F401
     deep_floyd_guidance,
+    instructpix2pix_guidance,
     stable_diffusion_guidance,
     stable_diffusion_vsd_guidance,
     stable_zero123_guidance,
