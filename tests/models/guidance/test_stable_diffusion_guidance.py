@@ -127,6 +127,19 @@ def test_min_max_step_and_grad_clip_follow_schedules(tiny_sd_path):
     assert int(t.min()) == 20 and int(t.max()) == 500
 
 
+def test_max_step_anneals_after_start_step(tiny_sd_path):
+    guidance = make_guidance(
+        tiny_sd_path,
+        anneal_start_step=10,
+        max_step_percent_annealed=0.4,
+        enable_channels_last_format=True,  # published name of enable_channels_last
+    )
+    guidance.do_update_step(0, 10)
+    assert guidance.max_step == 980
+    guidance.do_update_step(0, 11)
+    assert guidance.max_step == 400
+
+
 def test_grad_clip_bounds_every_gradient_element(tiny_sd_path, prompt_utils, latents):
     unclipped = run_on_latents(
         make_guidance(tiny_sd_path, guidance_scale=50.0), prompt_utils, latents

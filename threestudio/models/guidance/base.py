@@ -40,13 +40,17 @@ def _load_pretrained(cls, name: str, **kwargs):
         ) from None
 
 
+_said_cpu_float32 = False
+
+
 def weights_dtype(half_precision_weights: bool, device: torch.device) -> torch.dtype:
     """fp16 only where it runs well (CUDA); on the CPU fp16 kernels are slow or missing."""
+    global _said_cpu_float32
     if half_precision_weights and device.type == "cuda":
         return torch.float16
-    if half_precision_weights and not getattr(weights_dtype, "_warned", False):
+    if half_precision_weights and not _said_cpu_float32:
         threestudio.info("half_precision_weights is ignored on the CPU: using float32 weights")
-        weights_dtype._warned = True
+        _said_cpu_float32 = True
     return torch.float32
 
 
@@ -68,6 +72,41 @@ class DiffusionGuidanceConfig:
     max_step_percent: Any = 0.98  # a C() schedule
     weighting_strategy: str = "sds"  # sds | uniform | fantasia3d
     view_dependent_prompting: bool = True
+    # after anneal_start_step, max_step_percent is replaced by max_step_percent_annealed
+    max_step_percent_annealed: float = 0.5
+    anneal_start_step: Optional[int] = None
+
+
+@dataclass
+class SpeedupConfig:
+    """Opt-in speed-ups; the CUDA-only ones are skipped (with a log line) on the CPU."""
+
+    enable_memory_efficient_attention: bool = False
+    enable_sequential_cpu_offload: bool = False
+    enable_attention_slicing: bool = False
+    enable_channels_last: bool = False
+    enable_channels_last_format: bool = False  # the name published threestudio configs use
+
+
+def place_models(cfg: SpeedupConfig, device: torch.device, unets: list, others: list) -> None:
+    """Move models to ``device`` and apply the speed-ups ``cfg`` asks for."""
+    on_cuda = device.type == "cuda"
+    if not on_cuda and (cfg.enable_memory_efficient_attention or cfg.enable_sequential_cpu_offload):
+        threestudio.info("memory-efficient attention and CPU offload need CUDA; skipped")
+    for unet in unets:
+        if cfg.enable_memory_efficient_attention and on_cuda:
+            unet.enable_xformers_memory_efficient_attention()
+        if cfg.enable_attention_slicing:
+            unet.set_attention_slice("auto")
+        if cfg.enable_channels_last or cfg.enable_channels_last_format:
+            unet.to(memory_format=torch.channels_last)
+    for model in unets + others:
+        if cfg.enable_sequential_cpu_offload and on_cuda:
+            from accelerate import cpu_offload
+
+            cpu_offload(model, device)
+        else:
+            model.to(device)
 
 
 class DiffusionGuidanceMixin:
@@ -103,6 +142,9 @@ class DiffusionGuidanceMixin:
             C(self.cfg.min_step_percent, epoch, global_step),
             C(self.cfg.max_step_percent, epoch, global_step),
         )
+        start = self.cfg.anneal_start_step
+        if start is not None and global_step > start:
+            self.max_step = int(self.num_train_timesteps * self.cfg.max_step_percent_annealed)
 
     def sample_timesteps(self, batch_size: int) -> Tensor:
         # both ends included, as a DDPM training step would sample them

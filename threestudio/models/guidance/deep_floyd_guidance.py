@@ -8,9 +8,11 @@ import threestudio
 from threestudio.models.guidance.base import (
     DiffusionGuidanceConfig,
     DiffusionGuidanceMixin,
+    SpeedupConfig,
     _load_pretrained,
     ddim_inspection,
     freeze,
+    place_models,
     weights_dtype,
 )
 from threestudio.utils.base import BaseObject
@@ -23,13 +25,9 @@ class DeepFloydGuidance(DiffusionGuidanceMixin, BaseObject):
     through the prompt processor."""
 
     @dataclass
-    class Config(BaseObject.Config, DiffusionGuidanceConfig):
+    class Config(BaseObject.Config, DiffusionGuidanceConfig, SpeedupConfig):
         pretrained_model_name_or_path: str = "DeepFloyd/IF-I-XL-v1.0"
         guidance_scale: float = 20.0
-        enable_memory_efficient_attention: bool = False
-        enable_sequential_cpu_offload: bool = False
-        enable_attention_slicing: bool = False
-        enable_channels_last: bool = False
         max_items_eval: int = 4
 
     cfg: Config
@@ -42,13 +40,7 @@ class DeepFloydGuidance(DiffusionGuidanceMixin, BaseObject):
         if self.weights_dtype == torch.float16:
             kwargs["variant"] = "fp16"
         self.unet = freeze(_load_pretrained(UNet2DConditionModel, name, subfolder="unet", **kwargs))
-        if self.cfg.enable_memory_efficient_attention and self.device.type == "cuda":
-            self.unet.enable_xformers_memory_efficient_attention()
-        if self.cfg.enable_attention_slicing:
-            self.unet.set_attention_slice("auto")
-        if self.cfg.enable_channels_last:
-            self.unet.to(memory_format=torch.channels_last)
-        self.unet.to(self.device)
+        place_models(self.cfg, self.device, [self.unet], [])
         self.scheduler = _load_pretrained(DDPMScheduler, name, subfolder="scheduler")
         self.scheduler_eval = DDIMScheduler.from_config(self.scheduler.config)
         self.setup_schedule(self.scheduler)

@@ -8,9 +8,11 @@ import threestudio
 from threestudio.models.guidance.base import (
     DiffusionGuidanceConfig,
     DiffusionGuidanceMixin,
+    SpeedupConfig,
     VAELatentsMixin,
     _load_pretrained,
     freeze,
+    place_models,
     weights_dtype,
 )
 from threestudio.utils.base import BaseObject
@@ -27,7 +29,7 @@ class InstructPix2PixGuidance(DiffusionGuidanceMixin, VAELatentsMixin, BaseObjec
     ``ε_u + s_text (ε_text+img − ε_img) + s_img (ε_img − ε_u)``."""
 
     @dataclass
-    class Config(BaseObject.Config, DiffusionGuidanceConfig):
+    class Config(BaseObject.Config, DiffusionGuidanceConfig, SpeedupConfig):
         pretrained_model_name_or_path: str = "timbrooks/instruct-pix2pix"
         ddim_scheduler_name_or_path: Optional[str] = None  # None: from the model's scheduler
         cache_dir: Optional[str] = None
@@ -36,10 +38,6 @@ class InstructPix2PixGuidance(DiffusionGuidanceMixin, VAELatentsMixin, BaseObjec
         fixed_size: int = -1  # > 0: resize renders to this square size; else keep (multiple of 8)
         diffusion_steps: int = 20
         use_sds: bool = False
-        enable_memory_efficient_attention: bool = False
-        enable_sequential_cpu_offload: bool = False
-        enable_attention_slicing: bool = False
-        enable_channels_last: bool = False
 
     cfg: Config
 
@@ -50,14 +48,7 @@ class InstructPix2PixGuidance(DiffusionGuidanceMixin, VAELatentsMixin, BaseObjec
         load = {"torch_dtype": self.weights_dtype, "cache_dir": self.cfg.cache_dir}
         self.unet = freeze(_load_pretrained(UNet2DConditionModel, name, subfolder="unet", **load))
         self.vae = freeze(_load_pretrained(AutoencoderKL, name, subfolder="vae", **load))
-        if self.cfg.enable_attention_slicing:
-            self.unet.set_attention_slice("auto")
-        if self.cfg.enable_memory_efficient_attention and self.device.type == "cuda":
-            self.unet.enable_xformers_memory_efficient_attention()
-        if self.cfg.enable_channels_last:
-            self.unet.to(memory_format=torch.channels_last)
-        self.unet.to(self.device)
-        self.vae.to(self.device)
+        place_models(self.cfg, self.device, [self.unet], [self.vae])
         self.scheduler = _load_pretrained(
             DDPMScheduler, name, subfolder="scheduler", cache_dir=self.cfg.cache_dir
         )

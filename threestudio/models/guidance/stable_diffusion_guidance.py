@@ -7,10 +7,12 @@ import threestudio
 from threestudio.models.guidance.base import (
     DiffusionGuidanceConfig,
     DiffusionGuidanceMixin,
+    SpeedupConfig,
     VAELatentsMixin,
     _load_pretrained,
     ddim_inspection,
     freeze,
+    place_models,
     weights_dtype,
 )
 from threestudio.utils.base import BaseObject
@@ -24,11 +26,7 @@ class StableDiffusionGuidance(DiffusionGuidanceMixin, VAELatentsMixin, BaseObjec
     (Perturb-and-Average Scoring) and HiFA's image-space loss."""
 
     @dataclass
-    class Config(BaseObject.Config, DiffusionGuidanceConfig):
-        enable_memory_efficient_attention: bool = False
-        enable_sequential_cpu_offload: bool = False
-        enable_attention_slicing: bool = False
-        enable_channels_last: bool = False
+    class Config(BaseObject.Config, DiffusionGuidanceConfig, SpeedupConfig):
         sqrt_anneal: bool = False  # timestep from a sqrt schedule instead of random (HiFA)
         trainer_max_steps: int = 25000
         use_img_loss: bool = False  # HiFA: also an SDS-like loss in image space
@@ -53,31 +51,12 @@ class StableDiffusionGuidance(DiffusionGuidanceMixin, VAELatentsMixin, BaseObjec
             threestudio.warn("token_merging is not implemented; running without it")
         if self.cfg.sqrt_anneal and not isinstance(self.cfg.max_step_percent, (int, float)):
             raise ConfigError("sqrt_anneal needs a constant max_step_percent, not a schedule")
-        self._apply_speedups()
-        self.unet.to(self.device)
-        if not self.cfg.enable_sequential_cpu_offload:
-            self.vae.to(self.device)
+        place_models(self.cfg, self.device, [self.unet], [self.vae])
         self.setup_schedule(self.scheduler)
         # SJC's noise scale sigma_t = sqrt((1 - alpha_bar) / alpha_bar)
         self.us = torch.sqrt((1 - self.alphas) / self.alphas)
         self.global_step = 0
         threestudio.info("Loaded Stable Diffusion!")
-
-    def _apply_speedups(self) -> None:
-        if self.cfg.enable_memory_efficient_attention:
-            if self.device.type == "cuda":
-                self.unet.enable_xformers_memory_efficient_attention()
-            else:
-                threestudio.info("memory-efficient attention needs CUDA; skipped")
-        if self.cfg.enable_attention_slicing:
-            self.unet.set_attention_slice("auto")
-        if self.cfg.enable_channels_last:
-            self.unet.to(memory_format=torch.channels_last)
-        if self.cfg.enable_sequential_cpu_offload and self.device.type == "cuda":
-            from accelerate import cpu_offload
-
-            for model in (self.unet, self.vae):
-                cpu_offload(model, self.device)
 
     def forward_unet(self, latents: Tensor, t: Tensor, encoder_hidden_states: Tensor) -> Tensor:
         input_dtype = latents.dtype

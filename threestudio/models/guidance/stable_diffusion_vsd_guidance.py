@@ -12,14 +12,16 @@ import threestudio
 from threestudio.models.guidance.base import (
     DiffusionGuidanceConfig,
     DiffusionGuidanceMixin,
+    SpeedupConfig,
     VAELatentsMixin,
     _load_pretrained,
     freeze,
+    place_models,
     weights_dtype,
 )
 from threestudio.utils.base import BaseModule
 from threestudio.utils.errors import ConfigError
-from threestudio.utils.typing import Any, Dict, Float, Tensor
+from threestudio.utils.typing import Any, Dict, Float, Optional, Tensor
 
 CAMERA_CONDITION_TYPES = ("extrinsics", "mvp")
 
@@ -40,7 +42,7 @@ class StableDiffusionVSDGuidance(DiffusionGuidanceMixin, VAELatentsMixin, BaseMo
     a camera-conditioned LoRA model that is fitted to the current renders at the same time."""
 
     @dataclass
-    class Config(BaseModule.Config, DiffusionGuidanceConfig):
+    class Config(BaseModule.Config, DiffusionGuidanceConfig, SpeedupConfig):
         pretrained_model_name_or_path: str = "stabilityai/stable-diffusion-2-1-base"
         # the LoRA branch starts from this model (the same name shares the pretrained UNet weights)
         pretrained_model_name_or_path_lora: str = "stabilityai/stable-diffusion-2-1"
@@ -50,10 +52,7 @@ class StableDiffusionVSDGuidance(DiffusionGuidanceMixin, VAELatentsMixin, BaseMo
         lora_n_timestamp_samples: int = 1
         lora_rank: int = 4
         camera_condition_type: str = "extrinsics"  # extrinsics (c2w) | mvp
-        enable_memory_efficient_attention: bool = False
-        enable_sequential_cpu_offload: bool = False
-        enable_attention_slicing: bool = False
-        enable_channels_last: bool = False
+        anneal_start_step: Optional[int] = 5000
 
     cfg: Config
 
@@ -105,14 +104,7 @@ class StableDiffusionVSDGuidance(DiffusionGuidanceMixin, VAELatentsMixin, BaseMo
         self.lora_layers.requires_grad_(True)
         self.camera_embedding.requires_grad_(True)
 
-        for model in (unet, unet_lora, vae):
-            model.to(self.device)
-            if self.cfg.enable_channels_last:
-                model.to(memory_format=torch.channels_last)
-            if self.cfg.enable_attention_slicing and model is not vae:
-                model.set_attention_slice("auto")
-            if self.cfg.enable_memory_efficient_attention and self.device.type == "cuda":
-                model.enable_xformers_memory_efficient_attention()
+        place_models(self.cfg, self.device, [unet, unet_lora], [vae])
         self.frozen = _FrozenParts(unet=unet, unet_lora=unet_lora, vae=vae)
         self.setup_schedule(self.scheduler)
         threestudio.info("Loaded Stable Diffusion (VSD)!")
