@@ -74,6 +74,26 @@ def build_tiny_ip2p(root: Path, seed: int = 0) -> str:
     return build_tiny_sd(root, seed=seed, in_channels=8)
 
 
+def build_tiny_controlnet(root: Path, seed: int = 0) -> str:
+    """A Stable-Diffusion folder plus ``controlnet/`` (control images at the VAE input size)."""
+    from diffusers.models.controlnets.controlnet import ControlNetModel
+
+    build_tiny_sd(root, seed=seed)
+    torch.manual_seed(seed + 1)
+    unet = UNet2DConditionModel.from_pretrained(Path(root) / "unet")
+    controlnet = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(16, 32))
+    # a fresh ControlNet has zero output convolutions; randomise them so residuals matter
+    for name, param in controlnet.named_parameters():
+        if (
+            "zero_conv" in name
+            or "controlnet_down_blocks" in name
+            or "controlnet_mid_block" in name
+        ):
+            torch.nn.init.normal_(param, std=0.02)
+    controlnet.save_pretrained(Path(root) / "controlnet")
+    return str(root)
+
+
 def build_tiny_if(root: Path, seed: int = 0) -> str:
     """A DeepFloyd-IF-stage-I-style folder: a pixel UNet predicting noise and variance."""
     torch.manual_seed(seed)

@@ -17,6 +17,7 @@ for path in (str(_TESTS), str(_TESTS.parent)):
 
 from tiny_pipelines import (  # noqa: E402
     CROSS_ATTENTION_DIM,
+    build_tiny_controlnet,
     build_tiny_if,
     build_tiny_ip2p,
     build_tiny_sd,
@@ -87,3 +88,8 @@ def tiny_zero123_path(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_ip2p_path(tmp_path_factory):
     return build_tiny_ip2p(tmp_path_factory.mktemp("tiny_ip2p"))
+
+
+@pytest.fixture(scope="session")
+def tiny_controlnet_path(tmp_path_factory):
+    return build_tiny_controlnet(tmp_path_factory.mktemp("tiny_controlnet"))

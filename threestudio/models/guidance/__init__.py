@@ -1,4 +1,5 @@
 from threestudio.models.guidance import (  # noqa: F401
+    controlnet_guidance,
     deep_floyd_guidance,
     instructpix2pix_guidance,
     stable_diffusion_guidance,

@@ -318,3 +318,27 @@ def ddim_inspection(
     for key in ("imgs_noisy", "imgs_1step", "imgs_1orig", "imgs_final"):
         out[key] = torch.cat(out[key], dim=0).permute(0, 2, 3, 1)
     return out
+
+
+@torch.no_grad()
+def ddim_edit(
+    scheduler_ddim,
+    scheduler,
+    latents: Float[Tensor, "B C h w"],
+    t_max: int,
+    num_steps: int,
+    predict_guided: Callable[[Tensor, Tensor], Tensor],
+) -> Tensor:
+    """SDEdit-style editing: noise ``latents`` to the first of ``num_steps`` DDIM timesteps at or
+    below ``t_max``, then denoise with ``predict_guided(x, t_batch)`` down to a clean latent."""
+    batch_size = latents.shape[0]
+    scheduler_ddim.set_timesteps(num_steps)
+    timesteps = scheduler_ddim.timesteps.to(latents.device)
+    timesteps = timesteps[timesteps <= t_max]
+    x = latents
+    if len(timesteps) > 0:
+        x = scheduler.add_noise(x, torch.randn_like(x), timesteps[:1].expand(batch_size))
+    for t_i in timesteps:
+        eps = predict_guided(x, t_i.expand(batch_size))
+        x = scheduler_ddim.step(eps, t_i, x).prev_sample
+    return x

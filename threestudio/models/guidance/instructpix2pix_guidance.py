@@ -11,6 +11,7 @@ from threestudio.models.guidance.base import (
     SpeedupConfig,
     VAELatentsMixin,
     _load_pretrained,
+    ddim_edit,
     freeze,
     place_models,
     weights_dtype,
@@ -141,18 +142,14 @@ class InstructPix2PixGuidance(DiffusionGuidanceMixin, VAELatentsMixin, BaseObjec
 
         # editing: noise to (about) t, then DDIM back to a clean edited image
         with torch.no_grad():
-            self.scheduler_ddim.set_timesteps(self.cfg.diffusion_steps)
-            timesteps = self.scheduler_ddim.timesteps.to(self.device)
-            timesteps = timesteps[timesteps <= int(t.max())]
-            x = latents.detach()
-            if len(timesteps) > 0:
-                x = self.scheduler.add_noise(
-                    x, torch.randn_like(x), timesteps[:1].expand(batch_size)
-                )
-            for t_i in timesteps:
-                t_batch = t_i.expand(batch_size)
-                eps = self.predict_noise(x, t_batch, text_embeddings, cond_latents)
-                x = self.scheduler_ddim.step(eps, t_i, x).prev_sample
-            edit_images = self.decode_latents(x)
+            edited = ddim_edit(
+                self.scheduler_ddim,
+                self.scheduler,
+                latents.detach(),
+                int(t.max()),
+                self.cfg.diffusion_steps,
+                lambda x, t_b: self.predict_noise(x, t_b, text_embeddings, cond_latents),
+            )
+            edit_images = self.decode_latents(edited)
         edit_images = F.interpolate(edit_images, (height, width), mode="bilinear")
         return {"edit_images": edit_images.permute(0, 2, 3, 1), "timesteps": t}
