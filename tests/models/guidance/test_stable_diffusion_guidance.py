@@ -247,3 +247,16 @@ def test_sds_pulls_a_latent_toward_the_model_distribution(tiny_sd_path, prompt_u
     first, last = sum(losses[:10]) / 10, sum(losses[-10:]) / 10
     assert last < 0.7 * first, (first, last)
     assert end < 0.75 * start, (start, end)
+
+
+def test_every_guidance_is_registered():
+    for name in (
+        "stable-diffusion-guidance",
+        "deep-floyd-guidance",
+        "stable-diffusion-vsd-guidance",
+        "zero123-guidance",
+        "stable-zero123-guidance",
+        "stable-diffusion-instructpix2pix-guidance",
+        "stable-diffusion-controlnet-guidance",
+    ):
+        assert threestudio.find(name).__module__.startswith("threestudio.models.guidance.")

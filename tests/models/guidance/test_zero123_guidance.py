@@ -139,3 +139,18 @@ def test_user_errors(tiny_zero123_path, cond_image, tmp_path):
     with pytest.raises(MissingModelError) as info:
         make_guidance("stable-zero123-guidance", str(tmp_path / "stable-zero123"), cond_image)
     assert "\n" not in str(info.value) and "stable-zero123" in str(info.value)
+
+
+def test_guidance_eval_images(tiny_zero123_path, cond_image):
+    guidance = make_guidance("stable-zero123-guidance", tiny_zero123_path, cond_image)
+    batch = {
+        "elevation": torch.tensor([0.0, 20.0]),
+        "azimuth": torch.tensor([30.0, -30.0]),
+        "camera_distances": torch.full([B], 1.2),
+    }
+    out = guidance(torch.rand(B, 16, 16, 3), **batch, guidance_eval=True)
+    for key in ("imgs_noisy", "imgs_1step", "imgs_1orig", "imgs_final"):
+        assert out["eval"][key].shape == (B, 16, 16, 3)
+    assert out["eval"]["noise_levels"] == pytest.approx(
+        [float(1 - guidance.alphas[t]) for t in out["timesteps"]]
+    )
