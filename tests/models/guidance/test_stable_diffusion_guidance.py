@@ -30,8 +30,7 @@ def run_on_latents(guidance, prompt_utils, latents, seed=0, **kwargs):
         rgb_as_latents=True,
         **kwargs,
     )
-    loss = out.get("loss_sds", out.get("loss_sjc"))
-    loss.backward()
+    out["loss_sds"].backward()
     return out, latents.grad
 
 
@@ -156,7 +155,7 @@ def test_sjc_gradient_matches_hand_computation(tiny_sd_path, prompt_utils, laten
     for var_red in (True, False):
         guidance = make_guidance(tiny_sd_path, guidance_scale=4.0, use_sjc=True, var_red=var_red)
         out, grad = run_on_latents(guidance, prompt_utils, latents)
-        assert "loss_sjc" in out
+        assert "loss_sds" in out
         t, noise = replay_noise(guidance, latents)
         a = guidance.scheduler.alphas_cumprod[t].view(-1, 1, 1, 1)
         sigma = ((1 - a) / a).sqrt()
@@ -260,3 +259,28 @@ def test_every_guidance_is_registered():
         "stable-diffusion-controlnet-guidance",
     ):
         assert threestudio.find(name).__module__.startswith("threestudio.models.guidance.")
+
+
+def test_hifa_image_loss_gradient(tiny_sd_path, prompt_utils):
+    guidance = make_guidance(tiny_sd_path, guidance_scale=2.0, use_img_loss=True)
+    rgb = torch.rand(1, 16, 16, 3, generator=torch.Generator().manual_seed(5))
+    rgb.requires_grad_(True)
+    torch.manual_seed(0)
+    out = guidance(rgb, prompt_utils, **cameras(1))
+    out["loss_sds_img"].backward()
+
+    vae = guidance.vae
+    torch.manual_seed(0)
+    with torch.no_grad():
+        image = rgb.detach().permute(0, 3, 1, 2)
+        latents = vae.encode(image * 2 - 1).latent_dist.sample() * vae.config.scaling_factor
+        t = torch.randint(guidance.min_step, guidance.max_step + 1, [1])
+        noise = torch.randn_like(latents)
+        a = guidance.scheduler.alphas_cumprod[t].view(-1, 1, 1, 1)
+        noisy = a.sqrt() * latents + (1 - a).sqrt() * noise
+        cond, uncond = unet_eps(guidance, noisy, t, prompt_utils)
+        eps = uncond + 2.0 * (cond - uncond)
+        x0 = (noisy - (1 - a).sqrt() * eps) / a.sqrt()
+        image_x0 = (vae.decode(x0 / vae.config.scaling_factor).sample * 0.5 + 0.5).clamp(0, 1)
+        expected = (1 - a) * (image - image_x0) * a.sqrt() / (1 - a).sqrt()
+    torch.testing.assert_close(rgb.grad.permute(0, 3, 1, 2), expected, rtol=1e-4, atol=1e-5)

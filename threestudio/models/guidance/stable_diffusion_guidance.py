@@ -118,28 +118,30 @@ class StableDiffusionGuidance(DiffusionGuidanceMixin, VAELatentsMixin, BaseObjec
                 self.cfg.guidance_scale,
             )
             noise_pred = guided["noise_pred"]
-        if self.cfg.use_sjc:
-            denoised = latents_noisy - sigma * noise_pred
-            reference = latents if self.cfg.var_red else latents_noisy
-            grad = -(denoised - reference) / sigma
-        else:
-            grad = self.sds_weight(t) * (noise_pred - noise)
+            if self.cfg.use_sjc:
+                denoised = latents_noisy - sigma * noise_pred
+                reference = latents if self.cfg.var_red else latents_noisy
+                grad = -(denoised - reference) / sigma
+            else:
+                grad = self.sds_weight(t) * (noise_pred - noise)
 
-        out = self.sds_loss(latents, grad, "loss_sjc" if self.cfg.use_sjc else "loss_sds")
+        # SJC also reports as loss_sds, so published configs weight it with lambda_sds
+        out = self.sds_loss(latents, grad)
         if self.cfg.use_img_loss and encoded["image"] is not None and not self.cfg.use_sjc:
             # HiFA: decode the one-step x0 estimate and pull the render toward it
+            image = encoded["image"]
             with torch.no_grad():
                 latents_x0 = (latents_noisy - (1 - alpha_bar) ** 0.5 * noise_pred) / (
                     alpha_bar**0.5
                 )
                 image_x0 = self.decode_latents(latents_x0)
-            grad_img = (
-                self.sds_weight(t)
-                * (encoded["image"] - image_x0)
-                * alpha_bar**0.5
-                / (1 - alpha_bar) ** 0.5
-            )
-            out["loss_sds_img"] = self.sds_loss(encoded["image"], grad_img)["loss_sds"]
+                grad_img = (
+                    self.sds_weight(t)
+                    * (image - image_x0)
+                    * alpha_bar**0.5
+                    / (1 - alpha_bar) ** 0.5
+                )
+            out["loss_sds_img"] = self.sds_loss(image, grad_img)["loss_sds"]
         out.update({"min_step": self.min_step, "max_step": self.max_step, "timesteps": t})
 
         if guidance_eval:
