@@ -90,8 +90,17 @@ def test_vsd_gradient_vanishes_when_lora_model_equals_pretrained(tiny_sd_path, p
 
 
 def test_camera_condition_type(tiny_sd_path, prompt_utils):
-    guidance = make_guidance(tiny_sd_path, camera_condition_type="mvp")
+    guidance = make_guidance(tiny_sd_path, camera_condition_type="mvp", lora_cfg_training=False)
     with pytest.raises(ValueError, match="mvp_mtx"):
         call(guidance, prompt_utils, torch.rand(B, 16, 16, 3), torch.randn(B, 4, 4))
+    # the LoRA loss sees the mvp matrix: a different matrix gives a different loss
+    zeros = torch.zeros(B)
+    rgb = torch.rand(B, 16, 16, 3)
+    losses = []
+    for scale in (1.0, 50.0):
+        torch.manual_seed(0)
+        out = guidance(rgb, prompt_utils, zeros, zeros, zeros, mvp_mtx=scale * torch.ones(B, 4, 4))
+        losses.append(float(out["loss_lora"]))
+    assert losses[0] != pytest.approx(losses[1], rel=1e-4)
     with pytest.raises(ConfigError, match="camera_condition_type"):
         make_guidance(tiny_sd_path, camera_condition_type="intrinsics")

@@ -36,10 +36,16 @@ class DeepFloydGuidance(DiffusionGuidanceMixin, BaseObject):
         threestudio.info("Loading DeepFloyd IF ...")
         self.weights_dtype = weights_dtype(self.cfg.half_precision_weights, self.device)
         name = self.cfg.pretrained_model_name_or_path
-        kwargs = {"torch_dtype": self.weights_dtype}
+        kwargs = {"torch_dtype": self.weights_dtype, "subfolder": "unet"}
+        unet = None
         if self.weights_dtype == torch.float16:
-            kwargs["variant"] = "fp16"
-        self.unet = freeze(_load_pretrained(UNet2DConditionModel, name, subfolder="unet", **kwargs))
+            try:  # the hub folder ships smaller fp16 files; a converted folder may not
+                unet = UNet2DConditionModel.from_pretrained(name, variant="fp16", **kwargs)
+            except (OSError, ValueError):
+                unet = None
+        if unet is None:
+            unet = _load_pretrained(UNet2DConditionModel, name, **kwargs)
+        self.unet = freeze(unet)
         place_models(self.cfg, self.device, [self.unet], [])
         self.scheduler = _load_pretrained(DDPMScheduler, name, subfolder="scheduler")
         self.scheduler_eval = DDIMScheduler.from_config(self.scheduler.config)

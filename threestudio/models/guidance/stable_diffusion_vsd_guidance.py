@@ -1,5 +1,4 @@
 import copy
-import random
 from dataclasses import dataclass
 
 import torch
@@ -217,7 +216,7 @@ class StableDiffusionVSDGuidance(DiffusionGuidanceMixin, VAELatentsMixin, BaseMo
         else:
             target = noise
         embeddings_cond = text_embeddings[:batch_size].repeat(n, 1, 1)
-        if self.cfg.lora_cfg_training and random.random() < 0.1:
+        if self.cfg.lora_cfg_training and float(torch.rand(())) < 0.1:
             camera = torch.zeros_like(camera)
         pred = self.forward_unet(
             self.frozen.unet_lora,
