@@ -46,5 +46,5 @@ def test_guidance_eval_and_missing_model(tiny_if_path, prompt_utils, tmp_path):
     zeros = torch.zeros(B)
     out = guidance(torch.rand(B, 20, 20, 3), prompt_utils, zeros, zeros, zeros, guidance_eval=True)
     assert out["eval"]["imgs_final"].shape == (B, guidance.image_size, guidance.image_size, 3)
-    with pytest.raises(MissingModelError, match="not available locally"):
+    with pytest.raises(MissingModelError, match="IF-I-XL-v1.0"):
         make_guidance(str(tmp_path / "IF-I-XL-v1.0"))

@@ -23,7 +23,14 @@ WEIGHTING_STRATEGIES = ("sds", "uniform", "fantasia3d")
 def _load_pretrained(cls, name: str, **kwargs):
     """``cls.from_pretrained(name, **kwargs)`` turning "not available offline" into one line.
 
-    ``name`` is a hub id or a local folder; the error says how to provide the weights."""
+    ``name`` is a hub id or a local folder; the error says how to provide the weights. Uses the
+    project-wide ``threestudio.utils.hub.load_pretrained`` when it exists."""
+    try:
+        from threestudio.utils.hub import load_pretrained
+    except ImportError:
+        load_pretrained = None
+    if load_pretrained is not None:
+        return load_pretrained(cls, name, **kwargs)
     try:
         return cls.from_pretrained(name, **kwargs)
     except (OSError, ValueError) as error:
