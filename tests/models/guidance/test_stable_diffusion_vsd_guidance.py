@@ -104,3 +104,34 @@ def test_camera_condition_type(tiny_sd_path, prompt_utils):
     assert losses[0] != pytest.approx(losses[1], rel=1e-4)
     with pytest.raises(ConfigError, match="camera_condition_type"):
         make_guidance(tiny_sd_path, camera_condition_type="intrinsics")
+
+
+def test_v_prediction_lora_model_is_read_as_noise(tiny_sd_path, tmp_path):
+    import shutil
+
+    from diffusers import DDPMScheduler
+
+    lora_path = tmp_path / "v_model"
+    shutil.copytree(tiny_sd_path, lora_path)
+    scheduler = DDPMScheduler.from_pretrained(tiny_sd_path, subfolder="scheduler")
+    DDPMScheduler.from_config(scheduler.config, prediction_type="v_prediction").save_pretrained(
+        lora_path / "scheduler"
+    )
+    guidance = threestudio.find("stable-diffusion-vsd-guidance")(
+        {
+            "pretrained_model_name_or_path": tiny_sd_path,
+            "pretrained_model_name_or_path_lora": str(lora_path),
+            "half_precision_weights": False,
+        }
+    )
+    for p in guidance.camera_embedding.parameters():
+        torch.nn.init.zeros_(p)
+    x = torch.randn(B, 4, 8, 8)
+    t = torch.tensor([100, 800])
+    text = torch.randn(B, 7, 32)
+    eps = guidance.forward_lora(x, t, text, torch.zeros(B, 16))
+    with torch.no_grad():
+        v = guidance.frozen.unet(x, t, encoder_hidden_states=text).sample
+    a = guidance.scheduler_lora.alphas_cumprod[t].view(-1, 1, 1, 1)
+    # x_t = sqrt(a) x0 + sqrt(1 - a) eps and v = sqrt(a) eps - sqrt(1 - a) x0
+    torch.testing.assert_close(eps, a.sqrt() * v + (1 - a).sqrt() * x, rtol=1e-4, atol=1e-5)
