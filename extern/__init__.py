@@ -1,0 +1,1 @@
+"""Model code of third-party methods, ported to diffusers-style components."""

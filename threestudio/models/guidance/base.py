@@ -1,0 +1,351 @@
+"""Pieces every diffusion guidance shares: loading pretrained parts offline-safely, the timestep
+schedule, the SDS weighting w(t), classifier-free guidance (plain or Perp-Neg), the
+detach-target loss and DDIM-based inspection images.
+
+Each guidance file keeps its own SDS step in one function and calls these helpers for the rest.
+"""
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+import threestudio
+from threestudio.utils.errors import ConfigError, MissingModelError
+from threestudio.utils.misc import C
+from threestudio.utils.ops import perpendicular_component
+from threestudio.utils.typing import Any, Callable, Dict, Float, Optional, Tensor, Tuple
+
+WEIGHTING_STRATEGIES = ("sds", "uniform", "fantasia3d")
+
+
+def _load_pretrained(cls, name: str, **kwargs):
+    """``cls.from_pretrained(name, **kwargs)`` turning "not available offline" into one line.
+
+    ``name`` is a hub id or a local folder; the error says how to provide the weights. Uses the
+    project-wide ``threestudio.utils.hub.load_pretrained`` when it exists."""
+    try:
+        from threestudio.utils.hub import load_pretrained
+    except ImportError:
+        load_pretrained = None
+    if load_pretrained is not None:
+        return load_pretrained(cls, name, **kwargs)
+    try:
+        return cls.from_pretrained(name, **kwargs)
+    except (OSError, ValueError) as error:
+        # a local folder that exists but is broken is a real error, not a missing model
+        if os.path.isdir(name) and not isinstance(error, OSError):
+            raise
+        sub = kwargs.get("subfolder")
+        what = f"{name}" + (f" ({sub})" if sub else "")
+        raise MissingModelError(
+            f"pretrained model '{what}' is not available locally: download it once while online "
+            "(e.g. `huggingface-cli download " + name + "`), or set "
+            "system.guidance.pretrained_model_name_or_path=<local folder> and "
+            "system.prompt_processor.pretrained_model_name_or_path=<local folder>"
+        ) from None
+
+
+_said_cpu_float32 = False
+
+
+def weights_dtype(half_precision_weights: bool, device: torch.device) -> torch.dtype:
+    """fp16 only where it runs well (CUDA); on the CPU fp16 kernels are slow or missing."""
+    global _said_cpu_float32
+    if half_precision_weights and device.type == "cuda":
+        return torch.float16
+    if half_precision_weights and not _said_cpu_float32:
+        threestudio.info("half_precision_weights is ignored on the CPU: using float32 weights")
+        _said_cpu_float32 = True
+    return torch.float32
+
+
+def freeze(module: torch.nn.Module) -> torch.nn.Module:
+    module.eval()
+    module.requires_grad_(False)
+    return module
+
+
+@dataclass
+class DiffusionGuidanceConfig:
+    """Config fields shared by the diffusion guidances (mixed into each ``Config``)."""
+
+    pretrained_model_name_or_path: str = "runwayml/stable-diffusion-v1-5"
+    half_precision_weights: bool = True
+    guidance_scale: float = 100.0
+    grad_clip: Optional[Any] = None  # a C() schedule; clamps every gradient element
+    min_step_percent: Any = 0.02  # a C() schedule
+    max_step_percent: Any = 0.98  # a C() schedule
+    weighting_strategy: str = "sds"  # sds | uniform | fantasia3d
+    view_dependent_prompting: bool = True
+    # after anneal_start_step, max_step_percent is replaced by max_step_percent_annealed
+    max_step_percent_annealed: float = 0.5
+    anneal_start_step: Optional[int] = None
+
+
+@dataclass
+class SpeedupConfig:
+    """Opt-in speed-ups; the CUDA-only ones are skipped (with a log line) on the CPU."""
+
+    enable_memory_efficient_attention: bool = False
+    enable_sequential_cpu_offload: bool = False
+    enable_attention_slicing: bool = False
+    enable_channels_last: bool = False
+    enable_channels_last_format: bool = False  # the name published threestudio configs use
+
+
+def place_models(cfg: SpeedupConfig, device: torch.device, unets: list, others: list) -> None:
+    """Move models to ``device`` and apply the speed-ups ``cfg`` asks for."""
+    on_cuda = device.type == "cuda"
+    if not on_cuda and (cfg.enable_memory_efficient_attention or cfg.enable_sequential_cpu_offload):
+        threestudio.info("memory-efficient attention and CPU offload need CUDA; skipped")
+    for unet in unets:
+        if cfg.enable_memory_efficient_attention and on_cuda:
+            unet.enable_xformers_memory_efficient_attention()
+        if cfg.enable_attention_slicing:
+            unet.set_attention_slice("auto")
+        if cfg.enable_channels_last or cfg.enable_channels_last_format:
+            unet.to(memory_format=torch.channels_last)
+    for model in unets + others:
+        if cfg.enable_sequential_cpu_offload and on_cuda:
+            from accelerate import cpu_offload
+
+            cpu_offload(model, device)
+        else:
+            model.to(device)
+
+
+class DiffusionGuidanceMixin:
+    """Schedule, weighting, CFG and loss helpers; the class sets ``self.alphas`` (the
+    cumulative alpha-bar table, on the device) and ``self.num_train_timesteps`` in configure()."""
+
+    alphas: Float[Tensor, "T"]
+    num_train_timesteps: int
+
+    def setup_schedule(self, scheduler) -> None:
+        if self.cfg.weighting_strategy not in WEIGHTING_STRATEGIES:
+            raise ConfigError(
+                f"weighting_strategy '{self.cfg.weighting_strategy}' is unknown; use one of "
+                f"{', '.join(WEIGHTING_STRATEGIES)}"
+            )
+        self.num_train_timesteps = scheduler.config.num_train_timesteps
+        self.alphas = scheduler.alphas_cumprod.to(self.device, torch.float32)
+        self.set_min_max_steps(
+            C(self.cfg.min_step_percent, 0, 0), C(self.cfg.max_step_percent, 0, 0)
+        )
+        self.grad_clip_val: Optional[float] = None
+
+    def set_min_max_steps(
+        self, min_step_percent: float = 0.02, max_step_percent: float = 0.98
+    ) -> None:
+        self.min_step = int(self.num_train_timesteps * min_step_percent)
+        self.max_step = int(self.num_train_timesteps * max_step_percent)
+
+    def update_step(self, epoch: int, global_step: int, on_load_weights: bool = False):
+        if self.cfg.grad_clip is not None:
+            self.grad_clip_val = C(self.cfg.grad_clip, epoch, global_step)
+        self.set_min_max_steps(
+            C(self.cfg.min_step_percent, epoch, global_step),
+            C(self.cfg.max_step_percent, epoch, global_step),
+        )
+        start = self.cfg.anneal_start_step
+        if start is not None and global_step > start:
+            self.max_step = int(self.num_train_timesteps * self.cfg.max_step_percent_annealed)
+
+    def sample_timesteps(self, batch_size: int) -> Tensor:
+        # both ends included, as a DDPM training step would sample them
+        return torch.randint(
+            self.min_step, self.max_step + 1, [batch_size], dtype=torch.long, device=self.device
+        )
+
+    def sds_weight(self, t: Tensor) -> Float[Tensor, "B 1 1 1"]:
+        alpha_bar = self.alphas[t].view(-1, 1, 1, 1)
+        if self.cfg.weighting_strategy == "sds":
+            return 1 - alpha_bar  # DreamFusion's sigma_t^2
+        if self.cfg.weighting_strategy == "uniform":
+            return torch.ones_like(alpha_bar)
+        return alpha_bar**0.5 * (1 - alpha_bar)  # fantasia3d
+
+    def text_embeddings(self, prompt_utils, elevation, azimuth, camera_distances):
+        """``(embeddings, neg_guidance_weights)``: [cond; uncond] or, with Perp-Neg,
+        [cond; uncond; neg1; neg2] and per-sample weights of the negative directions."""
+        if getattr(prompt_utils, "use_perp_neg", False):
+            return prompt_utils.get_text_embeddings_perp_neg(
+                elevation, azimuth, camera_distances, self.cfg.view_dependent_prompting
+            )
+        embeddings = prompt_utils.get_text_embeddings(
+            elevation, azimuth, camera_distances, self.cfg.view_dependent_prompting
+        )
+        return embeddings, None
+
+    @staticmethod
+    def item_embeddings(
+        text_embeddings: Tensor, neg_guidance_weights: Optional[Tensor], b: int
+    ) -> Tuple[Tensor, Optional[Tensor]]:
+        """The embeddings (and Perp-Neg weights) of batch item ``b`` alone."""
+        if neg_guidance_weights is None:
+            batch_size = text_embeddings.shape[0] // 2
+            return text_embeddings[[b, batch_size + b]], None
+        n_neg = neg_guidance_weights.shape[-1]
+        batch_size = text_embeddings.shape[0] // (2 + n_neg)
+        rows = [b, batch_size + b] + [2 * batch_size + b * n_neg + i for i in range(n_neg)]
+        return text_embeddings[rows], neg_guidance_weights[b : b + 1]
+
+    @staticmethod
+    def guided_noise(
+        predict: Callable[[Tensor, Tensor, Tensor], Tensor],
+        noisy: Tensor,
+        t: Tensor,
+        text_embeddings: Tensor,
+        neg_guidance_weights: Optional[Tensor],
+        guidance_scale: float,
+    ) -> Dict[str, Tensor]:
+        """Classifier-free guidance: ``uncond + s * (cond - uncond)``; with Perp-Neg the negative
+        prompts add their components perpendicular to ``cond - uncond``.
+        ``predict(x, t, embeddings)`` runs the denoiser on a stacked batch."""
+        batch_size = noisy.shape[0]
+        noisy_in, t_in = [noisy, noisy], [t, t]
+        if neg_guidance_weights is not None:
+            # negative prompts are laid out per sample: [s0n1, s0n2, s1n1, s1n2, ...]
+            n_neg = neg_guidance_weights.shape[-1]
+            noisy_in.append(noisy.repeat_interleave(n_neg, dim=0))
+            t_in.append(t.repeat_interleave(n_neg, dim=0))
+        pred = predict(torch.cat(noisy_in, dim=0), torch.cat(t_in), text_embeddings)
+        pred_cond = pred[:batch_size]
+        pred_uncond = pred[batch_size : 2 * batch_size]
+        delta = pred_cond - pred_uncond
+        if neg_guidance_weights is not None:
+            pred_neg = pred[2 * batch_size :]
+            accum = torch.zeros_like(delta)
+            for i in range(n_neg):
+                delta_neg = pred_neg[i::n_neg] - pred_uncond
+                accum = accum + neg_guidance_weights[:, i].view(-1, 1, 1, 1).to(
+                    delta
+                ) * perpendicular_component(delta_neg, delta)
+            delta = delta + accum
+        return {
+            "noise_pred": pred_uncond + guidance_scale * delta,
+            "noise_pred_cond": pred_cond,
+            "noise_pred_uncond": pred_uncond,
+        }
+
+    def sds_loss(
+        self, target_of: Tensor, grad: Tensor, name: str = "loss_sds"
+    ) -> Dict[str, Tensor]:
+        """Turn a gradient into a loss whose d/d(target_of) is ``grad`` (per sample, summed),
+        so one backward pass serves every loss term of the system."""
+        grad = torch.nan_to_num(grad)
+        if self.grad_clip_val is not None:
+            grad = grad.clamp(-self.grad_clip_val, self.grad_clip_val)
+        target = (target_of - grad).detach()
+        loss = 0.5 * F.mse_loss(target_of, target, reduction="sum") / target_of.shape[0]
+        return {name: loss, "grad_norm": grad.norm()}
+
+
+class VAELatentsMixin:
+    """Encode renders into (and decode out of) a Stable-Diffusion-style VAE latent space.
+
+    Sizes come from ``vae.config.sample_size`` so tiny test models work like the real ones."""
+
+    vae: Any
+
+    @property
+    def image_size(self) -> int:
+        size = self.vae.config.sample_size
+        return size[0] if isinstance(size, (list, tuple)) else int(size)
+
+    @property
+    def latent_size(self) -> int:
+        return self.image_size // 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    def encode_images(self, imgs: Float[Tensor, "B 3 H W"]) -> Float[Tensor, "B 4 h w"]:
+        input_dtype = imgs.dtype
+        imgs = imgs * 2.0 - 1.0
+        posterior = self.vae.encode(imgs.to(self.vae.dtype)).latent_dist
+        latents = posterior.sample() * self.vae.config.scaling_factor
+        return latents.to(input_dtype)
+
+    def decode_latents(self, latents: Float[Tensor, "B 4 h w"]) -> Float[Tensor, "B 3 H W"]:
+        input_dtype = latents.dtype
+        latents = latents / self.vae.config.scaling_factor
+        image = self.vae.decode(latents.to(self.vae.dtype)).sample
+        return (image * 0.5 + 0.5).clamp(0, 1).to(input_dtype)
+
+    def render_to_latents(
+        self, rgb: Float[Tensor, "B H W C"], rgb_as_latents: bool
+    ) -> Dict[str, Tensor]:
+        rgb_BCHW = rgb.permute(0, 3, 1, 2)
+        if rgb_as_latents:
+            size = (self.latent_size, self.latent_size)
+            latents = F.interpolate(rgb_BCHW, size, mode="bilinear", align_corners=False)
+            return {"latents": latents, "image": None}
+        size = (self.image_size, self.image_size)
+        image = F.interpolate(rgb_BCHW, size, mode="bilinear", align_corners=False)
+        return {"latents": self.encode_images(image), "image": image}
+
+
+@torch.no_grad()
+def ddim_inspection(
+    scheduler,
+    predict_guided: Callable[[Tensor, Tensor, int], Tensor],
+    decode: Callable[[Tensor], Tensor],
+    latents_noisy: Tensor,
+    noise_pred: Tensor,
+    t: Tensor,
+    num_inference_steps: int = 50,
+    max_items: int = 4,
+) -> Dict[str, Any]:
+    """Images for inspecting a guidance step: the noisy input, one DDIM step from it, the
+    one-step estimate of x0 and a full DDIM denoise from ``t`` down to 0.
+
+    ``predict_guided(x, t, b)`` returns the guided noise of batch item ``b`` at one timestep."""
+    n = min(max_items, latents_noisy.shape[0])
+    scheduler.set_timesteps(num_inference_steps)
+    timesteps = scheduler.timesteps.to(latents_noisy.device)
+    out: Dict[str, Any] = {"bs": n, "noise_levels": [], "imgs_noisy": [], "imgs_1step": []}
+    out["imgs_1orig"], out["imgs_final"] = [], []
+    alphas = scheduler.alphas_cumprod.to(latents_noisy.device)
+    for b in range(n):
+        t_b = t[b]
+        out["noise_levels"].append(float(1 - alphas[t_b]))
+        # start from the first DDIM timestep at or below t
+        start = int((timesteps > t_b).sum())
+        x = latents_noisy[b : b + 1]
+        eps = noise_pred[b : b + 1]
+        step = scheduler.step(eps, t_b, x, eta=0)
+        out["imgs_noisy"].append(decode(x))
+        out["imgs_1step"].append(decode(step.prev_sample))
+        out["imgs_1orig"].append(decode(step.pred_original_sample))
+        x = step.prev_sample
+        for t_i in timesteps[start + 1 :]:
+            eps = predict_guided(x, t_i.view(1), b)
+            x = scheduler.step(eps, t_i, x, eta=0).prev_sample
+        out["imgs_final"].append(decode(x))
+    for key in ("imgs_noisy", "imgs_1step", "imgs_1orig", "imgs_final"):
+        out[key] = torch.cat(out[key], dim=0).permute(0, 2, 3, 1)
+    return out
+
+
+@torch.no_grad()
+def ddim_edit(
+    scheduler_ddim,
+    scheduler,
+    latents: Float[Tensor, "B C h w"],
+    t_max: int,
+    num_steps: int,
+    predict_guided: Callable[[Tensor, Tensor], Tensor],
+) -> Tensor:
+    """SDEdit-style editing: noise ``latents`` to the first of ``num_steps`` DDIM timesteps at or
+    below ``t_max``, then denoise with ``predict_guided(x, t_batch)`` down to a clean latent."""
+    batch_size = latents.shape[0]
+    scheduler_ddim.set_timesteps(num_steps)
+    timesteps = scheduler_ddim.timesteps.to(latents.device)
+    timesteps = timesteps[timesteps <= t_max]
+    x = latents
+    if len(timesteps) > 0:
+        x = scheduler.add_noise(x, torch.randn_like(x), timesteps[:1].expand(batch_size))
+    for t_i in timesteps:
+        eps = predict_guided(x, t_i.expand(batch_size))
+        x = scheduler_ddim.step(eps, t_i, x).prev_sample
+    return x

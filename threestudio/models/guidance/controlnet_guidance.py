@@ -1,0 +1,237 @@
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, UNet2DConditionModel
+from diffusers.models.controlnets.controlnet import ControlNetModel
+
+import threestudio
+from threestudio.models.guidance.base import (
+    DiffusionGuidanceConfig,
+    DiffusionGuidanceMixin,
+    SpeedupConfig,
+    VAELatentsMixin,
+    _load_pretrained,
+    ddim_edit,
+    freeze,
+    place_models,
+    weights_dtype,
+)
+from threestudio.utils.base import BaseObject
+from threestudio.utils.errors import ConfigError
+from threestudio.utils.typing import Any, Dict, Float, Optional, Tensor
+
+DEFAULT_CONTROLNETS = {
+    "normal": "lllyasviel/control_v11p_sd15_normalbae",
+    "input_normal": "lllyasviel/control_v11p_sd15_normalbae",
+    "canny": "lllyasviel/control_v11p_sd15_canny",
+}
+
+
+def canny_edges(images: Float[Tensor, "B 3 H W"], low: float, high: float) -> Tensor:
+    """Edge map [B, 3, H, W] in {0, 1} in the spirit of Canny, in PyTorch (no OpenCV): blur,
+    Sobel magnitude on the 0-255 scale, thin to local maxima along the gradient direction, and
+    keep weak edges (>= low) only next to strong ones (>= high)."""
+    gray = (images * 255).mul(
+        torch.tensor([0.299, 0.587, 0.114], device=images.device).view(1, 3, 1, 1)
+    )
+    gray = gray.sum(dim=1, keepdim=True)
+    g = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0], device=images.device)
+    blur = (g[:, None] * g[None, :] / 256.0).view(1, 1, 5, 5)
+    gray = F.conv2d(F.pad(gray, (2, 2, 2, 2), mode="replicate"), blur)
+    sobel_x = torch.tensor([[-1.0, 0, 1], [-2, 0, 2], [-1, 0, 1]], device=images.device)
+    padded = F.pad(gray, (1, 1, 1, 1), mode="replicate")
+    gx = F.conv2d(padded, sobel_x.view(1, 1, 3, 3))
+    gy = F.conv2d(padded, sobel_x.t().reshape(1, 1, 3, 3))
+    magnitude = torch.sqrt(gx**2 + gy**2)
+    # non-maximum suppression along the gradient, quantised to horizontal/vertical/diagonals
+    angle = torch.rad2deg(torch.atan2(gy, gx)) % 180
+    sector = ((angle + 22.5) // 45).long() % 4  # 0: x, 1: diagonal, 2: y, 3: anti-diagonal
+    shifts = [((0, 1), (0, -1)), ((1, 1), (-1, -1)), ((1, 0), (-1, 0)), ((1, -1), (-1, 1))]
+    is_max = torch.zeros_like(magnitude, dtype=torch.bool)
+    for k, (a, b) in enumerate(shifts):
+        n1 = torch.roll(magnitude, shifts=a, dims=(2, 3))
+        n2 = torch.roll(magnitude, shifts=b, dims=(2, 3))
+        is_max |= (sector == k) & (magnitude >= n1) & (magnitude >= n2)
+    thin = magnitude * is_max
+    strong = thin >= high
+    weak = thin >= low
+    near_strong = F.max_pool2d(strong.float(), 3, stride=1, padding=1) > 0
+    edges = (strong | (weak & near_strong)).float()
+    return edges.expand(-1, 3, -1, -1)
+
+
+@threestudio.register("stable-diffusion-controlnet-guidance")
+class ControlNetGuidance(DiffusionGuidanceMixin, VAELatentsMixin, BaseObject):
+    """Stable Diffusion steered by a ControlNet on a control image derived from ``cond_rgb``
+    (normals or edges); returns edited images or, with ``use_sds``, an SDS loss."""
+
+    @dataclass
+    class Config(BaseObject.Config, DiffusionGuidanceConfig, SpeedupConfig):
+        pretrained_model_name_or_path: str = "SG161222/Realistic_Vision_V2.0"
+        controlnet_name_or_path: Optional[str] = None  # None: the default for control_type
+        ddim_scheduler_name_or_path: Optional[str] = None  # None: from the model's scheduler
+        cache_dir: Optional[str] = None
+        control_type: str = "normal"  # normal | input_normal | canny
+        guidance_scale: float = 7.5
+        condition_scale: float = 1.5  # ControlNet residual scale
+        fixed_size: int = -1
+        diffusion_steps: int = 20
+        use_sds: bool = False
+        canny_lower_bound: int = 50
+        canny_upper_bound: int = 100
+
+    cfg: Config
+
+    def configure(self) -> None:
+        if self.cfg.control_type not in DEFAULT_CONTROLNETS:
+            raise ConfigError(
+                f"control_type '{self.cfg.control_type}' is unknown; use one of "
+                f"{', '.join(DEFAULT_CONTROLNETS)}"
+            )
+        threestudio.info("Loading ControlNet ...")
+        self.weights_dtype = weights_dtype(self.cfg.half_precision_weights, self.device)
+        name = self.cfg.pretrained_model_name_or_path
+        load = {"torch_dtype": self.weights_dtype, "cache_dir": self.cfg.cache_dir}
+        self.unet = freeze(_load_pretrained(UNet2DConditionModel, name, subfolder="unet", **load))
+        self.vae = freeze(_load_pretrained(AutoencoderKL, name, subfolder="vae", **load))
+        controlnet_name = (
+            self.cfg.controlnet_name_or_path or DEFAULT_CONTROLNETS[self.cfg.control_type]
+        )
+        self.controlnet = freeze(_load_pretrained(ControlNetModel, controlnet_name, **load))
+        place_models(self.cfg, self.device, [self.unet, self.controlnet], [self.vae])
+        self.scheduler = _load_pretrained(
+            DDPMScheduler, name, subfolder="scheduler", cache_dir=self.cfg.cache_dir
+        )
+        if self.cfg.ddim_scheduler_name_or_path is None:
+            self.scheduler_ddim = DDIMScheduler.from_config(self.scheduler.config)
+        else:
+            self.scheduler_ddim = _load_pretrained(
+                DDIMScheduler,
+                self.cfg.ddim_scheduler_name_or_path,
+                subfolder="scheduler",
+                cache_dir=self.cfg.cache_dir,
+            )
+        self.setup_schedule(self.scheduler)
+        self.normal_detector = None
+        if self.cfg.control_type == "normal":
+            try:
+                from controlnet_aux import NormalBaeDetector
+            except ImportError:
+                raise ConfigError(
+                    "control_type 'normal' estimates normals with controlnet_aux, which is not "
+                    "installed; pip install controlnet_aux, or use control_type=input_normal "
+                    "with rendered normals as cond_rgb"
+                ) from None
+            self.normal_detector = _load_pretrained(NormalBaeDetector, "lllyasviel/Annotators")
+        threestudio.info("Loaded ControlNet!")
+
+    @torch.no_grad()
+    def control_image(self, cond_rgb: Float[Tensor, "B 3 H W"]) -> Float[Tensor, "B 3 H W"]:
+        if self.cfg.control_type == "input_normal":
+            return cond_rgb  # already a normal map in [0, 1]
+        if self.cfg.control_type == "canny":
+            return canny_edges(
+                cond_rgb, float(self.cfg.canny_lower_bound), float(self.cfg.canny_upper_bound)
+            )
+        import numpy as np
+        from PIL import Image
+
+        maps = []
+        for image in cond_rgb:
+            array = (image.permute(1, 2, 0).cpu().numpy() * 255).astype(np.uint8)
+            detected = self.normal_detector(Image.fromarray(array))
+            detected = detected.resize(array.shape[1::-1])
+            maps.append(torch.from_numpy(np.asarray(detected, dtype=np.float32) / 255.0))
+        return torch.stack(maps).permute(0, 3, 1, 2).to(cond_rgb)
+
+    def predict_noise(self, latents: Tensor, t: Tensor, embeddings: Tensor, control: Tensor):
+        """Denoiser with ControlNet residuals; ``control`` matches ``latents`` row by row."""
+        control = control.to(self.weights_dtype)
+        x = latents.to(self.weights_dtype)
+        t = t.to(self.weights_dtype)
+        embeddings = embeddings.to(self.weights_dtype)
+        down, mid = self.controlnet(
+            x,
+            t,
+            encoder_hidden_states=embeddings,
+            controlnet_cond=control,
+            conditioning_scale=self.cfg.condition_scale,
+            return_dict=False,
+        )
+        return self.unet(
+            x,
+            t,
+            encoder_hidden_states=embeddings,
+            down_block_additional_residuals=down,
+            mid_block_additional_residual=mid,
+        ).sample.to(latents.dtype)
+
+    def __call__(
+        self,
+        rgb: Float[Tensor, "B H W C"],
+        cond_rgb: Float[Tensor, "B H W C"],
+        prompt_utils,
+        elevation: Optional[Float[Tensor, "B"]] = None,
+        azimuth: Optional[Float[Tensor, "B"]] = None,
+        camera_distances: Optional[Float[Tensor, "B"]] = None,
+        **kwargs,
+    ) -> Dict[str, Any]:
+        batch_size, height, width, _ = rgb.shape
+        if self.cfg.fixed_size > 0:
+            size = (self.cfg.fixed_size, self.cfg.fixed_size)
+        else:
+            size = (height // 8 * 8, width // 8 * 8)
+        rgb_BCHW = F.interpolate(
+            rgb.permute(0, 3, 1, 2), size, mode="bilinear", align_corners=False
+        )
+        cond_BCHW = F.interpolate(
+            cond_rgb.permute(0, 3, 1, 2), size, mode="bilinear", align_corners=False
+        )
+        control = self.control_image(cond_BCHW)
+        with torch.set_grad_enabled(self.cfg.use_sds and torch.is_grad_enabled()):
+            latents = self.encode_images(rgb_BCHW)
+        zeros = torch.zeros(batch_size, device=rgb.device)
+        text_embeddings, neg_weights = self.text_embeddings(
+            prompt_utils,
+            zeros if elevation is None else elevation,
+            zeros if azimuth is None else azimuth,
+            zeros if camera_distances is None else camera_distances,
+        )
+
+        def predict(x: Tensor, t_in: Tensor, embeddings: Tensor) -> Tensor:
+            # rows as guided_noise stacks them: cond, uncond, then each sample's negatives
+            rows = [control, control]
+            if x.shape[0] > 2 * batch_size:
+                n_neg = (x.shape[0] - 2 * batch_size) // batch_size
+                rows.append(control.repeat_interleave(n_neg, dim=0))
+            return self.predict_noise(x, t_in, embeddings, torch.cat(rows))
+
+        t = self.sample_timesteps(batch_size)
+        if self.cfg.use_sds:
+            # the SDS step with the ControlNet-steered denoiser
+            with torch.no_grad():
+                noise = torch.randn_like(latents)
+                latents_noisy = self.scheduler.add_noise(latents, noise, t)
+                noise_pred = self.guided_noise(
+                    predict, latents_noisy, t, text_embeddings, neg_weights, self.cfg.guidance_scale
+                )["noise_pred"]
+            grad = self.sds_weight(t) * (noise_pred - noise)
+            out = self.sds_loss(latents, grad)
+            out.update({"min_step": self.min_step, "max_step": self.max_step, "timesteps": t})
+            return out
+
+        with torch.no_grad():
+            edited = ddim_edit(
+                self.scheduler_ddim,
+                self.scheduler,
+                latents.detach(),
+                int(t.max()),
+                self.cfg.diffusion_steps,
+                lambda x, t_b: self.guided_noise(
+                    predict, x, t_b, text_embeddings, neg_weights, self.cfg.guidance_scale
+                )["noise_pred"],
+            )
+            edit_images = self.decode_latents(edited)
+        edit_images = F.interpolate(edit_images, (height, width), mode="bilinear")
+        return {"edit_images": edit_images.permute(0, 2, 3, 1), "timesteps": t}

@@ -1,0 +1,171 @@
+from dataclasses import dataclass
+
+import torch
+from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, UNet2DConditionModel
+
+import threestudio
+from threestudio.models.guidance.base import (
+    DiffusionGuidanceConfig,
+    DiffusionGuidanceMixin,
+    SpeedupConfig,
+    VAELatentsMixin,
+    _load_pretrained,
+    ddim_inspection,
+    freeze,
+    place_models,
+    weights_dtype,
+)
+from threestudio.utils.base import BaseObject
+from threestudio.utils.errors import ConfigError
+from threestudio.utils.typing import Any, Dict, Float, Optional, Tensor
+
+
+@threestudio.register("stable-diffusion-guidance")
+class StableDiffusionGuidance(DiffusionGuidanceMixin, VAELatentsMixin, BaseObject):
+    """Score Distillation Sampling (DreamFusion) with Stable Diffusion, plus the SJC variant
+    (Perturb-and-Average Scoring) and HiFA's image-space loss."""
+
+    @dataclass
+    class Config(BaseObject.Config, DiffusionGuidanceConfig, SpeedupConfig):
+        sqrt_anneal: bool = False  # timestep from a sqrt schedule instead of random (HiFA)
+        trainer_max_steps: int = 25000
+        use_img_loss: bool = False  # HiFA: also an SDS-like loss in image space
+        use_sjc: bool = False
+        var_red: bool = True  # SJC: subtract the clean latents instead of the noisy ones
+        token_merging: bool = False  # accepted for config compatibility; not implemented
+        token_merging_params: Optional[dict] = None
+        max_items_eval: int = 4
+
+    cfg: Config
+
+    def configure(self) -> None:
+        threestudio.info("Loading Stable Diffusion ...")
+        self.weights_dtype = weights_dtype(self.cfg.half_precision_weights, self.device)
+        name = self.cfg.pretrained_model_name_or_path
+        load = dict(torch_dtype=self.weights_dtype)
+        self.unet = freeze(_load_pretrained(UNet2DConditionModel, name, subfolder="unet", **load))
+        self.vae = freeze(_load_pretrained(AutoencoderKL, name, subfolder="vae", **load))
+        self.scheduler = _load_pretrained(DDPMScheduler, name, subfolder="scheduler")
+        self.scheduler_eval = DDIMScheduler.from_config(self.scheduler.config)
+        if self.cfg.token_merging:
+            threestudio.warn("token_merging is not implemented; running without it")
+        if self.cfg.sqrt_anneal and not isinstance(self.cfg.max_step_percent, (int, float)):
+            raise ConfigError("sqrt_anneal needs a constant max_step_percent, not a schedule")
+        place_models(self.cfg, self.device, [self.unet], [self.vae])
+        self.setup_schedule(self.scheduler)
+        # SJC's noise scale sigma_t = sqrt((1 - alpha_bar) / alpha_bar)
+        self.us = torch.sqrt((1 - self.alphas) / self.alphas)
+        self.global_step = 0
+        threestudio.info("Loaded Stable Diffusion!")
+
+    def forward_unet(self, latents: Tensor, t: Tensor, encoder_hidden_states: Tensor) -> Tensor:
+        input_dtype = latents.dtype
+        return self.unet(
+            latents.to(self.weights_dtype),
+            t.to(self.weights_dtype),
+            encoder_hidden_states=encoder_hidden_states.to(self.weights_dtype),
+        ).sample.to(input_dtype)
+
+    def update_step(self, epoch: int, global_step: int, on_load_weights: bool = False):
+        super().update_step(epoch, global_step, on_load_weights=on_load_weights)
+        self.global_step = global_step
+
+    def _timesteps(self, batch_size: int) -> Tensor:
+        if not self.cfg.sqrt_anneal:
+            return self.sample_timesteps(batch_size)
+        # HiFA: deterministic, decreasing t following sqrt of the training progress
+        progress = min(self.global_step / self.cfg.trainer_max_steps, 1.0) ** 0.5
+        t = self.max_step - (self.max_step - self.min_step) * progress
+        return torch.full([batch_size], int(t), dtype=torch.long, device=self.device)
+
+    def __call__(
+        self,
+        rgb: Float[Tensor, "B H W C"],
+        prompt_utils,
+        elevation: Float[Tensor, "B"],
+        azimuth: Float[Tensor, "B"],
+        camera_distances: Float[Tensor, "B"],
+        rgb_as_latents: bool = False,
+        guidance_eval: bool = False,
+        **kwargs,
+    ) -> Dict[str, Any]:
+        batch_size = rgb.shape[0]
+        encoded = self.render_to_latents(rgb, rgb_as_latents)
+        latents = encoded["latents"]
+        text_embeddings, neg_weights = self.text_embeddings(
+            prompt_utils, elevation, azimuth, camera_distances
+        )
+        t = self._timesteps(batch_size)
+        alpha_bar = self.alphas[t].view(-1, 1, 1, 1)
+
+        # the SDS step: noise the latents, predict the noise with CFG, compare
+        with torch.no_grad():
+            noise = torch.randn_like(latents)
+            if self.cfg.use_sjc:
+                # SJC works with the variance-exploding form z = y + sigma * eps
+                sigma = self.us[t].view(-1, 1, 1, 1)
+                latents_noisy = latents + sigma * noise
+                unet_input = latents_noisy / torch.sqrt(1 + sigma**2)
+            else:
+                latents_noisy = self.scheduler.add_noise(latents, noise, t)
+                unet_input = latents_noisy
+            guided = self.guided_noise(
+                self.forward_unet,
+                unet_input,
+                t,
+                text_embeddings,
+                neg_weights,
+                self.cfg.guidance_scale,
+            )
+            noise_pred = guided["noise_pred"]
+            if self.cfg.use_sjc:
+                denoised = latents_noisy - sigma * noise_pred
+                reference = latents if self.cfg.var_red else latents_noisy
+                grad = -(denoised - reference) / sigma
+            else:
+                grad = self.sds_weight(t) * (noise_pred - noise)
+
+        # SJC also reports as loss_sds, so published configs weight it with lambda_sds
+        out = self.sds_loss(latents, grad)
+        if self.cfg.use_img_loss and encoded["image"] is not None and not self.cfg.use_sjc:
+            # HiFA: decode the one-step x0 estimate and pull the render toward it
+            image = encoded["image"]
+            with torch.no_grad():
+                latents_x0 = (latents_noisy - (1 - alpha_bar) ** 0.5 * noise_pred) / (
+                    alpha_bar**0.5
+                )
+                image_x0 = self.decode_latents(latents_x0)
+                grad_img = (
+                    self.sds_weight(t)
+                    * (image - image_x0)
+                    * alpha_bar**0.5
+                    / (1 - alpha_bar) ** 0.5
+                )
+            out["loss_sds_img"] = self.sds_loss(image, grad_img)["loss_sds"]
+        out.update({"min_step": self.min_step, "max_step": self.max_step, "timesteps": t})
+
+        if guidance_eval:
+            out["eval"] = self.guidance_eval(
+                latents_noisy, noise_pred, t, text_embeddings, neg_weights
+            )
+        return out
+
+    def guidance_eval(self, latents_noisy, noise_pred, t, text_embeddings, neg_weights):
+        def predict_guided(x: Tensor, t_i: Tensor, b: int) -> Tensor:
+            embeddings, weights = self.item_embeddings(text_embeddings, neg_weights, b)
+            return self.guided_noise(
+                self.forward_unet, x, t_i, embeddings, weights, self.cfg.guidance_scale
+            )["noise_pred"]
+
+        if self.cfg.use_sjc:  # inspection runs in the DDPM parametrisation
+            sigma = self.us[t].view(-1, 1, 1, 1)
+            latents_noisy = latents_noisy / torch.sqrt(1 + sigma**2)
+        return ddim_inspection(
+            self.scheduler_eval,
+            predict_guided,
+            self.decode_latents,
+            latents_noisy,
+            noise_pred,
+            t,
+            max_items=self.cfg.max_items_eval,
+        )

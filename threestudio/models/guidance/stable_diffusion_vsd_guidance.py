@@ -1,0 +1,228 @@
+import copy
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+from diffusers.models.embeddings import TimestepEmbedding
+
+import threestudio
+from threestudio.models.guidance.base import (
+    DiffusionGuidanceConfig,
+    DiffusionGuidanceMixin,
+    SpeedupConfig,
+    VAELatentsMixin,
+    _load_pretrained,
+    freeze,
+    place_models,
+    weights_dtype,
+)
+from threestudio.utils.base import BaseModule
+from threestudio.utils.errors import ConfigError
+from threestudio.utils.typing import Any, Dict, Float, Optional, Tensor
+
+CAMERA_CONDITION_TYPES = ("extrinsics", "mvp")
+
+
+@dataclass
+class _FrozenParts:
+    """Holds the large models outside ``nn.Module`` registration, so only the LoRA weights and
+    the camera embedding enter the system's state dict and optimiser."""
+
+    unet: UNet2DConditionModel
+    unet_lora: UNet2DConditionModel
+    vae: AutoencoderKL
+
+
+@threestudio.register("stable-diffusion-vsd-guidance")
+class StableDiffusionVSDGuidance(DiffusionGuidanceMixin, VAELatentsMixin, BaseModule):
+    """Variational Score Distillation (ProlificDreamer): the pretrained score minus the score of
+    a camera-conditioned LoRA model that is fitted to the current renders at the same time."""
+
+    @dataclass
+    class Config(BaseModule.Config, DiffusionGuidanceConfig, SpeedupConfig):
+        pretrained_model_name_or_path: str = "stabilityai/stable-diffusion-2-1-base"
+        # the LoRA branch starts from this model (the same name shares the pretrained UNet weights)
+        pretrained_model_name_or_path_lora: str = "stabilityai/stable-diffusion-2-1"
+        guidance_scale: float = 7.5
+        guidance_scale_lora: float = 1.0
+        lora_cfg_training: bool = True  # drop the camera condition 10% of the time
+        lora_n_timestamp_samples: int = 1
+        lora_rank: int = 4
+        camera_condition_type: str = "extrinsics"  # extrinsics (c2w) | mvp
+        anneal_start_step: Optional[int] = 5000
+
+    cfg: Config
+
+    def configure(self) -> None:
+        if self.cfg.camera_condition_type not in CAMERA_CONDITION_TYPES:
+            raise ConfigError(
+                f"camera_condition_type '{self.cfg.camera_condition_type}' is unknown; use "
+                "'extrinsics' or 'mvp'"
+            )
+        threestudio.info("Loading Stable Diffusion (VSD) ...")
+        self.weights_dtype = weights_dtype(self.cfg.half_precision_weights, self.device)
+        name, name_lora = (
+            self.cfg.pretrained_model_name_or_path,
+            self.cfg.pretrained_model_name_or_path_lora,
+        )
+        load = {"torch_dtype": self.weights_dtype}
+        unet = freeze(_load_pretrained(UNet2DConditionModel, name, subfolder="unet", **load))
+        vae = freeze(_load_pretrained(AutoencoderKL, name, subfolder="vae", **load))
+        self.scheduler = _load_pretrained(DDPMScheduler, name, subfolder="scheduler")
+        if name_lora == name:
+            unet_lora = copy.deepcopy(unet)
+            self.scheduler_lora = copy.deepcopy(self.scheduler)
+        else:
+            unet_lora = freeze(
+                _load_pretrained(UNet2DConditionModel, name_lora, subfolder="unet", **load)
+            )
+            self.scheduler_lora = _load_pretrained(DDPMScheduler, name_lora, subfolder="scheduler")
+
+        # camera (flattened 4x4 matrix) -> class embedding added to the timestep embedding
+        time_embed_dim = unet_lora.config.block_out_channels[0] * 4
+        unet_lora.class_embedding = TimestepEmbedding(16, time_embed_dim)
+        from peft import LoraConfig
+
+        unet_lora.add_adapter(
+            LoraConfig(
+                r=self.cfg.lora_rank,
+                lora_alpha=self.cfg.lora_rank,
+                init_lora_weights="gaussian",
+                target_modules=["to_k", "to_q", "to_v", "to_out.0"],
+            )
+        )
+        # trainable parts stay float32 even when the frozen weights are fp16
+        lora_modules = []
+        for module in unet_lora.modules():
+            if hasattr(module, "lora_A") and hasattr(module, "lora_B"):
+                lora_modules += [module.lora_A, module.lora_B]
+        self.lora_layers = nn.ModuleList(lora_modules).float()
+        self.camera_embedding = unet_lora.class_embedding.float()
+        self.lora_layers.requires_grad_(True)
+        self.camera_embedding.requires_grad_(True)
+
+        place_models(self.cfg, self.device, [unet, unet_lora], [vae])
+        self.frozen = _FrozenParts(unet=unet, unet_lora=unet_lora, vae=vae)
+        self.setup_schedule(self.scheduler)
+        threestudio.info("Loaded Stable Diffusion (VSD)!")
+
+    @property
+    def vae(self) -> AutoencoderKL:
+        return self.frozen.vae
+
+    def forward_unet(
+        self, unet: UNet2DConditionModel, latents: Tensor, t: Tensor, embeddings: Tensor, **kw
+    ) -> Tensor:
+        input_dtype = latents.dtype
+        return unet(
+            latents.to(self.weights_dtype),
+            t.to(self.weights_dtype),
+            encoder_hidden_states=embeddings.to(self.weights_dtype),
+            **kw,
+        ).sample.to(input_dtype)
+
+    def forward_pretrained(self, latents: Tensor, t: Tensor, embeddings: Tensor) -> Tensor:
+        return self.forward_unet(self.frozen.unet, latents, t, embeddings)
+
+    def forward_lora(
+        self, latents: Tensor, t: Tensor, embeddings: Tensor, camera: Tensor
+    ) -> Tensor:
+        """Noise (epsilon) predicted by the LoRA model, whatever it was trained to predict."""
+        pred = self.forward_unet(
+            self.frozen.unet_lora, latents, t, embeddings, class_labels=camera.float()
+        )
+        if self.scheduler_lora.config.prediction_type == "v_prediction":
+            alpha_bar = self.scheduler_lora.alphas_cumprod.to(latents)[t].view(-1, 1, 1, 1)
+            pred = latents * (1 - alpha_bar) ** 0.5 + pred * alpha_bar**0.5
+        return pred
+
+    def camera_condition(self, kwargs: Dict[str, Any]) -> Float[Tensor, "B 16"]:
+        key = "c2w" if self.cfg.camera_condition_type == "extrinsics" else "mvp_mtx"
+        if key not in kwargs:
+            raise ValueError(f"VSD guidance with camera_condition_type needs '{key}' in the batch")
+        return kwargs[key].reshape(kwargs[key].shape[0], -1)
+
+    def __call__(
+        self,
+        rgb: Float[Tensor, "B H W C"],
+        prompt_utils,
+        elevation: Float[Tensor, "B"],
+        azimuth: Float[Tensor, "B"],
+        camera_distances: Float[Tensor, "B"],
+        rgb_as_latents: bool = False,
+        guidance_eval: bool = False,
+        **kwargs,
+    ) -> Dict[str, Any]:
+        batch_size = rgb.shape[0]
+        latents = self.render_to_latents(rgb, rgb_as_latents)["latents"]
+        camera = self.camera_condition(kwargs).to(latents)
+        text_embeddings_vd, neg_weights = self.text_embeddings(
+            prompt_utils, elevation, azimuth, camera_distances
+        )
+        # the LoRA model learns the distribution of renders per camera, not per view prompt
+        text_embeddings = prompt_utils.get_text_embeddings(
+            elevation, azimuth, camera_distances, view_dependent_prompting=False
+        )
+        t = self.sample_timesteps(batch_size)
+
+        # the VSD step: the same noisy latents scored by the pretrained and the LoRA model
+        with torch.no_grad():
+            noise = torch.randn_like(latents)
+            latents_noisy = self.scheduler.add_noise(latents, noise, t)
+            noise_pred_pretrain = self.guided_noise(
+                self.forward_pretrained,
+                latents_noisy,
+                t,
+                text_embeddings_vd,
+                neg_weights,
+                self.cfg.guidance_scale,
+            )["noise_pred"]
+            # conditional branch sees the camera, unconditional branch a zero camera
+            cameras = torch.cat([camera, torch.zeros_like(camera)])
+            noise_pred_est = self.guided_noise(
+                lambda x, t_in, emb: self.forward_lora(x, t_in, emb, cameras),
+                latents_noisy,
+                t,
+                text_embeddings,
+                None,
+                self.cfg.guidance_scale_lora,
+            )["noise_pred"]
+        grad = self.sds_weight(t) * (noise_pred_pretrain - noise_pred_est)
+
+        out = self.sds_loss(latents, grad, "loss_vsd")
+        out["loss_lora"] = self.train_lora(latents, text_embeddings, camera)
+        out.update({"min_step": self.min_step, "max_step": self.max_step, "timesteps": t})
+        return out
+
+    def train_lora(
+        self,
+        latents: Float[Tensor, "B 4 h w"],
+        text_embeddings: Float[Tensor, "BB N Nf"],
+        camera: Float[Tensor, "B 16"],
+    ) -> Tensor:
+        """Denoising loss of the LoRA model on the current (detached) renders."""
+        batch_size = latents.shape[0]
+        n = self.cfg.lora_n_timestamp_samples
+        latents = latents.detach().repeat(n, 1, 1, 1)
+        t = torch.randint(
+            0, self.num_train_timesteps, [batch_size * n], dtype=torch.long, device=self.device
+        )
+        noise = torch.randn_like(latents)
+        latents_noisy = self.scheduler_lora.add_noise(latents, noise, t)
+        if self.scheduler_lora.config.prediction_type == "v_prediction":
+            target = self.scheduler_lora.get_velocity(latents, noise, t)
+        else:
+            target = noise
+        embeddings_cond = text_embeddings[:batch_size].repeat(n, 1, 1)
+        if self.cfg.lora_cfg_training and float(torch.rand(())) < 0.1:
+            camera = torch.zeros_like(camera)
+        pred = self.forward_unet(
+            self.frozen.unet_lora,
+            latents_noisy,
+            t,
+            embeddings_cond,
+            class_labels=camera.repeat(n, 1).float(),
+        )
+        return F.mse_loss(pred.float(), target.float(), reduction="mean")
