@@ -376,6 +376,15 @@ class ImportanceEstimator(nn.Module):
     """Hierarchical sampling: a coarse pass per ``prop_sigma_fns`` entry gives each ray a density
     CDF, the final samples are drawn from it and merged with the coarse ones (pure PyTorch)."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        # follows the module across .to(device): where samples go when near/far are numbers
+        self.register_buffer("_anchor", torch.zeros(0), persistent=False)
+
+    @property
+    def device(self) -> torch.device:
+        return self._anchor.device
+
     @torch.no_grad()
     def sampling(
         self,
@@ -393,8 +402,10 @@ class ImportanceEstimator(nn.Module):
         ``near_plane``/``far_plane``: numbers or per-ray tensors [Nr, 1]. Returns sorted
         ``t_starts, t_ends`` of shape [Nr, prop_samples[-1] + num_samples]."""
         assert len(prop_sigma_fns) == len(prop_samples), "one sample count per proposal function"
-        device = near_plane.device if torch.is_tensor(near_plane) else None
-        device = device or (far_plane.device if torch.is_tensor(far_plane) else "cpu")
+        device = self.device
+        for bound in (near_plane, far_plane):
+            if torch.is_tensor(bound):
+                device = bound.device
         t_min = torch.as_tensor(near_plane, dtype=torch.float32, device=device).expand(n_rays, 1)
         t_max = torch.as_tensor(far_plane, dtype=torch.float32, device=device).expand(n_rays, 1)
         s_bins = torch.tensor([[0.0, 1.0]], device=device).expand(n_rays, 2)
