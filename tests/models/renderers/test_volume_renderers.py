@@ -344,3 +344,15 @@ def test_nerfacc_cuda_backend_matches_pure_torch():
         estimators._FORCE_TORCH_BACKEND = False
     for key in ("opacity", "depth", "comp_rgb"):
         assert (out_cuda[key] - out_torch[key]).abs().max().item() < 0.02, key
+
+
+def test_config_errors_name_the_key():
+    from threestudio.utils.errors import ConfigError
+
+    geo = AnalyticDensity({})
+    with pytest.raises(ConfigError, match="estimator.*'occgird'"):
+        make("nerf-volume-renderer", geo, estimator="occgird")
+    with pytest.raises(ConfigError, match="proposal_network_config"):
+        make("nerf-volume-renderer", geo, estimator="proposal")
+    with pytest.raises(ConfigError, match="base_renderer_type"):
+        make("patch-renderer", geo)
