@@ -11,7 +11,6 @@ Samples are *packed*: one flat list of intervals ``[t_starts, t_ends]`` sorted b
 """
 
 import functools
-import math
 
 import torch
 import torch.nn as nn
@@ -195,6 +194,23 @@ class OccGridEstimator(nn.Module):
         idx = (u * self.res).long().clamp(0, self.res - 1)
         return self.binaries[0, idx[:, 0], idx[:, 1], idx[:, 2]] & inside
 
+    def _occupied_flat(self, x: Float[Tensor, "N 3"]) -> torch.Tensor:
+        """Occupancy of points known to lie in the box (no bounds test)."""
+        u = (x - self.aabb[:3]) * (self.res / (self.aabb[3:] - self.aabb[:3]))
+        idx = u.to(torch.int32).clamp_(0, self.res - 1)
+        flat = (idx[:, 0] * self.res + idx[:, 1]) * self.res + idx[:, 2]
+        return self.binaries.view(-1)[flat.long()]
+
+    def _occupied_box(self) -> Optional[Float[Tensor, "6"]]:
+        """The world-space box around all occupied cells, or None when no cell is occupied."""
+        cells = torch.nonzero(self.binaries[0])
+        if cells.numel() == 0:
+            return None
+        size = (self.aabb[3:] - self.aabb[:3]) / self.res
+        lo = self.aabb[:3] + cells.amin(0) * size
+        hi = self.aabb[:3] + (cells.amax(0) + 1) * size
+        return torch.cat([lo, hi])
+
     @torch.no_grad()
     def sampling(
         self,
@@ -266,28 +282,38 @@ class OccGridEstimator(nn.Module):
     ):
         device = rays_o.device
         n_rays = rays_o.shape[0]
+        empty = torch.zeros(0, device=device)
+        occupied_box = self._occupied_box()
+        if occupied_box is None or n_rays == 0:
+            return empty.long(), empty, empty
         t_near, t_far, hit = ray_aabb_intersect(rays_o, rays_d, self.aabb)
         t_min = t_near.clamp(min=near_plane)
         t_max = t_far.clamp(max=far_plane)
-        hit = hit & (t_max > t_min)
-        t_min = torch.where(hit, t_min, torch.zeros_like(t_min))
-        t_max = torch.where(hit, t_max, torch.zeros_like(t_max))
-        # the longest ray fixes the width of a dense [Nr, S] march that is packed afterwards
-        n_steps = int(math.ceil(((t_max - t_min).max().item() if n_rays else 0.0) / step)) + 1
-        if n_steps <= 0 or not bool(hit.any()):
-            empty = torch.zeros(0, device=device)
+        # march only where the ray crosses the box around the occupied cells; the samples stay
+        # on the lattice t_min + (k + offset) * step that starts where the ray enters the scene
+        o_near, o_far, o_hit = ray_aabb_intersect(rays_o, rays_d, occupied_box)
+        hit = hit & o_hit & (t_max > t_min)
+        offset = (
+            torch.rand(n_rays, device=device) if stratified else torch.zeros(n_rays, device=device)
+        )
+        k_first = torch.floor((torch.maximum(o_near, t_min) - t_min) / step - offset).clamp(min=0)
+        k_last = torch.ceil((torch.minimum(o_far, t_max) - t_min) / step - offset)
+        k_first = torch.where(hit, k_first, torch.zeros_like(k_first))
+        k_last = torch.where(hit, k_last, k_first - 1)
+        n_steps = int((k_last - k_first).max().item()) + 1
+        if n_steps <= 0:
             return empty.long(), empty, empty
         k = torch.arange(n_steps, device=device, dtype=rays_o.dtype)
-        offset = torch.rand(n_rays, 1, device=device) if stratified else 0.0
-        t_starts = t_min[:, None] + (k[None, :] + offset) * step
-        t_ends = t_starts + step
-        t_mid = (t_starts + t_ends) * 0.5
-        valid = hit[:, None] & (t_mid < t_max[:, None])
+        k = k_first[:, None] + k[None, :]
+        t_starts = t_min[:, None] + (k + offset[:, None]) * step
+        t_mid = t_starts + 0.5 * step
+        valid = (k <= k_last[:, None]) & (t_mid < t_max[:, None])
         ray_ids, sample_ids = torch.nonzero(valid, as_tuple=True)
-        ts, te = t_starts[ray_ids, sample_ids], t_ends[ray_ids, sample_ids]
-        x = rays_o[ray_ids] + rays_d[ray_ids] * ((ts + te) * 0.5)[:, None]
-        keep = self.occupied_at(x)
-        ray_ids, ts, te = ray_ids[keep], ts[keep], te[keep]
+        ts = t_starts[ray_ids, sample_ids]
+        x = rays_o[ray_ids] + rays_d[ray_ids] * (ts + 0.5 * step)[:, None]
+        keep = self._occupied_flat(x)
+        ray_ids, ts = ray_ids[keep], ts[keep]
+        te = ts + step
 
         if (sigma_fn is not None or alpha_fn is not None) and ray_ids.numel() > 0:
             if sigma_fn is not None:
@@ -350,6 +376,15 @@ class ImportanceEstimator(nn.Module):
     """Hierarchical sampling: a coarse pass per ``prop_sigma_fns`` entry gives each ray a density
     CDF, the final samples are drawn from it and merged with the coarse ones (pure PyTorch)."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        # follows the module across .to(device): where samples go when near/far are numbers
+        self.register_buffer("_anchor", torch.zeros(0), persistent=False)
+
+    @property
+    def device(self) -> torch.device:
+        return self._anchor.device
+
     @torch.no_grad()
     def sampling(
         self,
@@ -367,8 +402,10 @@ class ImportanceEstimator(nn.Module):
         ``near_plane``/``far_plane``: numbers or per-ray tensors [Nr, 1]. Returns sorted
         ``t_starts, t_ends`` of shape [Nr, prop_samples[-1] + num_samples]."""
         assert len(prop_sigma_fns) == len(prop_samples), "one sample count per proposal function"
-        device = near_plane.device if torch.is_tensor(near_plane) else None
-        device = device or (far_plane.device if torch.is_tensor(far_plane) else "cpu")
+        device = self.device
+        for bound in (near_plane, far_plane):
+            if torch.is_tensor(bound):
+                device = bound.device
         t_min = torch.as_tensor(near_plane, dtype=torch.float32, device=device).expand(n_rays, 1)
         t_max = torch.as_tensor(far_plane, dtype=torch.float32, device=device).expand(n_rays, 1)
         s_bins = torch.tensor([[0.0, 1.0]], device=device).expand(n_rays, 2)

@@ -85,7 +85,12 @@ class TorchHashGrid(nn.Module):
 
     def forward(self, x: Float[Tensor, "N Di"]) -> Float[Tensor, "N Do"]:
         table = self.params.view(-1, self.n_features_per_level)
-        outs = []
+        n_corners = 2**self.n_input_dims
+        corner_offsets = torch.tensor(
+            [[(c >> d) & 1 for d in range(self.n_input_dims)] for c in range(n_corners)],
+            device=x.device,
+        )
+        rows, weights = [], []
         for level in range(self.n_levels):
             scale = self.scales[level]
             size = self.sizes[level]
@@ -94,11 +99,8 @@ class TorchHashGrid(nn.Module):
             frac = pos - pos_grid
             pos_grid = pos_grid.long()
             res = int(math.ceil(scale)) + 1
-            feat = 0
-            for corner in range(2**self.n_input_dims):
-                offs = torch.tensor(
-                    [(corner >> d) & 1 for d in range(self.n_input_dims)], device=x.device
-                )
+            for corner in range(n_corners):
+                offs = corner_offsets[corner]
                 c = pos_grid + offs
                 w = torch.prod(torch.where(offs.bool(), frac, 1 - frac), dim=-1, keepdim=True)
                 if res**self.n_input_dims <= size:
@@ -111,10 +113,14 @@ class TorchHashGrid(nn.Module):
                     idx = torch.zeros_like(c[:, 0])
                     for d in range(self.n_input_dims):
                         idx = idx ^ (c[:, d] * self.PRIMES[d])
-                idx = idx % size + self.offsets[level]
-                feat = feat + w * table[idx]
-            outs.append(feat)
-        return torch.cat(outs, -1)
+                rows.append(idx % size + self.offsets[level])
+                weights.append(w)
+        # one gather for all levels and corners: its backward is a single scatter into the
+        # table instead of one dense table-sized gradient per corner and level
+        n = x.shape[0]
+        feats = table[torch.stack(rows, 1).view(-1)].view(n, self.n_levels, n_corners, -1)
+        w = torch.stack(weights, 1).view(n, self.n_levels, n_corners, 1)
+        return (feats * w).sum(2).reshape(n, -1)
 
 
 class ProgressiveBandHashGrid(nn.Module, Updateable):

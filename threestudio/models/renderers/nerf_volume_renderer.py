@@ -229,7 +229,10 @@ class NeRFVolumeRenderer(VolumeRenderer):
         )
         if self.training and self.cfg.estimator == "proposal":
             self.vars_in_forward["weights"] = weights.reshape(n_rays, -1)
-            self.vars_in_forward["t_ends"] = t_ends_.reshape(n_rays, -1)
+            self.vars_in_forward["t_fine"] = (
+                t_starts_.reshape(n_rays, -1),
+                t_ends_.reshape(n_rays, -1),
+            )
 
         normal = geo_out.get("normal")
         want_normal = normal is not None and (not self.training or self.cfg.return_comp_normal)
@@ -293,10 +296,11 @@ class NeRFVolumeRenderer(VolumeRenderer):
             return
         prop = self.vars_in_forward.pop("prop", None)
         weights = self.vars_in_forward.pop("weights", None)
-        t_ends = self.vars_in_forward.pop("t_ends", None)
+        t_fine = self.vars_in_forward.pop("t_fine", None)
         if prop is None or weights is None:
             return
-        loss = proposal_loss(prop, weights.detach(), t_ends)
+        loss = proposal_loss(prop, weights.detach(), t_fine)
+        self.last_proposal_loss = loss.detach()
         optim = self._prop_optim[0]
         optim.zero_grad()
         loss.backward()
@@ -313,14 +317,16 @@ class NeRFVolumeRenderer(VolumeRenderer):
         return super().eval()
 
 
-def proposal_loss(prop, weights_fine, t_ends_fine) -> Float[Tensor, ""]:
-    """The proposal's accumulated opacity must bound the fine pass's from above at every edge
-    (mip-NeRF 360's interlevel loss in CDF form): penalise ``cdf_fine > cdf_prop``."""
+def proposal_loss(prop, weights_fine, t_fine) -> Float[Tensor, ""]:
+    """mip-NeRF 360's interlevel loss: the proposal's weight over the proposal intervals that
+    enclose each fine interval must be at least that interval's fine weight."""
     p_starts, p_ends, p_sigmas = prop
-    cdf_prop = 1.0 - torch.exp(-torch.cumsum(p_sigmas * (p_ends - p_starts), -1))
-    cdf_fine = torch.cumsum(weights_fine, -1)
-    # the fine CDF at each proposal interval end (the last fine interval ending before it)
-    idx = torch.searchsorted(t_ends_fine.contiguous(), p_ends.detach().contiguous(), right=True)
-    cdf_fine = torch.cat([torch.zeros_like(cdf_fine[:, :1]), cdf_fine], -1)
-    cdf_fine_at = cdf_fine.gather(1, idx)
-    return (torch.relu(cdf_fine_at - cdf_prop) ** 2).sum(-1).mean()
+    f_starts, f_ends = t_fine
+    edges = torch.cat([p_starts[:, :1], p_ends], -1).detach().contiguous()
+    cdf = 1.0 - torch.exp(-torch.cumsum(p_sigmas * (p_ends - p_starts), -1))
+    cdf = torch.cat([torch.zeros_like(cdf[:, :1]), cdf], -1)
+    last = edges.shape[-1] - 1
+    lo = (torch.searchsorted(edges, f_starts.contiguous(), right=True) - 1).clamp(0, last)
+    hi = torch.searchsorted(edges, f_ends.contiguous(), right=False).clamp(0, last)
+    w_outer = cdf.gather(1, hi) - cdf.gather(1, lo)
+    return (torch.relu(weights_fine - w_outer) ** 2 / (weights_fine + 1e-7)).sum(-1).mean()
