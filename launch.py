@@ -282,6 +282,8 @@ def run(args, extras) -> int:
         if trainer.global_step > 0:
             trainer.save_checkpoint(last)
         trainer.test(system, datamodule=dm)
+        if getattr(system.cfg, "export_after_train", False):
+            trainer.predict(system, datamodule=dm)
     elif args.validate:
         set_system_status(cfg.resume)
         trainer.validate(system, datamodule=dm, ckpt_path=cfg.resume)

@@ -86,7 +86,7 @@ def test_obj_with_material_textures_loads_in_trimesh(saver, tmp_path):
     uv = torch.tensor([[0.1, 0.1], [0.9, 0.1], [0.1, 0.9], [0.9, 0.9]])
     kd = torch.zeros(8, 8, 3)
     kd[..., 1] = 1.0
-    paths = saver.save_obj(
+    paths = saver.save_obj_arrays(
         "mesh/model.obj",
         v,
         f,
@@ -113,11 +113,11 @@ def test_obj_vertex_colours_and_glb(saver, tmp_path):
     v = torch.tensor([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
     f = torch.tensor([[0, 1, 2]])
     rgb = torch.tensor([[1.0, 0.0, 0.0]] * 3)
-    saver.save_obj("vc.obj", v, f, v_rgb=rgb)
+    saver.save_obj_arrays("vc.obj", v, f, v_rgb=rgb)
     text = open(str(tmp_path / "vc.obj")).read()
     assert "v 1.000000 0.000000 0.000000 1.0000 0.0000 0.0000" in text
     uv = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
-    saver.save_glb("m.glb", v, f, v_tex=uv, t_tex_idx=f, map_Kd=torch.ones(4, 4, 3) * 0.5)
+    saver.save_glb_arrays("m.glb", v, f, v_tex=uv, t_tex_idx=f, map_Kd=torch.ones(4, 4, 3) * 0.5)
     scene = trimesh.load(str(tmp_path / "m.glb"))
     mesh = next(iter(scene.geometry.values())) if hasattr(scene, "geometry") else scene
     assert mesh.faces.shape == (1, 3)
@@ -134,3 +134,20 @@ def test_json_npz(saver, tmp_path):
     assert json.load(open(tmp_path / "r.json")) == {"score": 0.5, "n": 3}
     saver.save_npz("a.npz", {"x": torch.arange(3)})
     assert np.load(tmp_path / "a.npz")["x"].tolist() == [0, 1, 2]
+
+
+def test_save_obj_from_a_mesh_object(saver, tmp_path):
+    from threestudio.models.mesh import Mesh
+
+    v = torch.tensor([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    f = torch.tensor([[0, 2, 1], [0, 1, 3], [0, 3, 2], [1, 2, 3]])
+    mesh = Mesh(v, f)
+    mesh.set_vertex_color(torch.tensor([[0.0, 0.0, 1.0]] * 4))
+    saver.save_obj("plain.obj", mesh, save_normal=True, save_vertex_color=True)
+    text = (tmp_path / "plain.obj").read_text()
+    assert text.count("\nvn ") == 4 and "0.0000 0.0000 1.0000" in text
+    saver.save_obj("uv.obj", mesh, save_mat=True, save_uv=True, map_Kd=torch.ones(4, 4, 3))
+    loaded = trimesh.load(str(tmp_path / "uv.obj"), process=False, force="mesh")
+    assert loaded.visual.uv is not None and loaded.faces.shape == (4, 3)
+    saver.save_glb("uv.glb", mesh, save_uv=True, map_Kd=torch.ones(4, 4, 3))
+    assert (tmp_path / "uv.glb").stat().st_size > 0

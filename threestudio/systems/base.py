@@ -311,6 +311,9 @@ class BaseLift3DSystem(BaseSystem):
         exporter_type: str = "mesh-exporter"
         exporter: dict = field(default_factory=dict)
 
+        # --train also runs the export stage at the end (the exporter's files land in
+        # save/it<step>-export/, as with --export)
+        export_after_train: bool = False
         # save a video of the test views at the end of --test / after --train
         test_save_video: bool = True
         test_video_fps: int = 30

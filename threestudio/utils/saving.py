@@ -300,7 +300,7 @@ class SaverMixin:
         mesh.export(path)
         return path
 
-    def save_glb(
+    def save_glb_arrays(
         self,
         filename: str,
         v_pos,
@@ -309,8 +309,6 @@ class SaverMixin:
         t_tex_idx=None,
         map_Kd=None,
         v_rgb=None,
-        map_format: str = "png",
-        **kwargs,
     ) -> str:
         """A binary glTF with a base-colour texture (when UVs and ``map_Kd`` are given)."""
         import trimesh
@@ -343,7 +341,7 @@ class SaverMixin:
         mesh.export(path)
         return path
 
-    def save_obj(
+    def save_obj_arrays(
         self,
         filename: str,
         v_pos,
@@ -433,3 +431,60 @@ class SaverMixin:
             _atomic_write_bytes(mtl_path, ("\n".join(mtl) + "\n").encode())
             written.append(mtl_path)
         return written
+
+    # ---------- meshes: the established API (a Mesh and flags) ----------
+
+    def save_obj(
+        self,
+        filename: str,
+        mesh,
+        save_mat: bool = False,
+        save_normal: bool = False,
+        save_uv: bool = False,
+        save_vertex_color: bool = False,
+        map_Kd=None,
+        map_Ks=None,
+        map_Bump=None,
+        map_Pm=None,
+        map_Pr=None,
+        map_format: str = "jpg",
+    ) -> List[str]:
+        """Write ``mesh`` (a ``threestudio.models.mesh.Mesh``) as OBJ, with normals, UVs, vertex
+        colours and an MTL with the given texture maps as asked."""
+        return self.save_obj_arrays(
+            filename,
+            mesh.v_pos,
+            mesh.t_pos_idx,
+            v_nrm=mesh.v_nrm if save_normal else None,
+            v_tex=mesh.v_tex if save_uv else None,
+            t_tex_idx=mesh.t_tex_idx if save_uv else None,
+            v_rgb=mesh.v_rgb if save_vertex_color else None,
+            save_mat=save_mat,
+            map_Kd=map_Kd,
+            map_Ks=map_Ks,
+            map_Bump=map_Bump,
+            map_Pm=map_Pm,
+            map_Pr=map_Pr,
+            map_format=map_format,
+        )
+
+    def save_glb(
+        self,
+        filename: str,
+        mesh,
+        save_uv: bool = True,
+        save_vertex_color: bool = False,
+        map_Kd=None,
+        **kwargs,
+    ) -> str:
+        """Write ``mesh`` as binary glTF with its base-colour texture (or vertex colours)."""
+        textured = save_uv and map_Kd is not None
+        return self.save_glb_arrays(
+            filename,
+            mesh.v_pos,
+            mesh.t_pos_idx,
+            v_tex=mesh.v_tex if textured else None,
+            t_tex_idx=mesh.t_tex_idx if textured else None,
+            map_Kd=map_Kd,
+            v_rgb=mesh.v_rgb if save_vertex_color else None,
+        )
