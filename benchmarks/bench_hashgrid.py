@@ -30,20 +30,25 @@ CONFIG = {
 }
 
 
-def median_ms(fn, device: torch.device, repeats: int) -> float:
+def interleaved_medians(fns: dict, device: torch.device, repeats: int) -> dict:
+    """Median ms of each function; one round runs every function once, so load from other
+    processes on a shared machine hits all of them alike."""
+
     def sync():
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
-    fn()  # warm-up (allocator, caches, lazy init)
-    sync()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+    for fn in fns.values():  # warm-up (allocator, caches, lazy init)
         fn()
-        sync()
-        times.append((time.perf_counter() - start) * 1000.0)
-    return statistics.median(times)
+    sync()
+    times = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            sync()
+            times[name].append((time.perf_counter() - start) * 1000.0)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def bench(n_points: int, device: torch.device, repeats: int, input_grad: bool) -> dict:
@@ -71,6 +76,14 @@ def bench(n_points: int, device: torch.device, repeats: int, input_grad: bool) -
         table.index_select(0, index)
         torch.zeros_like(table).index_add_(0, index, rows)
 
+    # the same scatter done as the encoding does it: rows of two features as complex numbers
+    index32 = index.int()
+    complex_rows = torch.view_as_complex(rows)
+
+    def floor_complex():
+        table.index_select(0, index32)
+        torch.view_as_complex(torch.zeros_like(table)).index_add_(0, index32, complex_rows)
+
     # the same rows visited point by point (levels interleaved), as a naive layout would
     point_major = index.view(layout.n_levels, n_points, -1).transpose(0, 1).reshape(-1)
 
@@ -78,20 +91,24 @@ def bench(n_points: int, device: torch.device, repeats: int, input_grad: bool) -
         table.index_select(0, point_major)
         torch.zeros_like(table).index_add_(0, point_major, rows)
 
-    return {
-        "points": n_points,
-        "rows": index.numel(),
-        "fwd_ms": median_ms(encode_forward, device, repeats),
-        "fwd_bwd_ms": median_ms(encode_forward_backward, device, repeats),
-        "floor_ms": median_ms(floor, device, repeats),
-        "floor_point_major_ms": median_ms(floor_point_major, device, repeats),
-    }
+    result = interleaved_medians(
+        {
+            "fwd_ms": encode_forward,
+            "fwd_bwd_ms": encode_forward_backward,
+            "floor_ms": floor,
+            "floor_complex_ms": floor_complex,
+            "floor_point_major_ms": floor_point_major,
+        },
+        device,
+        repeats,
+    )
+    return {"points": n_points, "rows": index.numel(), **result}
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--log2-points", type=int, nargs="+", default=[16, 18])
     parser.add_argument("--input-grad", action="store_true", help="also d out / d x")
     args = parser.parse_args()
@@ -102,14 +119,17 @@ def main():
         f"threads {torch.get_num_threads()}, device {device}, load average {load}"
     )
     print(f"config {CONFIG}, input grad {args.input_grad}")
-    header = "points   rows        fwd ms   fwd+bwd ms   floor ms   ratio   floor(point-major) ms"
+    header = (
+        "points  rows      fwd ms  fwd+bwd ms  floor ms  ratio  "
+        "floor(complex scatter) ms  floor(point-major) ms"
+    )
     print(header)
     for log2_n in args.log2_points:
         r = bench(2**log2_n, device, args.repeats, args.input_grad)
         print(
-            f"2^{log2_n:<5} {r['rows']:<11} {r['fwd_ms']:7.1f}   {r['fwd_bwd_ms']:9.1f}   "
-            f"{r['floor_ms']:8.1f}   {r['fwd_bwd_ms'] / r['floor_ms']:5.2f}   "
-            f"{r['floor_point_major_ms']:8.1f}"
+            f"2^{log2_n:<5} {r['rows']:<9} {r['fwd_ms']:6.1f}  {r['fwd_bwd_ms']:10.1f}  "
+            f"{r['floor_ms']:8.1f}  {r['fwd_bwd_ms'] / r['floor_ms']:5.2f}  "
+            f"{r['floor_complex_ms']:25.1f}  {r['floor_point_major_ms']:21.1f}"
         )
 
 
