@@ -202,6 +202,7 @@ class HashGridTensors:
         self.offsets = torch.tensor(offsets, dtype=torch.int32, device=device)
         self.scales = torch.tensor(layout.scales, dtype=torch.float64, device=device)
         self.corner_bits = torch.arange(2, dtype=torch.int32, device=device)
+        self.n_entries = layout.offsets[-1]
 
     def global_index(self, index: Int[Tensor, "L N C"]) -> Int[Tensor, "L N C"]:
         """Indices into the whole table (int64), for callers outside the fast path."""
@@ -270,14 +271,23 @@ def hash_grid_indices_and_weights(
     return index, weights, axis_weights
 
 
-def _gather_rows(table: Tensor, index: Tensor, consts: HashGridTensors) -> Tensor:
-    """``[L, N, C, F]`` table rows of every corner (only the input gradient needs them)."""
-    rows = table.new_empty(*index.shape, table.shape[1])
+def _interpolate(params: Tensor, index: Tensor, weights: Tensor, consts: HashGridTensors) -> Tensor:
+    """``sum_c weights[l, n, c] * table[index[l, n, c]]`` as ``[L, N, F]``: one fused
+    ``embedding_bag`` per run of levels (differentiable w.r.t. ``params`` and ``weights``)."""
+    n, n_corners = index.shape[1:]
+    f = params.numel() // consts.n_entries
+    table = params.view(-1, f)
+    runs = []
     for first, end, _, base in consts.runs:
-        rows[first:end] = (
-            table[base:].index_select(0, index[first:end].view(-1)).view(rows[first:end].shape)
+        runs.append(
+            F.embedding_bag(
+                index[first:end].view(-1, n_corners),
+                table[base:],
+                per_sample_weights=weights[first:end].view(-1, n_corners),
+                mode="sum",
+            ).view(end - first, n, f)
         )
-    return rows
+    return runs[0] if len(runs) == 1 else torch.cat(runs)
 
 
 def _scatter_add_rows(table: Tensor, index: Tensor, rows: Tensor) -> None:
@@ -314,15 +324,7 @@ class _HashGridInterpolation(torch.autograd.Function):
         index, weights, axis_weights = hash_grid_indices_and_weights(
             x, layout, consts, params.dtype
         )
-        table = params.view(-1, f)
-        out = params.new_empty(layout.n_levels, n, f)
-        for first, end, _, base in consts.runs:
-            out[first:end] = F.embedding_bag(
-                index[first:end].view(-1, index.shape[-1]),
-                table[base:],
-                per_sample_weights=weights[first:end].view(-1, index.shape[-1]),
-                mode="sum",
-            ).view(end - first, n, f)
+        out = _interpolate(params, index, weights, consts)
         ctx.layout, ctx.consts = layout, consts
         ctx.save_for_backward(params, index, weights, axis_weights)
         return out.transpose(0, 1).reshape(n, layout.n_levels * f)
@@ -341,25 +343,19 @@ class _HashGridInterpolation(torch.autograd.Function):
                 _scatter_add_rows(grad_table[base:], index[first:end].view(-1), contributions)
             grad_params = grad_table.view(-1)
         if ctx.needs_input_grad[0]:
+            # d out / d frac_i is the same interpolation with axis i's weights (1 - t, t)
+            # replaced by (-1, +1): one more fused embedding_bag per axis, no row tensor
             d = layout.n_input_dims
-            rows = _gather_rows(params.view(-1, f), index, consts)
-            # d out / d frac_i: the trilinear weight with axis i's factor replaced by (-1, +1)
-            corner_grad = (rows * grad.unsqueeze(2)).sum(-1)  # [L, N, C]
-            corner_grad = corner_grad.view(*index.shape[:2], *([2] * d))
-            letters = "abcdefgh"[:d]  # letters[-1 - i] is the corner bit of axis i
-            grad_frac = []
+            sign = torch.tensor([-1.0, 1.0], dtype=params.dtype, device=params.device)
+            scales = consts.scales.to(params.dtype)
+            grad_x = []
             for i in range(d):
-                axis_letter = letters[d - 1 - i]
-                others = [j for j in range(d) if j != i]
-                spec = ",".join([f"ln{letters}"] + [f"ln{letters[d - 1 - j]}" for j in others])
-                per_axis = torch.einsum(
-                    spec + f"->ln{axis_letter}",
-                    corner_grad,
-                    *[axis_weights[:, :, j] for j in others],
-                )
-                grad_frac.append(per_axis[..., 1] - per_axis[..., 0])
-            grad_frac = torch.stack(grad_frac, dim=-1)  # [L, N, D]
-            grad_x = torch.einsum("lnd,l->nd", grad_frac, consts.scales.to(grad_frac.dtype))
+                factors = [axis_weights[:, :, j] for j in range(d)]
+                factors[i] = sign.expand_as(factors[i])
+                d_weights = _combine_corners(factors, torch.mul).reshape(index.shape)
+                d_out = _interpolate(params, index, d_weights, consts)  # [L, N, F]
+                grad_x.append(torch.einsum("lnf,lnf,l->n", d_out, grad, scales))
+            grad_x = torch.stack(grad_x, dim=-1)
         return grad_x, grad_params, None, None
 
 
