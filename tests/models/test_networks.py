@@ -252,11 +252,18 @@ def test_unknown_otype_is_a_one_line_config_error_with_suggestion():
     assert "HashGrid" in str(info.value) and "\n" not in str(info.value)
     with pytest.raises(ConfigError, match="VanillaMLP"):
         get_mlp(3, 1, {"otype": "VanilaMLP", "n_neurons": 8, "n_hidden_layers": 1})
+    with pytest.raises(ConfigError, match="relu"):
+        get_mlp(
+            3,
+            1,
+            {"otype": "VanillaMLP", "n_neurons": 8, "n_hidden_layers": 1, "activation": "Relux"},
+        )
 
 
 MLP_CONFIGS = [
     {"otype": "VanillaMLP", "activation": "ReLU", "output_activation": "none"},
     {"otype": "FullyFusedMLP", "activation": "ReLU", "output_activation": "none"},
+    {"otype": "VanillaMLP", "activation": "Tanh", "output_activation": "none"},
     {"otype": "SphereInitVanillaMLP", "sphere_init_radius": 0.5},
 ]
 
@@ -266,7 +273,7 @@ def test_mlps_build_and_fit_a_tiny_regression(config):
     torch.manual_seed(0)
     mlp = get_mlp(3, 1, {**config, "n_neurons": 32, "n_hidden_layers": 2})
     x = torch.rand(256, 3) * 2 - 1
-    y = torch.sin(3 * x[:, :1]) * x[:, 1:2]
+    y = torch.sin(3 * x[:, :1]) * torch.cos(2 * x[:, 1:2])  # odd: a bias-free tanh MLP can fit it
     optimizer = torch.optim.Adam(mlp.parameters(), lr=1e-2)
     losses = []
     for _ in range(100):

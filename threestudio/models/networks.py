@@ -551,10 +551,28 @@ def get_encoding(n_input_dims: int, config) -> nn.Module:
     )
 
 
+HIDDEN_ACTIVATIONS = {  # tcnn's activation names (lower-cased) -> module factories
+    "relu": lambda: nn.ReLU(inplace=True),
+    "none": nn.Identity,
+    "sigmoid": nn.Sigmoid,
+    "tanh": nn.Tanh,
+    "softplus": nn.Softplus,
+    "leakyrelu": lambda: nn.LeakyReLU(0.01),
+}
+
+
 class VanillaMLP(nn.Module):
+    """Bias-free MLP; also the pure-PyTorch stand-in for tcnn's ``FullyFusedMLP``."""
+
     def __init__(self, dim_in: int, dim_out: int, config: dict):
         super().__init__()
         self.n_neurons, self.n_hidden_layers = config["n_neurons"], config["n_hidden_layers"]
+        self.activation = str(config.get("activation", "ReLU")).lower()
+        if self.activation not in HIDDEN_ACTIVATIONS:
+            raise ConfigError(
+                f"unknown MLP activation '{config['activation']}'"
+                f"{did_you_mean(self.activation, HIDDEN_ACTIVATIONS)}"
+            )
         layers = [self.make_linear(dim_in, self.n_neurons, is_first=True, is_last=False)]
         layers.append(self.make_activation())
         for _ in range(self.n_hidden_layers - 1):
@@ -578,7 +596,7 @@ class VanillaMLP(nn.Module):
         return nn.Linear(dim_in, dim_out, bias=False)
 
     def make_activation(self):
-        return nn.ReLU(inplace=True)
+        return HIDDEN_ACTIVATIONS[self.activation]()
 
 
 class SphereInitVanillaMLP(nn.Module):
