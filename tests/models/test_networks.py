@@ -106,9 +106,10 @@ def test_dense_level_reproduces_trilinear_function():
     assert torch.allclose(out, expected, atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("n_input_dims", [2, 3])
-def test_matches_naive_reference_values_and_gradients(n_input_dims):
-    encoding = make_grid(n_input_dims)
+@pytest.mark.parametrize("n_input_dims,n_features", [(2, 2), (3, 2), (3, 1), (3, 4)])
+def test_matches_naive_reference_values_and_gradients(n_input_dims, n_features):
+    # 1, 2 and more features take different scatter paths
+    encoding = make_grid(n_input_dims, n_features_per_level=n_features)
     core = grid_core(encoding)
     x = torch.rand(300, n_input_dims, dtype=torch.float64, requires_grad=True)
     out = encoding(x)
@@ -306,6 +307,19 @@ def test_vanilla_mlp_gets_gradients_under_bf16_autocast():
     out.float().pow(2).mean().backward()
     for p in mlp.parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0
+
+
+def test_hash_grid_and_mlp_train_under_bf16_autocast():
+    encoding = get_encoding(3, hash_config())
+    mlp = get_mlp(
+        encoding.n_output_dims, 1, {"otype": "FullyFusedMLP", "n_neurons": 16, "n_hidden_layers": 1}
+    )
+    x = torch.rand(64, 3, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = mlp(encoding(x))
+    out.float().sum().backward()
+    assert grid_core(encoding).params.grad.abs().sum() > 0
+    assert x.grad is not None and torch.isfinite(x.grad).all()
 
 
 def _tcnn_available():
