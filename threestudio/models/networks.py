@@ -1,20 +1,26 @@
 """Encodings and MLPs, configured with tiny-cuda-nn's vocabulary (``otype: HashGrid`` ...).
 
-Pure-PyTorch implementations are always available; the tiny-cuda-nn backend is used when it
-imports and the module runs on CUDA. Both take the same config and produce the same outputs.
+Pure-PyTorch implementations are always available; the tiny-cuda-nn backend is used for the hash
+grid when ``tinycudann`` imports and the input is on CUDA (``use_tcnn``, the one place that
+decides). Both backends share the flat ``params`` layout of tcnn and produce the same outputs.
+Encodings expect inputs in [0, 1].
 """
 
+import functools
 import math
+from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 import threestudio
 from threestudio.utils.base import Updateable
 from threestudio.utils.config import config_to_primitive
 from threestudio.utils.errors import ConfigError, did_you_mean
 from threestudio.utils.ops import get_activation
-from threestudio.utils.typing import Float, Tensor
+from threestudio.utils.typing import Dict, Float, Int, List, Optional, Tensor, Tuple
 
 
 class ProgressiveBandFrequency(nn.Module, Updateable):
@@ -53,74 +59,368 @@ class ProgressiveBandFrequency(nn.Module, Updateable):
             ) / 2.0
 
 
-class TorchHashGrid(nn.Module):
-    """Multiresolution hash encoding (Instant-NGP) in pure PyTorch. Inputs in [0, 1]."""
-
-    PRIMES = (1, 2654435761, 805459861)
+class FrequencyEncoding(nn.Module):
+    """``otype: Frequency`` with tcnn's semantics: for each input dim, for each frequency k,
+    ``sin(2^k * pi * x)`` then ``cos(2^k * pi * x)``."""
 
     def __init__(self, in_channels: int, config: dict):
         super().__init__()
         self.n_input_dims = in_channels
-        self.n_levels = config["n_levels"]
-        self.n_features_per_level = config["n_features_per_level"]
-        self.log2_hashmap_size = config["log2_hashmap_size"]
-        self.base_resolution = config["base_resolution"]
-        self.per_level_scale = config["per_level_scale"]
-        self.n_output_dims = self.n_levels * self.n_features_per_level
-        resolutions, offsets, sizes = [], [0], []
-        for level in range(self.n_levels):
-            scale = self.base_resolution * self.per_level_scale**level - 1.0
-            res = int(math.ceil(scale)) + 1
-            size = min(res**in_channels, 2**self.log2_hashmap_size)
-            size = int(math.ceil(size / 8) * 8)
-            resolutions.append(scale)
-            sizes.append(size)
-            offsets.append(offsets[-1] + size)
-        self.scales = resolutions
-        self.sizes = sizes
-        self.offsets = offsets
-        self.params = nn.Parameter(
-            (torch.rand(offsets[-1] * self.n_features_per_level) * 2 - 1) * 1e-4
-        )
+        self.n_frequencies = int(config.get("n_frequencies", 12))
+        self.n_output_dims = in_channels * self.n_frequencies * 2
+        freqs = math.pi * 2.0 ** torch.arange(self.n_frequencies, dtype=torch.float32)
+        self.register_buffer("freqs", freqs, persistent=False)
 
-    def forward(self, x: Float[Tensor, "N Di"]) -> Float[Tensor, "N Do"]:
-        table = self.params.view(-1, self.n_features_per_level)
-        n_corners = 2**self.n_input_dims
-        corner_offsets = torch.tensor(
-            [[(c >> d) & 1 for d in range(self.n_input_dims)] for c in range(n_corners)],
-            device=x.device,
+    def forward(self, x: Float[Tensor, "*B Di"]) -> Float[Tensor, "*B Do"]:
+        phase = x.unsqueeze(-1) * self.freqs.to(x.dtype)  # [*B, Di, K]
+        out = torch.stack([torch.sin(phase), torch.cos(phase)], dim=-1)  # [*B, Di, K, 2]
+        return out.reshape(*x.shape[:-1], self.n_output_dims)
+
+
+# ---------------------------------------------------------------------------------------------
+# Backend choice: the only place that decides between tiny-cuda-nn and pure PyTorch.
+# ---------------------------------------------------------------------------------------------
+
+
+@functools.cache
+def _tinycudann():
+    """The ``tinycudann`` module, or None when it is not installed or cannot load."""
+    try:
+        import tinycudann  # noqa: PLC0415 - CUDA-only extension, imported lazily on purpose
+    except Exception:  # ImportError, or an OSError/RuntimeError from a broken CUDA install
+        return None
+    return tinycudann
+
+
+def use_tcnn(x: Tensor) -> bool:
+    """Run on tiny-cuda-nn when it imports and the input lives on a CUDA device."""
+    return x.is_cuda and _tinycudann() is not None
+
+
+# ---------------------------------------------------------------------------------------------
+# Multiresolution hash grid (Instant-NGP), parameter layout and semantics of tiny-cuda-nn
+# ---------------------------------------------------------------------------------------------
+
+# tcnn's coherent prime hash: dimension 0 is multiplied by 1, so x-neighbours stay close in memory
+HASH_PRIMES = (1, 2654435761, 805459861, 3674653429)
+
+
+def _as_int32(value: int) -> int:
+    """The int32 with the same 32 bits as the uint32 ``value`` (multiplication wraps alike)."""
+    value &= 0xFFFFFFFF
+    return value - (1 << 32) if value >= (1 << 31) else value
+
+
+@dataclass(frozen=True)
+class HashGridLayout:
+    """Where each level lives in the flat parameter vector, computed exactly as tcnn does."""
+
+    n_input_dims: int
+    n_features: int
+    scales: Tuple[float, ...]  # pos = x * scale + 0.5
+    resolutions: Tuple[int, ...]  # grid vertices per axis: ceil(scale) + 1
+    sizes: Tuple[int, ...]  # table entries of each level
+    offsets: Tuple[int, ...]  # first table entry of each level; offsets[-1] is the total
+    dense: Tuple[bool, ...]  # True where the whole grid fits the level's table (no hashing)
+
+    @classmethod
+    def from_config(cls, n_input_dims: int, config: dict) -> "HashGridLayout":
+        n_levels = int(config.get("n_levels", 16))
+        n_features = int(config.get("n_features_per_level", 2))
+        log2_size = int(config.get("log2_hashmap_size", 19))
+        base_resolution = int(config.get("base_resolution", 16))
+        per_level_scale = float(config.get("per_level_scale", 2.0))
+        if n_input_dims > len(HASH_PRIMES):
+            raise ConfigError(f"HashGrid supports at most 4 input dims, got {n_input_dims}")
+        # float32 arithmetic like tcnn's grid_scale(), so table sizes agree bit for bit
+        log2_scale = np.log2(np.float32(per_level_scale))
+        scales, resolutions, sizes, offsets, dense = [], [], [], [0], []
+        for level in range(n_levels):
+            scale = np.exp2(np.float32(level) * log2_scale) * np.float32(base_resolution)
+            scale = float(np.float32(scale) - np.float32(1.0))
+            resolution = int(math.ceil(scale)) + 1
+            n_dense = resolution**n_input_dims
+            size = min(int(math.ceil(n_dense / 8) * 8), 2**log2_size)
+            scales.append(scale)
+            resolutions.append(resolution)
+            sizes.append(size)
+            dense.append(n_dense <= size)
+            offsets.append(offsets[-1] + size)
+        return cls(
+            n_input_dims, n_features, tuple(scales), tuple(resolutions), tuple(sizes),
+            tuple(offsets), tuple(dense),
+        )  # fmt: skip
+
+    @property
+    def n_levels(self) -> int:
+        return len(self.scales)
+
+    @property
+    def n_params(self) -> int:
+        return self.offsets[-1] * self.n_features
+
+    def level_runs(self) -> List[Tuple[int, int, bool]]:
+        """Consecutive levels of the same kind: ``(first, end, dense)``; indices per run in one op."""
+        runs = []
+        for level, is_dense in enumerate(self.dense):
+            if runs and runs[-1][2] == is_dense:
+                runs[-1] = (runs[-1][0], level + 1, is_dense)
+            else:
+                runs.append((level, level + 1, is_dense))
+        return runs
+
+
+class HashGridTensors:
+    """Per-level constants as tensors on one device, built once and cached per device.
+
+    Levels are processed in runs of the same kind. A dense run's indices carry each level's
+    offset; a hashed run's levels all hold a full ``2^k`` table and lie back to back, so its
+    indices are relative to the run's first entry (``base``) and the level number sits in the bits
+    above the hash, where it folds into the XOR for free.
+    """
+
+    def __init__(self, layout: HashGridLayout, device: torch.device):
+        d = layout.n_input_dims
+        assert layout.offsets[-1] < 2**31, "hash grid too large for int32 indices"
+        self.runs: List[Tuple[int, int, bool, int]] = []  # (first, end, dense, base entry)
+        for first, end, dense in layout.level_runs():
+            self.runs.append((first, end, dense, 0 if dense else layout.offsets[first]))
+        multipliers = []
+        for level in range(layout.n_levels):
+            if layout.dense[level]:  # row-major strides: index = x + y * res + z * res^2
+                multipliers.append([layout.resolutions[level] ** i for i in range(d)])
+            else:
+                multipliers.append([_as_int32(p) for p in HASH_PRIMES[:d]])
+        self.multipliers = torch.tensor(multipliers, dtype=torch.int32, device=device)
+        self.sizes = torch.tensor(layout.sizes, dtype=torch.int32, device=device)
+        self.level_bits = torch.zeros(layout.n_levels, dtype=torch.int32, device=device)
+        offsets = list(layout.offsets[:-1])
+        for first, end, dense, base in self.runs:
+            if not dense:  # entry offset of each level inside its run: (level - first) * 2^k
+                offsets[first:end] = [o - base for o in offsets[first:end]]
+                self.level_bits[first:end] = torch.tensor(offsets[first:end], dtype=torch.int32)
+        self.offsets = torch.tensor(offsets, dtype=torch.int32, device=device)
+        self.scales = torch.tensor(layout.scales, dtype=torch.float64, device=device)
+        self.corner_bits = torch.arange(2, dtype=torch.int32, device=device)
+        self.n_entries = layout.offsets[-1]
+
+    def global_index(self, index: Int[Tensor, "L N C"]) -> Int[Tensor, "L N C"]:
+        """Indices into the whole table (int64), for callers outside the fast path."""
+        out = index.long()
+        for first, end, _, base in self.runs:
+            out[first:end] += base
+        return out
+
+
+def _combine_corners(terms: List[Tensor], op, out: Optional[Tensor] = None) -> Tensor:
+    """``[L, N, 2]`` per-axis terms -> ``[L, N, 2, ..., 2]``, one entry per corner; corner bit
+    ``i`` (counted from the last axis of the result) belongs to input axis ``i``."""
+    d = len(terms)
+    result = None
+    for i, term in enumerate(terms):
+        shape = term.shape[:2] + tuple(2 if j == d - 1 - i else 1 for j in range(d))
+        term = term.view(shape)
+        if result is None:
+            result = term
+        elif i == d - 1 and out is not None:
+            result = op(result, term, out=out.view(out.shape[:2] + (2,) * d))
+        else:
+            result = op(result, term)
+    return result
+
+
+def hash_grid_indices_and_weights(
+    x: Float[Tensor, "N D"], layout: HashGridLayout, consts: HashGridTensors, dtype: torch.dtype
+) -> Tuple[Tensor, Tensor, Tensor]:
+    """Table rows ``[L, N, 2^D]`` (int32, level-major, relative to each run's base), trilinear
+    weights ``[L, N, 2^D]`` and per-axis weights ``[L, N, D, 2]`` (``(1 - frac, frac)``).
+
+    Levels come first so the gather and the scatter each touch one level's table at a time: the
+    random accesses then stay within a few MB instead of the whole table (about 3x faster here).
+    All work is on per-axis ``[L, N, 2]`` terms until the last op forms the 2^D corners.
+    """
+    n, d = x.shape
+    n_levels, n_corners = layout.n_levels, 2**d
+    scales = consts.scales.to(dtype).view(-1, 1, 1)
+    pos = torch.addcmul(torch.full_like(scales, 0.5), x.to(dtype).unsqueeze(0), scales)  # [L,N,D]
+    pos_floor = torch.floor(pos)
+    frac = pos - pos_floor
+    grid = pos_floor.to(torch.int32)
+    axis_weights = torch.stack([1.0 - frac, frac], dim=-1)  # [L, N, D, 2]
+    weights = _combine_corners([axis_weights[:, :, i] for i in range(d)], torch.mul)
+    weights = weights.reshape(n_levels, n, n_corners)
+
+    index = torch.empty(n_levels, n, n_corners, dtype=torch.int32, device=x.device)
+    for first, end, dense, _ in consts.runs:  # a couple of runs: dense levels, then hashed ones
+        g = grid[first:end]
+        mult = consts.multipliers[first:end]
+        # corner coordinate times multiplier, both corners along each axis; int32 wraps like
+        # tcnn's uint32 arithmetic and the low bits (all that the power-of-two mask keeps) agree
+        terms = [(g[:, :, i, None] + consts.corner_bits) * mult[:, None, i, None] for i in range(d)]
+        if dense:
+            idx = _combine_corners(terms, torch.add, out=index[first:end])
+            idx = index[first:end]
+            torch.remainder(idx, consts.sizes[first:end].view(-1, 1, 1), out=idx)
+            idx += consts.offsets[first:end].view(-1, 1, 1)
+        else:
+            # (a ^ b ^ c) & m == (a & m) ^ (b & m) ^ (c & m); level offsets sit above the mask
+            mask = layout.sizes[first] - 1
+            terms = [torch.bitwise_and(t, mask) for t in terms]
+            terms[0] = terms[0] | consts.level_bits[first:end].view(-1, 1, 1)
+            _combine_corners(terms, torch.bitwise_xor, out=index[first:end])
+    return index, weights, axis_weights
+
+
+def _interpolate(params: Tensor, index: Tensor, weights: Tensor, consts: HashGridTensors) -> Tensor:
+    """``sum_c weights[l, n, c] * table[index[l, n, c]]`` as ``[L, N, F]``: one fused
+    ``embedding_bag`` per run of levels (differentiable w.r.t. ``params`` and ``weights``)."""
+    n, n_corners = index.shape[1:]
+    f = params.numel() // consts.n_entries
+    table = params.view(-1, f)
+    runs = []
+    for first, end, _, base in consts.runs:
+        runs.append(
+            F.embedding_bag(
+                index[first:end].view(-1, n_corners),
+                table[base:],
+                per_sample_weights=weights[first:end].view(-1, n_corners),
+                mode="sum",
+            ).view(end - first, n, f)
         )
-        rows, weights = [], []
-        for level in range(self.n_levels):
-            scale = self.scales[level]
-            size = self.sizes[level]
-            pos = x * scale + 0.5
-            pos_grid = torch.floor(pos)
-            frac = pos - pos_grid
-            pos_grid = pos_grid.long()
-            res = int(math.ceil(scale)) + 1
-            for corner in range(n_corners):
-                offs = corner_offsets[corner]
-                c = pos_grid + offs
-                w = torch.prod(torch.where(offs.bool(), frac, 1 - frac), dim=-1, keepdim=True)
-                if res**self.n_input_dims <= size:
-                    idx = torch.zeros_like(c[:, 0])
-                    stride = 1
-                    for d in range(self.n_input_dims):
-                        idx = idx + c[:, d].clamp(0, res - 1) * stride
-                        stride *= res
-                else:
-                    idx = torch.zeros_like(c[:, 0])
-                    for d in range(self.n_input_dims):
-                        idx = idx ^ (c[:, d] * self.PRIMES[d])
-                rows.append(idx % size + self.offsets[level])
-                weights.append(w)
-        # one gather for all levels and corners: its backward is a single scatter into the
-        # table instead of one dense table-sized gradient per corner and level
-        n = x.shape[0]
-        feats = table[torch.stack(rows, 1).view(-1)].view(n, self.n_levels, n_corners, -1)
-        w = torch.stack(weights, 1).view(n, self.n_levels, n_corners, 1)
-        return (feats * w).sum(2).reshape(n, -1)
+    return runs[0] if len(runs) == 1 else torch.cat(runs)
+
+
+def _scatter_add_rows(table: Tensor, index: Tensor, rows: Tensor) -> None:
+    """``table[index[i]] += rows[i]`` (in place, differentiable).
+
+    Rows of two features are added as one complex number: a 1-D ``index_add_`` then runs a
+    plain loop that also takes int32 indices, about 3x faster on CPU than the row-wise 2-D path,
+    which additionally wants int64 indices (int32 ones take a much slower path).
+    """
+    f = table.shape[-1]
+    rows = rows.reshape(-1, f)
+    if f == 2 and table.dtype in (torch.float32, torch.float64):
+        torch.view_as_complex(table).index_add_(0, index, torch.view_as_complex(rows))
+    elif f == 1:
+        table.view(-1).index_add_(0, index, rows.view(-1))
+    else:
+        table.index_add_(0, index.long(), rows)
+
+
+class _HashGridInterpolation(torch.autograd.Function):
+    """Forward: weighted sums of corner rows in one fused ``embedding_bag`` per run of levels
+    (no ``[N, L, 8, F]`` row tensor is written). Backward: the weighted output gradient is
+    scattered with one ``index_add_`` per run; no autograd graph over the gathers.
+
+    The backward uses differentiable ops, so a ``create_graph=True`` backward (analytic normals
+    trained by an eikonal loss) differentiates the input gradient w.r.t. the parameters and the
+    upstream gradient. The second derivative w.r.t. the input itself is not formed (piecewise
+    trilinear: it is zero along each axis; tcnn does not provide it either).
+    """
+
+    @staticmethod
+    def forward(ctx, x, params, layout, consts):
+        n, f = x.shape[0], layout.n_features
+        index, weights, axis_weights = hash_grid_indices_and_weights(
+            x, layout, consts, params.dtype
+        )
+        out = _interpolate(params, index, weights, consts)
+        ctx.layout, ctx.consts = layout, consts
+        ctx.save_for_backward(params, index, weights, axis_weights)
+        return out.transpose(0, 1).reshape(n, layout.n_levels * f)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        params, index, weights, axis_weights = ctx.saved_tensors
+        layout, consts = ctx.layout, ctx.consts
+        n_levels, f = layout.n_levels, layout.n_features
+        grad = grad_out.reshape(-1, n_levels, f).transpose(0, 1).to(params.dtype)  # [L, N, F]
+        grad_x = grad_params = None
+        if ctx.needs_input_grad[1]:
+            grad_table = params.new_zeros(params.numel() // f, f)
+            for first, end, _, base in consts.runs:
+                contributions = weights[first:end].unsqueeze(-1) * grad[first:end].unsqueeze(2)
+                _scatter_add_rows(grad_table[base:], index[first:end].view(-1), contributions)
+            grad_params = grad_table.view(-1)
+        if ctx.needs_input_grad[0]:
+            # d out / d frac_i is the same interpolation with axis i's weights (1 - t, t)
+            # replaced by (-1, +1): one more fused embedding_bag per axis, no row tensor
+            d = layout.n_input_dims
+            sign = torch.tensor([-1.0, 1.0], dtype=params.dtype, device=params.device)
+            scales = consts.scales.to(params.dtype)
+            grad_x = []
+            for i in range(d):
+                factors = [axis_weights[:, :, j] for j in range(d)]
+                factors[i] = sign.expand_as(factors[i])
+                d_weights = _combine_corners(factors, torch.mul).reshape(index.shape)
+                d_out = _interpolate(params, index, d_weights, consts)  # [L, N, F]
+                grad_x.append(torch.einsum("lnf,lnf,l->n", d_out, grad, scales))
+            grad_x = torch.stack(grad_x, dim=-1)
+        return grad_x, grad_params, None, None
+
+
+class HashGridEncoding(nn.Module):
+    """The hash-grid table (``params``, tcnn's flat layout) and its two backends.
+
+    On CUDA with tiny-cuda-nn importable the table is handed to a ``tcnn.Encoding``; everywhere
+    else the pure-PyTorch interpolation runs. Both read and train the same ``params``, so a
+    checkpoint written by either loads into the other.
+    """
+
+    def __init__(self, n_input_dims: int, config: dict):
+        super().__init__()
+        self.config = {k: v for k, v in config.items() if k not in ("include_xyz",)}
+        self.config["otype"] = "HashGrid"
+        self.layout = HashGridLayout.from_config(n_input_dims, self.config)
+        self.n_input_dims = n_input_dims
+        self.n_output_dims = self.layout.n_levels * self.layout.n_features
+        # tcnn's initialisation: uniform in [-1e-4, 1e-4]
+        self.params = nn.Parameter((torch.rand(self.layout.n_params) * 2 - 1) * 1e-4)
+        self._consts: Dict[torch.device, HashGridTensors] = {}
+        self._tcnn_encoding = None  # built on first CUDA call; not a submodule (no extra state)
+
+    def forward(self, x: Float[Tensor, "*B Di"]) -> Float[Tensor, "*B Do"]:
+        batch_shape = x.shape[:-1]
+        x = x.reshape(-1, self.n_input_dims)
+        if use_tcnn(x):
+            out = self._forward_tcnn(x)
+        else:
+            consts = self._consts.get(x.device)
+            if consts is None:
+                consts = self._consts[x.device] = HashGridTensors(self.layout, x.device)
+            out = _HashGridInterpolation.apply(x, self.params, self.layout, consts)
+        return out.reshape(*batch_shape, self.n_output_dims)
+
+    def _forward_tcnn(self, x: Tensor) -> Tensor:
+        if self._tcnn_encoding is None:
+            tcnn = _tinycudann()
+            with torch.cuda.device(x.device):
+                encoding = tcnn.Encoding(self.n_input_dims, self.config, dtype=torch.float32)
+            assert encoding.params.numel() == self.params.numel(), (
+                f"tcnn hash grid has {encoding.params.numel()} parameters, "
+                f"the PyTorch layout {self.params.numel()}"
+            )
+            self.__dict__["_tcnn_encoding"] = encoding
+        encoding = self._tcnn_encoding
+        encoding.params = self.params  # train our parameter through tcnn's kernels
+        return encoding(x.float().contiguous()).float()
+
+
+class HashGrid(nn.Module):
+    """``otype: HashGrid``. The table sits in ``self.encoding`` so state-dict keys match
+    threestudio checkpoints trained with tiny-cuda-nn (``...encoding.encoding.params``)."""
+
+    def __init__(self, n_input_dims: int, config: dict):
+        super().__init__()
+        self.encoding = HashGridEncoding(n_input_dims, config)
+        self.n_input_dims = n_input_dims
+        self.n_output_dims = self.encoding.n_output_dims
+
+    def forward(self, x: Float[Tensor, "*B Di"]) -> Float[Tensor, "*B Do"]:
+        return self.encoding(x)
+
+
+TorchHashGrid = HashGrid  # name of the baseline implementation
 
 
 class ProgressiveBandHashGrid(nn.Module, Updateable):
@@ -129,26 +429,24 @@ class ProgressiveBandHashGrid(nn.Module, Updateable):
     def __init__(self, in_channels: int, config: dict):
         super().__init__()
         self.n_input_dims = in_channels
-        encoding_config = dict(config)
-        encoding_config["otype"] = "HashGrid"
-        self.encoding = make_hash_grid(in_channels, encoding_config)
+        self.encoding = HashGridEncoding(in_channels, config)
         self.n_output_dims = self.encoding.n_output_dims
-        self.n_level = config["n_levels"]
-        self.n_features_per_level = config["n_features_per_level"]
-        self.start_level, self.start_step, self.update_steps = (
-            config["start_level"],
-            config["start_step"],
-            config["update_steps"],
-        )
-        self.current_level = self.start_level
+        self.n_level = self.encoding.layout.n_levels
+        self.n_features_per_level = self.encoding.layout.n_features
+        self.start_level = int(config["start_level"])
+        self.start_step = int(config["start_step"])
+        self.update_steps = int(config["update_steps"])
+        self.current_level = min(self.start_level, self.n_level)
         self.mask = torch.zeros(self.n_level * self.n_features_per_level, dtype=torch.float32)
         self.mask[: self.current_level * self.n_features_per_level] = 1.0
 
-    def forward(self, x):
+    def forward(self, x: Float[Tensor, "*B Di"]) -> Float[Tensor, "*B Do"]:
         enc = self.encoding(x)
         return enc * self.mask.to(enc)
 
     def update_step(self, epoch, global_step, on_load_weights=False):
+        if global_step is None:
+            return
         current_level = min(
             self.start_level + max(global_step - self.start_step, 0) // self.update_steps,
             self.n_level,
@@ -225,13 +523,13 @@ class CompositeEncoding(nn.Module, Updateable):
 
 
 def make_hash_grid(n_input_dims: int, config: dict) -> nn.Module:
-    return TorchHashGrid(n_input_dims, config)
+    return HashGrid(n_input_dims, config)
 
 
 ENCODINGS = {
     "HashGrid": make_hash_grid,
     "ProgressiveBandHashGrid": ProgressiveBandHashGrid,
-    "Frequency": lambda n, c: ProgressiveBandFrequency(n, {**c, "n_masking_step": 0}),
+    "Frequency": FrequencyEncoding,
     "ProgressiveBandFrequency": ProgressiveBandFrequency,
     "SphericalHarmonics": SphericalHarmonics,
     "Identity": IdentityEncoding,
@@ -253,10 +551,28 @@ def get_encoding(n_input_dims: int, config) -> nn.Module:
     )
 
 
+HIDDEN_ACTIVATIONS = {  # tcnn's activation names (lower-cased) -> module factories
+    "relu": lambda: nn.ReLU(inplace=True),
+    "none": nn.Identity,
+    "sigmoid": nn.Sigmoid,
+    "tanh": nn.Tanh,
+    "softplus": nn.Softplus,
+    "leakyrelu": lambda: nn.LeakyReLU(0.01),
+}
+
+
 class VanillaMLP(nn.Module):
+    """Bias-free MLP; also the pure-PyTorch stand-in for tcnn's ``FullyFusedMLP``."""
+
     def __init__(self, dim_in: int, dim_out: int, config: dict):
         super().__init__()
         self.n_neurons, self.n_hidden_layers = config["n_neurons"], config["n_hidden_layers"]
+        self.activation = str(config.get("activation", "ReLU")).lower()
+        if self.activation not in HIDDEN_ACTIVATIONS:
+            raise ConfigError(
+                f"unknown MLP activation '{config['activation']}'"
+                f"{did_you_mean(self.activation, HIDDEN_ACTIVATIONS)}"
+            )
         layers = [self.make_linear(dim_in, self.n_neurons, is_first=True, is_last=False)]
         layers.append(self.make_activation())
         for _ in range(self.n_hidden_layers - 1):
@@ -280,7 +596,7 @@ class VanillaMLP(nn.Module):
         return nn.Linear(dim_in, dim_out, bias=False)
 
     def make_activation(self):
-        return nn.ReLU(inplace=True)
+        return HIDDEN_ACTIVATIONS[self.activation]()
 
 
 class SphereInitVanillaMLP(nn.Module):

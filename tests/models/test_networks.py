@@ -1,0 +1,349 @@
+"""Encodings and MLPs: hash grid against a naive reference and finite differences, the other
+encodings against closed forms, MLPs training, config errors, tcnn-vs-PyTorch where both run."""
+
+import math
+
+import pytest
+import torch
+
+from threestudio.models.networks import (
+    HashGridLayout,
+    get_encoding,
+    get_mlp,
+    use_tcnn,
+)
+from threestudio.utils.errors import ConfigError
+
+PRIMES = (1, 2654435761, 805459861)
+
+
+def hash_config(**overrides):
+    config = {
+        "otype": "HashGrid",
+        "n_levels": 4,
+        "n_features_per_level": 2,
+        "log2_hashmap_size": 10,
+        "base_resolution": 4,
+        "per_level_scale": 3.0,  # resolutions 4, 12, 36, 108: two dense, two hashed levels
+    }
+    config.update(overrides)
+    return config
+
+
+def grid_core(encoding):
+    """The module that owns ``params`` inside what get_encoding returns."""
+    return encoding.encoding.encoding
+
+
+def naive_hash_grid(x, params, layout: HashGridLayout):
+    """Per-level, per-corner reference with int64 arithmetic and plain autograd."""
+    table = params.view(-1, layout.n_features)
+    d = x.shape[-1]
+    outs = []
+    for level in range(layout.n_levels):
+        pos = x * layout.scales[level] + 0.5
+        grid = torch.floor(pos)
+        frac = pos - grid
+        grid = grid.long()
+        feat = 0
+        for corner in range(2**d):
+            bits = torch.tensor([(corner >> i) & 1 for i in range(d)])
+            coord = grid + bits
+            weight = torch.prod(torch.where(bits.bool(), frac, 1 - frac), -1, keepdim=True)
+            if layout.dense[level]:
+                res = layout.resolutions[level]
+                index = sum(coord[:, i] * res**i for i in range(d))
+            else:
+                index = coord[:, 0] * PRIMES[0]
+                for i in range(1, d):
+                    index = index ^ (coord[:, i] * PRIMES[i])
+                index = index & 0xFFFFFFFF  # tcnn hashes in uint32
+            index = index % layout.sizes[level] + layout.offsets[level]
+            feat = feat + weight * table[index]
+        outs.append(feat)
+    return torch.cat(outs, -1)
+
+
+def make_grid(n_input_dims=3, dtype=torch.float64, **overrides):
+    torch.manual_seed(0)
+    encoding = get_encoding(n_input_dims, hash_config(**overrides)).to(dtype)
+    with torch.no_grad():
+        grid_core(encoding).params.normal_()
+    return encoding
+
+
+def test_layout_follows_tcnn_rules():
+    core = grid_core(make_grid(per_level_scale=2.0))
+    layout = core.layout
+    assert layout.resolutions == (4, 8, 16, 32)  # ceil(4 * 2^l - 1) + 1
+    assert layout.dense == (True, True, False, False)
+    for res, size, dense in zip(layout.resolutions, layout.sizes, layout.dense):
+        assert size % 8 == 0 and size <= 2**10
+        assert dense == (res**3 <= size)
+    assert layout.offsets[-1] * 2 == core.params.numel()
+
+
+def test_dense_level_reproduces_trilinear_function():
+    encoding = make_grid(n_levels=1, base_resolution=8, n_features_per_level=1)
+    core = grid_core(encoding)
+    layout = core.layout
+    res, scale = layout.resolutions[0], layout.scales[0]
+    assert layout.dense[0]
+
+    def trilinear(p):  # any function linear along each axis is reproduced exactly
+        return 0.3 + 1.1 * p[..., 0] - 0.7 * p[..., 1] + 0.4 * p[..., 2] + 0.05 * p.prod(-1)
+
+    vertices = torch.stack(
+        torch.meshgrid(*[torch.arange(res, dtype=torch.float64)] * 3, indexing="ij"), -1
+    ).view(-1, 3)
+    index = (vertices[:, 0] + vertices[:, 1] * res + vertices[:, 2] * res**2).long()
+    with torch.no_grad():
+        core.params.zero_()
+        core.params[index] = trilinear(vertices)
+    x = torch.rand(500, 3, dtype=torch.float64) * 0.8 + 0.1  # away from the wrapped border
+    out = encoding(x)[:, 0]
+    expected = trilinear(x * scale + 0.5)  # grid vertex i sits at pos = i
+    assert torch.allclose(out, expected, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("n_input_dims,n_features", [(2, 2), (3, 2), (3, 1), (3, 4)])
+def test_matches_naive_reference_values_and_gradients(n_input_dims, n_features):
+    # 1, 2 and more features take different scatter paths
+    encoding = make_grid(n_input_dims, n_features_per_level=n_features)
+    core = grid_core(encoding)
+    x = torch.rand(300, n_input_dims, dtype=torch.float64, requires_grad=True)
+    out = encoding(x)
+    ref = naive_hash_grid(x, core.params, core.layout)
+    assert torch.allclose(out, ref, atol=1e-12)
+    upstream = torch.randn_like(out)
+    grad_x, grad_p = torch.autograd.grad(out, [x, core.params], upstream)
+    ref_x, ref_p = torch.autograd.grad(ref, [x, core.params], upstream)
+    assert torch.allclose(grad_p, ref_p, atol=1e-10)
+    assert torch.allclose(grad_x, ref_x, atol=1e-8)
+
+
+def test_int32_hash_matches_uint32_reference_at_fine_levels():
+    # resolutions up to ~4000: coordinates times the primes overflow 32 bits
+    encoding = make_grid(n_levels=3, base_resolution=64, per_level_scale=8.0, log2_hashmap_size=12)
+    core = grid_core(encoding)
+    assert not core.layout.dense[-1]
+    x = torch.rand(500, 3, dtype=torch.float64)
+    assert torch.allclose(encoding(x), naive_hash_grid(x, core.params, core.layout), atol=1e-12)
+
+
+def test_gradients_match_finite_differences():
+    encoding = make_grid(n_levels=2, log2_hashmap_size=8)
+    core = grid_core(encoding)
+    x = torch.rand(6, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x, p: encoding(x), (x, core.params), eps=1e-7)
+
+
+def test_double_backward_through_input_gradient():
+    # eikonal-style loss on analytic normals: needs d(d out/dx)/d params and d/d upstream
+    encoding = make_grid()
+    core = grid_core(encoding)
+    weights = torch.randn(encoding.n_output_dims, dtype=torch.float64, requires_grad=True)
+    x = torch.rand(50, 3, dtype=torch.float64, requires_grad=True)
+
+    def eikonal(features_fn):
+        sdf = features_fn(x) @ weights
+        (normal,) = torch.autograd.grad(sdf.sum(), x, create_graph=True)
+        loss = ((normal.norm(dim=-1) - 1) ** 2).mean()
+        return torch.autograd.grad(loss, [core.params, weights])
+
+    fast = eikonal(encoding)
+    ref = eikonal(lambda x: naive_hash_grid(x, core.params, core.layout))
+    for a, b in zip(fast, ref):
+        assert torch.allclose(a, b, atol=1e-8)
+
+
+def test_float32_batch_shapes_and_default_init():
+    encoding = get_encoding(3, hash_config())
+    params = grid_core(encoding).params
+    assert params.dtype == torch.float32 and params.abs().max() <= 1e-4
+    x = torch.rand(2, 5, 3)
+    assert encoding(x).shape == (2, 5, encoding.n_output_dims)
+    assert encoding.n_output_dims == 8
+
+
+def test_state_dict_keys_match_tcnn_era_checkpoints():
+    # threestudio checkpoints trained with tcnn store the table as encoding.encoding.params
+    plain = get_encoding(3, hash_config())
+    progressive = get_encoding(
+        3, hash_config(otype="ProgressiveBandHashGrid", start_level=1, start_step=0, update_steps=1)
+    )
+    assert list(plain.state_dict()) == ["encoding.encoding.params"]
+    assert list(progressive.state_dict()) == ["encoding.encoding.params"]
+    progressive.load_state_dict(plain.state_dict())
+    progressive.do_update_step(0, 100)
+    x = torch.rand(10, 3)
+    assert torch.equal(progressive(x), plain(x))
+
+
+def test_progressive_band_hash_grid_masks_levels_over_steps():
+    config = hash_config(
+        otype="ProgressiveBandHashGrid", start_level=1, start_step=10, update_steps=5
+    )
+    encoding = get_encoding(3, config)
+    with torch.no_grad():
+        grid_core(encoding).params.fill_(1.0)  # every feature reads 1 where its level is on
+    x = torch.rand(4, 3)
+    for step, levels_on in [(0, 1), (10, 1), (14, 1), (15, 2), (20, 3), (25, 4), (1000, 4)]:
+        encoding.do_update_step(0, step)
+        out = encoding(x)
+        assert torch.allclose(out[:, : 2 * levels_on], torch.ones(4, 2 * levels_on))
+        assert torch.all(out[:, 2 * levels_on :] == 0)
+
+
+def test_progressive_band_frequency_fades_bands_in():
+    encoding = get_encoding(
+        1, {"otype": "ProgressiveBandFrequency", "n_frequencies": 4, "n_masking_step": 100}
+    )
+    x = torch.full((1, 1), 0.3)
+    encoding.do_update_step(0, 0)
+    assert torch.all(encoding(x) == 0)
+    encoding.do_update_step(0, 25)  # band 0 fully on, band 1 starting
+    out = encoding(x).view(4, 2)
+    assert torch.allclose(out[0], torch.tensor([math.sin(0.3), math.cos(0.3)]))
+    assert torch.all(out[1:] == 0)
+    encoding.do_update_step(0, 100)
+    out = encoding(x).view(4, 2)
+    expected = torch.tensor([[math.sin(2**k * 0.3), math.cos(2**k * 0.3)] for k in range(4)])
+    assert torch.allclose(out, expected, atol=1e-6)
+
+
+def test_frequency_encoding_values_follow_tcnn_layout():
+    encoding = get_encoding(2, {"otype": "Frequency", "n_frequencies": 3})
+    assert encoding.n_output_dims == 12
+    x = torch.tensor([[0.1, 0.35]])
+    out = encoding(x).view(2, 3, 2)  # input dim, frequency, (sin, cos)
+    for i in range(2):
+        for k in range(3):
+            phase = 2**k * math.pi * x[0, i].item()
+            assert out[i, k, 0].item() == pytest.approx(math.sin(phase), abs=1e-6)
+            assert out[i, k, 1].item() == pytest.approx(math.cos(phase), abs=1e-6)
+
+
+def test_spherical_harmonics_closed_form_and_orthonormality():
+    encoding = get_encoding(3, {"otype": "SphericalHarmonics", "degree": 3})
+    up = torch.tensor([[0.0, 0.0, 1.0]])
+    out = encoding(up * 0.5 + 0.5)[0]  # inputs in [0, 1]
+    c0, c1 = 0.5 / math.sqrt(math.pi), math.sqrt(3 / (4 * math.pi))
+    assert out[0].item() == pytest.approx(c0, abs=1e-6)
+    assert out[1:4].tolist() == pytest.approx([0.0, c1, 0.0], abs=1e-6)
+    # Y_2^0 = sqrt(5/16pi) (3 z^2 - 1)
+    assert out[6].item() == pytest.approx(math.sqrt(5 / (16 * math.pi)) * 2, abs=1e-6)
+    torch.manual_seed(0)
+    dirs = torch.nn.functional.normalize(torch.randn(200000, 3), dim=-1)
+    sh = get_encoding(3, {"otype": "SphericalHarmonics", "degree": 4})(dirs * 0.5 + 0.5)
+    gram = sh.T @ sh * (4 * math.pi / dirs.shape[0])  # Monte Carlo of the integral on S^2
+    assert torch.allclose(gram, torch.eye(16), atol=0.03)
+
+
+def test_include_xyz_and_identity():
+    encoding = get_encoding(3, {"otype": "Identity", "include_xyz": True})
+    x = torch.rand(5, 3)
+    assert encoding.n_output_dims == 6
+    assert torch.allclose(encoding(x), torch.cat([x * 2 - 1, x], -1))
+
+
+def test_unknown_otype_is_a_one_line_config_error_with_suggestion():
+    with pytest.raises(ConfigError) as info:
+        get_encoding(3, {"otype": "HashGird"})
+    assert "HashGrid" in str(info.value) and "\n" not in str(info.value)
+    with pytest.raises(ConfigError, match="VanillaMLP"):
+        get_mlp(3, 1, {"otype": "VanilaMLP", "n_neurons": 8, "n_hidden_layers": 1})
+    with pytest.raises(ConfigError, match="relu"):
+        get_mlp(
+            3,
+            1,
+            {"otype": "VanillaMLP", "n_neurons": 8, "n_hidden_layers": 1, "activation": "Relux"},
+        )
+
+
+MLP_CONFIGS = [
+    {"otype": "VanillaMLP", "activation": "ReLU", "output_activation": "none"},
+    {"otype": "FullyFusedMLP", "activation": "ReLU", "output_activation": "none"},
+    {"otype": "VanillaMLP", "activation": "Tanh", "output_activation": "none"},
+    {"otype": "SphereInitVanillaMLP", "sphere_init_radius": 0.5},
+]
+
+
+@pytest.mark.parametrize("config", MLP_CONFIGS, ids=lambda c: c["otype"])
+def test_mlps_build_and_fit_a_tiny_regression(config):
+    torch.manual_seed(0)
+    mlp = get_mlp(3, 1, {**config, "n_neurons": 32, "n_hidden_layers": 2})
+    x = torch.rand(256, 3) * 2 - 1
+    y = torch.sin(3 * x[:, :1]) * torch.cos(2 * x[:, 1:2])  # odd: a bias-free tanh MLP can fit it
+    optimizer = torch.optim.Adam(mlp.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(100):
+        loss = ((mlp(x) - y) ** 2).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.3 * losses[0]
+
+
+def test_sphere_init_mlp_starts_near_a_sphere_sdf():
+    torch.manual_seed(0)
+    config = {"otype": "SphereInitVanillaMLP", "n_hidden_layers": 2, "sphere_init_radius": 0.5}
+    mlp = get_mlp(3, 1, {**config, "n_neurons": 256})
+    radius = torch.rand(1000, 1) * 1.5
+    x = torch.nn.functional.normalize(torch.randn(1000, 3), dim=-1) * radius
+    with torch.no_grad():
+        sdf = mlp(x)[:, 0]
+    target = radius[:, 0] - 0.5
+    assert torch.corrcoef(torch.stack([sdf, target]))[0, 1] > 0.95
+    assert torch.all(sdf[radius[:, 0] < 0.2] < 0) and torch.all(sdf[radius[:, 0] > 1.0] > 0)
+
+
+def test_vanilla_mlp_gets_gradients_under_bf16_autocast():
+    mlp = get_mlp(8, 2, {"otype": "VanillaMLP", "n_neurons": 16, "n_hidden_layers": 2})
+    x = torch.rand(32, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = mlp(x)
+    out.float().pow(2).mean().backward()
+    for p in mlp.parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0
+
+
+def test_hash_grid_and_mlp_train_under_bf16_autocast():
+    encoding = get_encoding(3, hash_config())
+    mlp = get_mlp(
+        encoding.n_output_dims, 1, {"otype": "FullyFusedMLP", "n_neurons": 16, "n_hidden_layers": 1}
+    )
+    x = torch.rand(64, 3, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = mlp(encoding(x))
+    out.float().sum().backward()
+    assert grid_core(encoding).params.grad.abs().sum() > 0
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+def _tcnn_available():
+    try:
+        import tinycudann  # noqa: F401
+    except Exception:
+        return False
+    return torch.cuda.is_available()
+
+
+@pytest.mark.skipif(not _tcnn_available(), reason="needs tinycudann and a CUDA device")
+def test_tcnn_and_pytorch_backends_agree():
+    from threestudio.models import networks
+
+    encoding = get_encoding(3, hash_config(log2_hashmap_size=14, n_levels=8)).cuda()
+    core = grid_core(encoding)
+    with torch.no_grad():
+        core.params.uniform_(-1, 1)
+    x = torch.rand(4096, 3, device="cuda")
+    assert use_tcnn(x)
+    out_tcnn = encoding(x)
+    (grad_tcnn,) = torch.autograd.grad(out_tcnn.sum(), core.params)
+    consts = networks.HashGridTensors(core.layout, x.device)
+    out_torch = networks._HashGridInterpolation.apply(x, core.params, core.layout, consts)
+    (grad_torch,) = torch.autograd.grad(out_torch.sum(), core.params)
+    assert torch.allclose(out_tcnn, out_torch, atol=1e-4)
+    assert torch.allclose(grad_tcnn, grad_torch, atol=1e-3)
