@@ -200,6 +200,7 @@ def run(args, extras) -> int:
         AtomicCheckpointIO,
         CodeSnapshotCallback,
         ConfigSnapshotCallback,
+        FinalCheckpoint,
         ProgressBar,
         StopOnInterrupt,
     )
@@ -238,6 +239,7 @@ def run(args, extras) -> int:
             ModelCheckpoint(
                 dirpath=os.path.join(cfg.trial_dir, "ckpts"), **config_to_primitive(cfg.checkpoint)
             ),
+            FinalCheckpoint(os.path.join(cfg.trial_dir, "ckpts", "last.ckpt")),
             LearningRateMonitor(logging_interval="step"),
             CodeSnapshotCallback(
                 os.path.join(cfg.trial_dir, "code"),
@@ -278,9 +280,6 @@ def run(args, extras) -> int:
     if args.train:
         with StopOnInterrupt(trainer):
             trainer.fit(system, datamodule=dm, ckpt_path=cfg.resume)
-        last = os.path.join(cfg.trial_dir, "ckpts", "last.ckpt")
-        if trainer.global_step > 0:
-            trainer.save_checkpoint(last)
         trainer.test(system, datamodule=dm)
         if getattr(system.cfg, "export_after_train", False):
             trainer.predict(system, datamodule=dm)

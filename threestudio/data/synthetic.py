@@ -112,7 +112,15 @@ class SyntheticSceneDataModule(pl.LightningDataModule):
             self.test_dataset = SyntheticSceneEvalDataset(self.cfg, "test")
 
     def _loader(self, dataset, batch_size, collate_fn) -> DataLoader:
-        return DataLoader(dataset, num_workers=0, batch_size=batch_size, collate_fn=collate_fn)
+        return DataLoader(
+            dataset,
+            num_workers=0,
+            batch_size=batch_size,
+            collate_fn=collate_fn,
+            # its own generator: creating an iterator then leaves the global RNG alone, which
+            # keeps training randomness identical between straight and resumed runs
+            generator=torch.Generator(),
+        )
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_dataset, None, self.train_dataset.collate)

@@ -370,7 +370,15 @@ class RandomCameraDataModule(pl.LightningDataModule):
             self.test_dataset = RandomCameraDataset(self.cfg, "test")
 
     def general_loader(self, dataset, batch_size, collate_fn=None) -> DataLoader:
-        return DataLoader(dataset, num_workers=0, batch_size=batch_size, collate_fn=collate_fn)
+        return DataLoader(
+            dataset,
+            num_workers=0,
+            batch_size=batch_size,
+            collate_fn=collate_fn,
+            # its own generator: creating an iterator then leaves the global RNG alone, which
+            # keeps training randomness identical between straight and resumed runs
+            generator=torch.Generator(),
+        )
 
     def train_dataloader(self) -> DataLoader:
         return self.general_loader(

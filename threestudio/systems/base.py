@@ -88,6 +88,7 @@ class BaseSystem(pl.LightningModule, Updateable, SaverMixin):
         self._resumed_eval: bool = False
         self._resumed_eval_status: dict = {"global_step": 0, "current_epoch": 0}
         self._eval_rng_state: Optional[Dict[str, Any]] = None
+        self._pending_rng_state: Optional[Dict[str, Any]] = None
         self.configure()
         if self.cfg.weights is not None:
             self.load_weights(self.cfg.weights, self.cfg.weights_ignore_modules)
@@ -203,9 +204,9 @@ class BaseSystem(pl.LightningModule, Updateable, SaverMixin):
             return getattr(datamodule, "train_dataset", None)
 
     def on_train_start(self) -> None:
-        dataset = self.train_dataset
-        if dataset is not None and hasattr(dataset, "set_step"):
-            dataset.set_step(self.true_global_step)
+        if self._pending_rng_state is not None:
+            _set_rng_state(self._pending_rng_state)
+            self._pending_rng_state = None
 
     def on_train_batch_start(self, batch, batch_idx, unused=0):
         self.dataset = self.train_dataset
@@ -253,7 +254,16 @@ class BaseSystem(pl.LightningModule, Updateable, SaverMixin):
     def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
         extra = checkpoint.get("threestudio", {})
         if "rng_state" in extra and self._resumed:
-            _set_rng_state(extra["rng_state"])
+            # applied in on_train_start: loading models in on_fit_start (after this hook)
+            # draws random numbers, which would shift the restored stream
+            self._pending_rng_state = extra["rng_state"]
+        if self._resumed:
+            # Lightning builds the train iterator (and prefetches a batch) before on_train_start:
+            # the camera stream must continue at the saved step by then
+            datamodule = getattr(self.trainer, "datamodule", None) if self._trainer else None
+            dataset = getattr(datamodule, "train_dataset", None)
+            if dataset is not None and hasattr(dataset, "set_step"):
+                dataset.set_step(checkpoint.get("global_step", 0))
         self.do_update_step(
             checkpoint.get("epoch", 0), checkpoint.get("global_step", 0), on_load_weights=True
         )

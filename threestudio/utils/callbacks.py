@@ -72,6 +72,24 @@ class CodeSnapshotCallback(Callback):
         self._save()
 
 
+class FinalCheckpoint(Callback):
+    """Write ``last.ckpt`` at the end of the last training step (max_steps reached or Ctrl-C),
+    from inside the loop: a checkpoint written after ``fit()`` returns carries end-of-fit loop
+    state and would resume one step off. Skipped when ModelCheckpoint saved this step already."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        last_step = trainer.max_steps is not None and 0 < trainer.max_steps <= trainer.global_step
+        if not (last_step or trainer.should_stop):
+            return
+        for cb in trainer.checkpoint_callbacks:
+            if getattr(cb, "_last_global_step_saved", -1) == trainer.global_step and cb.save_last:
+                return
+        trainer.save_checkpoint(self.path)
+
+
 class ProgressBar(TQDMProgressBar):
     """Training bar counts global steps towards max_steps (the dataset is endless)."""
 

@@ -8,7 +8,7 @@ import torch
 import threestudio
 from threestudio.models.mesh import Mesh
 from threestudio.utils.base import BaseModule
-from threestudio.utils.errors import ConfigError
+from threestudio.utils.errors import ConfigError, UserError
 from threestudio.utils.ops import chunk_batch, scale_tensor
 from threestudio.utils.typing import Any, Callable, Dict, Float, Optional, Tensor, Tuple, Union
 
@@ -205,9 +205,10 @@ class BaseImplicitGeometry(BaseGeometry):
         else:
             mesh = self._isosurface(self.bbox)
         if mesh.v_pos.shape[0] == 0:
-            raise RuntimeError(
-                "the isosurface is empty: the field has no surface at the threshold "
-                f"{self.cfg.isosurface_threshold} (try isosurface_threshold=auto)"
+            raise UserError(
+                "the isosurface is empty: the field has no surface at "
+                f"system.geometry.isosurface_threshold={self.cfg.isosurface_threshold} "
+                "(try system.geometry.isosurface_threshold=auto, or train longer)"
             )
         if self.cfg.isosurface_remove_outliers:
             mesh = mesh.remove_outlier(self.cfg.isosurface_outlier_n_faces_threshold)
