@@ -10,7 +10,7 @@ from threestudio.models.mesh import Mesh
 from threestudio.utils.base import BaseModule
 from threestudio.utils.errors import ConfigError
 from threestudio.utils.ops import chunk_batch, scale_tensor
-from threestudio.utils.typing import Any, Dict, Float, Optional, Tensor, Tuple, Union
+from threestudio.utils.typing import Any, Callable, Dict, Float, Optional, Tensor, Tuple, Union
 
 
 def contract_to_unisphere(
@@ -31,6 +31,41 @@ def contract_to_unisphere(
     return x
 
 
+NORMAL_TYPES = ("pred", "finite_difference", "finite_difference_laplacian", "analytic")
+
+
+def finite_difference_gradient(
+    field_fn: Callable[[Float[Tensor, "... 3"]], Float[Tensor, "... 1"]],
+    points: Float[Tensor, "*N 3"],
+    eps: float,
+    central: bool,
+    radius: float,
+    field_at_points: Optional[Float[Tensor, "*N 1"]] = None,
+) -> Float[Tensor, "*N 3"]:
+    """Gradient of a scalar field by finite differences: forward differences (3 extra queries,
+    reusing ``field_at_points``) or central differences (``central``, 6 queries). Offset points
+    are clamped to the scene box ``[-radius, radius]^3``."""
+    if central:
+        offsets = torch.cat([torch.eye(3), -torch.eye(3)], dim=0) * eps  # +x +y +z -x -y -z
+    else:
+        offsets = torch.eye(3) * eps
+    offsets = offsets.to(points)
+    points_offset = (points[..., None, :] + offsets).clamp(-radius, radius)
+    values = field_fn(points_offset)[..., 0]  # [*N, 3 or 6]
+    if central:
+        return (values[..., :3] - values[..., 3:]) / (2.0 * eps)
+    if field_at_points is None:
+        field_at_points = field_fn(points)
+    return (values - field_at_points) / eps
+
+
+def check_normal_type(normal_type: Optional[str], allowed=NORMAL_TYPES) -> None:
+    if normal_type is not None and normal_type not in allowed:
+        raise ConfigError(
+            f"normal_type: unknown value '{normal_type}' (use one of {', '.join(allowed)})"
+        )
+
+
 class BaseGeometry(BaseModule):
     @dataclass
     class Config(BaseModule.Config):
@@ -46,6 +81,10 @@ class BaseGeometry(BaseModule):
             f"cannot create a geometry from {other.__class__.__name__}: no conversion is defined"
         )
 
+    def initialize_shape(self) -> None:
+        """Called by the system when training starts: geometries with a shape prior (e.g.
+        ``implicit-sdf`` with ``shape_init``) fit it here."""
+
     def export(self, *args, **kwargs) -> Dict[str, Any]:
         return {}
 
@@ -57,7 +96,7 @@ class BaseImplicitGeometry(BaseGeometry):
         isosurface: bool = True
         isosurface_method: str = "mt"  # "mc" (marching cubes) or "mt" (marching tetrahedra)
         isosurface_resolution: int = 128
-        isosurface_threshold: Union[float, str] = 0.0  # a number or "auto"
+        isosurface_threshold: Union[float, int, str] = 0.0  # a number or "auto"
         isosurface_chunk: int = 0
         isosurface_coarse_to_fine: bool = True
         isosurface_deformable_grid: bool = False
@@ -129,8 +168,8 @@ class BaseImplicitGeometry(BaseGeometry):
         )
 
         threshold: float
-        if isinstance(self.cfg.isosurface_threshold, float):
-            threshold = self.cfg.isosurface_threshold
+        if isinstance(self.cfg.isosurface_threshold, (int, float)):
+            threshold = float(self.cfg.isosurface_threshold)
         elif self.cfg.isosurface_threshold == "auto":
             eps = 1.0e-5
             threshold = field[field > eps].mean().item()

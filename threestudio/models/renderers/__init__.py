@@ -1,0 +1,6 @@
+from threestudio.models.renderers import (  # noqa: F401
+    base,
+    nerf_volume_renderer,
+    neus_volume_renderer,
+    patch_renderer,
+)

@@ -1,0 +1,326 @@
+from dataclasses import dataclass
+
+import torch
+
+import threestudio
+from threestudio.models.background.base import BaseBackground
+from threestudio.models.estimators import (
+    ImportanceEstimator,
+    OccGridEstimator,
+    ray_aabb_intersect,
+    render_weight_from_density,
+)
+from threestudio.models.geometry.base import BaseImplicitGeometry
+from threestudio.models.materials.base import BaseMaterial
+from threestudio.models.renderers.base import VolumeRenderer
+from threestudio.models.renderers.volume_compositing import (
+    composite,
+    empty_safe,
+    flatten_rays,
+    resolve_bg_color,
+    shade_samples,
+)
+from threestudio.utils.errors import ConfigError
+from threestudio.utils.ops import chunk_batch, get_activation
+from threestudio.utils.typing import Any, Dict, Float, Optional, Tensor
+
+ESTIMATORS = ("occgrid", "proposal", "importance")
+
+
+@threestudio.register("nerf-volume-renderer")
+class NeRFVolumeRenderer(VolumeRenderer):
+    """Volume rendering of a density field (NeRF quadrature) with packed samples from an
+    occupancy grid, importance sampling or a proposal network."""
+
+    @dataclass
+    class Config(VolumeRenderer.Config):
+        num_samples_per_ray: int = 512
+        eval_chunk_size: int = 160000
+        randomized: bool = True
+
+        near_plane: float = 0.0
+        far_plane: float = 1e10
+
+        return_comp_normal: bool = False
+        return_normal_perturb: bool = False
+
+        estimator: str = "occgrid"  # "occgrid", "proposal" or "importance"
+
+        # occgrid
+        grid_prune: bool = True
+        prune_alpha_threshold: bool = True
+        grid_resolution: int = 32
+
+        # proposal
+        proposal_network_config: Optional[dict] = None
+        prop_optimizer_config: Optional[dict] = None
+        prop_scheduler_config: Optional[dict] = None
+        num_samples_per_ray_proposal: int = 64
+
+        # importance
+        num_samples_per_ray_importance: int = 64
+
+    cfg: Config
+
+    def configure(
+        self,
+        geometry: BaseImplicitGeometry,
+        material: BaseMaterial,
+        background: BaseBackground,
+    ) -> None:
+        super().configure(geometry, material, background)
+        if self.cfg.estimator not in ESTIMATORS:
+            raise ConfigError(
+                f"renderer.estimator: unknown estimator '{self.cfg.estimator}' "
+                f"(use one of {', '.join(ESTIMATORS)})"
+            )
+        # the box diagonal divided into num_samples_per_ray steps
+        self.render_step_size = 1.732 * 2 * self.cfg.radius / self.cfg.num_samples_per_ray
+        self.randomized = self.cfg.randomized
+        if self.cfg.estimator == "occgrid":
+            self.estimator = OccGridEstimator(self.bbox.view(-1), self.cfg.grid_resolution)
+            if not self.cfg.grid_prune:
+                self.estimator.fill(True)
+        elif self.cfg.estimator == "importance":
+            self.estimator = ImportanceEstimator()
+        else:
+            self._configure_proposal()
+
+    def _configure_proposal(self) -> None:
+        from threestudio.models.networks import create_network_with_input_encoding
+
+        if self.cfg.proposal_network_config is None:
+            raise ConfigError(
+                "renderer.proposal_network_config is required with estimator: proposal "
+                "(n_input_dims, n_output_dims, encoding_config, network_config)"
+            )
+        self.prop_net = create_network_with_input_encoding(**self.cfg.proposal_network_config)
+        opt_cfg = self.cfg.prop_optimizer_config or {"name": "Adam", "args": {"lr": 1e-2}}
+        optim_cls = getattr(torch.optim, opt_cfg["name"], None)
+        if optim_cls is None:
+            raise ConfigError(f"renderer.prop_optimizer_config.name: unknown '{opt_cfg['name']}'")
+        # the proposal network trains on its own loss, outside the system's optimiser
+        self._prop_optim = [optim_cls(self.prop_net.parameters(), **opt_cfg.get("args", {}))]
+        self.prop_scheduler = None
+        if self.cfg.prop_scheduler_config is not None:
+            sched = self.cfg.prop_scheduler_config
+            self.prop_scheduler = getattr(torch.optim.lr_scheduler, sched["name"])(
+                self._prop_optim[0], **sched.get("args", {})
+            )
+        self.estimator = ImportanceEstimator()
+        self.vars_in_forward: Dict[str, Any] = {"requires_grad": False}
+
+    # ------------------------------------------------------------------ sampling
+
+    def _ray_bounds(self, rays_o, rays_d):
+        t_near, t_far, hit = ray_aabb_intersect(rays_o, rays_d, self.bbox.view(-1))
+        t_min = t_near.clamp(min=self.cfg.near_plane)
+        t_max = torch.maximum(t_far.clamp(max=self.cfg.far_plane), t_min)
+        t_max = torch.where(hit, t_max, t_min)  # a ray that misses gets zero-length samples
+        return t_min[:, None], t_max[:, None]
+
+    def _density_at(self, positions):
+        if self.training:
+            return self.geometry.forward_density(positions)
+        return chunk_batch(self.geometry.forward_density, self.cfg.eval_chunk_size, positions)
+
+    def sample(self, rays_o, rays_d):
+        """Packed ``(ray_indices, t_starts, t_ends)`` from the configured estimator."""
+        n_rays = rays_o.shape[0]
+        if self.cfg.estimator == "occgrid":
+
+            def sigma_fn(t_starts, t_ends, ray_indices):
+                t_mid = (t_starts + t_ends)[:, None] / 2.0
+                positions = rays_o[ray_indices] + rays_d[ray_indices] * t_mid
+                return self._density_at(positions)[..., 0]
+
+            prune = self.cfg.grid_prune and self.cfg.prune_alpha_threshold
+            with torch.no_grad():
+                return self.estimator.sampling(
+                    rays_o,
+                    rays_d,
+                    sigma_fn=sigma_fn if prune else None,
+                    near_plane=self.cfg.near_plane,
+                    far_plane=self.cfg.far_plane,
+                    render_step_size=self.render_step_size,
+                    alpha_thre=0.01 if prune else 0.0,
+                    early_stop_eps=1e-4 if self.cfg.grid_prune else 0.0,
+                    stratified=self.randomized,
+                )
+
+        t_min, t_max = self._ray_bounds(rays_o, rays_d)
+
+        def dense_sigma_fn(t_starts, t_ends, density_fn):
+            positions = rays_o[:, None] + rays_d[:, None] * ((t_starts + t_ends)[..., None] / 2)
+            return density_fn(positions.reshape(-1, 3)).reshape(t_starts.shape)
+
+        if self.cfg.estimator == "importance":
+            fn = lambda s, e: dense_sigma_fn(s, e, lambda x: self._density_at(x)[..., 0])  # noqa: E731
+            n_coarse = self.cfg.num_samples_per_ray_importance
+            requires_grad = False
+        else:
+            fn = lambda s, e: dense_sigma_fn(s, e, self._proposal_density)  # noqa: E731
+            n_coarse = self.cfg.num_samples_per_ray_proposal
+            requires_grad = self.training and self.vars_in_forward["requires_grad"]
+            if requires_grad:
+                fn = self._recording(fn)
+        t_starts, t_ends = self.estimator.sampling(
+            prop_sigma_fns=[fn],
+            prop_samples=[n_coarse],
+            num_samples=self.cfg.num_samples_per_ray,
+            n_rays=n_rays,
+            near_plane=t_min,
+            far_plane=t_max,
+            stratified=self.randomized,
+            requires_grad=requires_grad,
+        )
+        ray_indices = torch.arange(n_rays, device=rays_o.device)[:, None].expand_as(t_starts)
+        return ray_indices.reshape(-1), t_starts.reshape(-1), t_ends.reshape(-1)
+
+    def _proposal_density(self, positions):
+        aabb = self.bbox
+        x = (positions - aabb[0]) / (aabb[1] - aabb[0])
+        inside = ((x > 0) & (x < 1)).all(-1)
+        raw = self.prop_net(x.clamp(0, 1)).reshape(-1).to(x)
+        return get_activation("shifted_trunc_exp")(raw) * inside
+
+    def _recording(self, fn):
+        def wrapped(t_starts, t_ends):
+            sigmas = fn(t_starts, t_ends)
+            self.vars_in_forward["prop"] = (t_starts, t_ends, sigmas)
+            return sigmas
+
+        return wrapped
+
+    # ------------------------------------------------------------------ forward
+
+    def forward(
+        self,
+        rays_o: Float[Tensor, "B H W 3"],
+        rays_d: Float[Tensor, "B H W 3"],
+        light_positions: Float[Tensor, "B 3"],
+        bg_color: Optional[Tensor] = None,
+        **kwargs,
+    ) -> Dict[str, Float[Tensor, "..."]]:
+        batch_size, height, width = rays_o.shape[:3]
+        rays_o_flat, rays_d_flat, lights_flat = flatten_rays(rays_o, rays_d, light_positions)
+        n_rays = rays_o_flat.shape[0]
+
+        ray_indices, t_starts_, t_ends_ = empty_safe(*self.sample(rays_o_flat, rays_d_flat))
+        ray_indices = ray_indices.long()
+        t_starts, t_ends = t_starts_[:, None], t_ends_[:, None]
+        t_dirs = rays_d_flat[ray_indices]
+        t_positions = (t_starts + t_ends) / 2.0
+        positions = rays_o_flat[ray_indices] + t_dirs * t_positions
+        t_intervals = t_ends - t_starts
+
+        shaded = shade_samples(
+            self,
+            positions,
+            t_dirs,
+            lights_flat[ray_indices],
+            rays_d,
+            output_normal=self.material.requires_normal,
+            **kwargs,
+        )
+        geo_out = shaded["geo_out"]
+        weights, trans, _ = render_weight_from_density(
+            t_starts_, t_ends_, geo_out["density"][..., 0], ray_indices, n_rays
+        )
+        if self.training and self.cfg.estimator == "proposal":
+            self.vars_in_forward["weights"] = weights.reshape(n_rays, -1)
+            self.vars_in_forward["t_ends"] = t_ends_.reshape(n_rays, -1)
+
+        normal = geo_out.get("normal")
+        want_normal = normal is not None and (not self.training or self.cfg.return_comp_normal)
+        out = composite(
+            weights,
+            t_positions,
+            ray_indices,
+            n_rays,
+            shaded["rgb_fg_all"],
+            resolve_bg_color(bg_color, shaded["comp_rgb_bg"], batch_size, height, width),
+            normal if want_normal else None,
+            (batch_size, height, width),
+        )
+        out["comp_rgb_bg"] = shaded["comp_rgb_bg"].view(batch_size, height, width, -1)
+        out["num_samples"] = torch.tensor(ray_indices.numel(), device=rays_o.device)
+
+        if self.training:
+            out.update(
+                {
+                    "weights": weights[:, None],
+                    "t_points": t_positions,
+                    "t_intervals": t_intervals,
+                    "t_dirs": t_dirs,
+                    "ray_indices": ray_indices,
+                    "points": positions,
+                    **geo_out,
+                }
+            )
+            if normal is not None and self.cfg.return_normal_perturb:
+                out["normal_perturb"] = self.geometry(
+                    positions + torch.randn_like(positions) * 1e-2,
+                    output_normal=self.material.requires_normal,
+                )["normal"]
+        return out
+
+    # ------------------------------------------------------------------ training state
+
+    def update_step(self, epoch: int, global_step: int, on_load_weights: bool = False) -> None:
+        if self.cfg.estimator == "occgrid":
+            if self.cfg.grid_prune and self.training and not on_load_weights:
+
+                def occ_eval_fn(x):
+                    # density * step approximates the alpha 1 - exp(-density * step)
+                    return self.geometry.forward_density(x) * self.render_step_size
+
+                self.estimator.update_every_n_steps(step=global_step, occ_eval_fn=occ_eval_fn)
+        elif self.cfg.estimator == "proposal":
+            self.vars_in_forward["requires_grad"] = self.training and (
+                self._proposal_requires_grad(global_step)
+            )
+
+    def _proposal_requires_grad(self, step: int, target: float = 5.0, ramp: int = 1000) -> bool:
+        # train the proposal network every step at first, then every few steps
+        since = self.vars_in_forward.get("steps_since_grad", 0)
+        requires_grad = since >= min(step / ramp, 1.0) * target
+        self.vars_in_forward["steps_since_grad"] = 0 if requires_grad else since + 1
+        return requires_grad
+
+    def update_step_end(self, epoch: int, global_step: int) -> None:
+        if self.cfg.estimator != "proposal" or not self.training:
+            return
+        prop = self.vars_in_forward.pop("prop", None)
+        weights = self.vars_in_forward.pop("weights", None)
+        t_ends = self.vars_in_forward.pop("t_ends", None)
+        if prop is None or weights is None:
+            return
+        loss = proposal_loss(prop, weights.detach(), t_ends)
+        optim = self._prop_optim[0]
+        optim.zero_grad()
+        loss.backward()
+        optim.step()
+        if self.prop_scheduler is not None:
+            self.prop_scheduler.step()
+
+    def train(self, mode: bool = True):
+        self.randomized = mode and self.cfg.randomized
+        return super().train(mode=mode)
+
+    def eval(self):
+        self.randomized = False
+        return super().eval()
+
+
+def proposal_loss(prop, weights_fine, t_ends_fine) -> Float[Tensor, ""]:
+    """The proposal's accumulated opacity must bound the fine pass's from above at every edge
+    (mip-NeRF 360's interlevel loss in CDF form): penalise ``cdf_fine > cdf_prop``."""
+    p_starts, p_ends, p_sigmas = prop
+    cdf_prop = 1.0 - torch.exp(-torch.cumsum(p_sigmas * (p_ends - p_starts), -1))
+    cdf_fine = torch.cumsum(weights_fine, -1)
+    # the fine CDF at each proposal interval end (the last fine interval ending before it)
+    idx = torch.searchsorted(t_ends_fine.contiguous(), p_ends.detach().contiguous(), right=True)
+    cdf_fine = torch.cat([torch.zeros_like(cdf_fine[:, :1]), cdf_fine], -1)
+    cdf_fine_at = cdf_fine.gather(1, idx)
+    return (torch.relu(cdf_fine_at - cdf_prop) ** 2).sum(-1).mean()

@@ -1,0 +1,216 @@
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import threestudio
+from threestudio.models.background.base import BaseBackground
+from threestudio.models.estimators import (
+    OccGridEstimator,
+    render_weight_from_alpha,
+    render_weight_from_density,
+)
+from threestudio.models.geometry.base import BaseImplicitGeometry
+from threestudio.models.materials.base import BaseMaterial
+from threestudio.models.renderers.base import VolumeRenderer
+from threestudio.models.renderers.volume_compositing import (
+    composite,
+    empty_safe,
+    flatten_rays,
+    resolve_bg_color,
+    shade_samples,
+)
+from threestudio.utils.ops import chunk_batch
+from threestudio.utils.typing import Dict, Float, Optional, Tensor
+
+
+class LearnedVariance(nn.Module):
+    """The sharpness ``inv_std = exp(10 * v)`` of the SDF-to-opacity map, with ``v`` learned."""
+
+    def __init__(self, init_val: float):
+        super().__init__()
+        self.register_parameter("_inv_std", nn.Parameter(torch.tensor(float(init_val))))
+
+    @property
+    def inv_std(self) -> Float[Tensor, ""]:
+        return torch.exp(self._inv_std * 10.0)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.ones_like(x) * self.inv_std.clamp(1.0e-6, 1.0e6)
+
+
+def volsdf_density(sdf: Tensor, inv_std: Tensor) -> Tensor:
+    """VolSDF: density = alpha * LaplaceCDF_beta(-sdf) with alpha = 1 / beta = inv_std."""
+    inv_std = inv_std.clamp(0.0, 80.0)
+    beta = 1.0 / inv_std
+    return inv_std * (0.5 + 0.5 * sdf.sign() * torch.expm1(-sdf.abs() / beta))
+
+
+@threestudio.register("neus-volume-renderer")
+class NeuSVolumeRenderer(VolumeRenderer):
+    """Volume rendering of a signed distance field: NeuS's unbiased opacity (or VolSDF's
+    Laplace density with ``use_volsdf``), with samples from an occupancy grid."""
+
+    @dataclass
+    class Config(VolumeRenderer.Config):
+        num_samples_per_ray: int = 512
+        randomized: bool = True
+        eval_chunk_size: int = 160000
+        grid_prune: bool = True
+        prune_alpha_threshold: bool = True
+        grid_resolution: int = 32
+        learned_variance_init: float = 0.3
+        cos_anneal_end_steps: int = 0
+        use_volsdf: bool = False
+        near_plane: float = 0.0
+        far_plane: float = 1e10
+
+    cfg: Config
+
+    def configure(
+        self,
+        geometry: BaseImplicitGeometry,
+        material: BaseMaterial,
+        background: BaseBackground,
+    ) -> None:
+        super().configure(geometry, material, background)
+        self.variance = LearnedVariance(self.cfg.learned_variance_init)
+        self.estimator = OccGridEstimator(self.bbox.view(-1), self.cfg.grid_resolution)
+        if not self.cfg.grid_prune:
+            self.estimator.fill(True)
+        self.render_step_size = 1.732 * 2 * self.cfg.radius / self.cfg.num_samples_per_ray
+        self.randomized = self.cfg.randomized
+        self.cos_anneal_ratio = 1.0
+
+    def _alpha_from_sdf_only(self, sdf: Tensor) -> Tensor:
+        """Opacity of one step assuming the ray meets the surface head on (no normal needed);
+        used for pruning."""
+        if self.cfg.use_volsdf:
+            density = volsdf_density(sdf, self.variance(sdf))
+            return 1.0 - torch.exp(-density * self.render_step_size)
+        inv_std = self.variance(sdf)
+        prev_cdf = torch.sigmoid((sdf + self.render_step_size * 0.5) * inv_std)
+        next_cdf = torch.sigmoid((sdf - self.render_step_size * 0.5) * inv_std)
+        return ((prev_cdf - next_cdf + 1e-5) / (prev_cdf + 1e-5)).clip(0.0, 1.0)
+
+    def get_alpha(self, sdf, normal, dirs, dists) -> Float[Tensor, "Ns 1"]:
+        """NeuS's discrete opacity from the SDF at the interval's ends, estimated from the SDF
+        and its slope along the ray (annealed from a softened cosine to the true one)."""
+        inv_std = self.variance(sdf)
+        true_cos = (dirs * normal).sum(-1, keepdim=True)
+        iter_cos = -(
+            F.relu(-true_cos * 0.5 + 0.5) * (1.0 - self.cos_anneal_ratio)
+            + F.relu(-true_cos) * self.cos_anneal_ratio
+        )
+        next_sdf = sdf + iter_cos * dists * 0.5
+        prev_sdf = sdf - iter_cos * dists * 0.5
+        prev_cdf = torch.sigmoid(prev_sdf * inv_std)
+        next_cdf = torch.sigmoid(next_sdf * inv_std)
+        return ((prev_cdf - next_cdf + 1e-5) / (prev_cdf + 1e-5)).clip(0.0, 1.0)
+
+    def forward(
+        self,
+        rays_o: Float[Tensor, "B H W 3"],
+        rays_d: Float[Tensor, "B H W 3"],
+        light_positions: Float[Tensor, "B 3"],
+        bg_color: Optional[Tensor] = None,
+        **kwargs,
+    ) -> Dict[str, Float[Tensor, "..."]]:
+        batch_size, height, width = rays_o.shape[:3]
+        rays_o_flat, rays_d_flat, lights_flat = flatten_rays(rays_o, rays_d, light_positions)
+        n_rays = rays_o_flat.shape[0]
+
+        def alpha_fn(t_starts, t_ends, ray_indices):
+            t_mid = (t_starts + t_ends)[:, None] / 2.0
+            positions = rays_o_flat[ray_indices] + rays_d_flat[ray_indices] * t_mid
+            if self.training:
+                sdf = self.geometry.forward_sdf(positions)
+            else:
+                sdf = chunk_batch(self.geometry.forward_sdf, self.cfg.eval_chunk_size, positions)
+            return self._alpha_from_sdf_only(sdf)[..., 0]
+
+        prune = self.cfg.grid_prune and self.cfg.prune_alpha_threshold
+        with torch.no_grad():
+            ray_indices, t_starts_, t_ends_ = self.estimator.sampling(
+                rays_o_flat,
+                rays_d_flat,
+                alpha_fn=alpha_fn if prune else None,
+                near_plane=self.cfg.near_plane,
+                far_plane=self.cfg.far_plane,
+                render_step_size=self.render_step_size,
+                alpha_thre=0.01 if prune else 0.0,
+                early_stop_eps=1e-4 if self.cfg.grid_prune else 0.0,
+                stratified=self.randomized,
+            )
+        ray_indices, t_starts_, t_ends_ = empty_safe(ray_indices, t_starts_, t_ends_)
+        ray_indices = ray_indices.long()
+        t_starts, t_ends = t_starts_[:, None], t_ends_[:, None]
+        t_dirs = rays_d_flat[ray_indices]
+        t_positions = (t_starts + t_ends) / 2.0
+        positions = rays_o_flat[ray_indices] + t_dirs * t_positions
+        t_intervals = t_ends - t_starts
+
+        shaded = shade_samples(
+            self, positions, t_dirs, lights_flat[ray_indices], rays_d, output_normal=True, **kwargs
+        )
+        geo_out = shaded["geo_out"]
+        if self.cfg.use_volsdf:
+            density = volsdf_density(geo_out["sdf"], self.variance(geo_out["sdf"]))
+            weights, _, _ = render_weight_from_density(
+                t_starts_, t_ends_, density[..., 0], ray_indices, n_rays
+            )
+        else:
+            # NeuS's cosine uses the ray direction as a unit vector
+            alpha = self.get_alpha(
+                geo_out["sdf"], geo_out["normal"], F.normalize(t_dirs, dim=-1), t_intervals
+            )
+            weights, _ = render_weight_from_alpha(alpha[..., 0], ray_indices, n_rays)
+
+        out = composite(
+            weights,
+            t_positions,
+            ray_indices,
+            n_rays,
+            shaded["rgb_fg_all"],
+            resolve_bg_color(bg_color, shaded["comp_rgb_bg"], batch_size, height, width),
+            geo_out.get("normal"),
+            (batch_size, height, width),
+        )
+        out["comp_rgb_bg"] = shaded["comp_rgb_bg"].view(batch_size, height, width, -1)
+        out["num_samples"] = torch.tensor(ray_indices.numel(), device=rays_o.device)
+        if self.training:
+            out.update(
+                {
+                    "weights": weights[:, None],
+                    "t_points": t_positions,
+                    "t_intervals": t_intervals,
+                    "t_dirs": t_dirs,
+                    "ray_indices": ray_indices,
+                    "points": positions,
+                    **geo_out,
+                }
+            )
+        out["inv_std"] = self.variance.inv_std
+        return out
+
+    def update_step(self, epoch: int, global_step: int, on_load_weights: bool = False) -> None:
+        self.cos_anneal_ratio = (
+            1.0
+            if self.cfg.cos_anneal_end_steps == 0
+            else min(1.0, global_step / self.cfg.cos_anneal_end_steps)
+        )
+        if self.cfg.grid_prune and self.training and not on_load_weights:
+
+            def occ_eval_fn(x):
+                return self._alpha_from_sdf_only(self.geometry.forward_sdf(x))
+
+            self.estimator.update_every_n_steps(step=global_step, occ_eval_fn=occ_eval_fn)
+
+    def train(self, mode: bool = True):
+        self.randomized = mode and self.cfg.randomized
+        return super().train(mode=mode)
+
+    def eval(self):
+        self.randomized = False
+        return super().eval()

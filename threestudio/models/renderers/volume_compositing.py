@@ -1,0 +1,112 @@
+"""Steps shared by the volume renderers: flattening a camera batch, evaluating geometry and
+material on packed samples, and compositing per-sample weights into images."""
+
+import torch
+import torch.nn.functional as F
+
+from threestudio.models.estimators import accumulate_along_rays
+from threestudio.utils.ops import chunk_batch
+from threestudio.utils.typing import Any, Dict, Float, Int, Optional, Tensor
+
+
+def flatten_rays(rays_o, rays_d, light_positions):
+    """[B,H,W,3] rays and [B,3] lights -> [Nr,3] each (lights repeated per pixel)."""
+    batch_size, height, width = rays_o.shape[:3]
+    rays_o_flat = rays_o.reshape(-1, 3)
+    rays_d_flat = rays_d.reshape(-1, 3)
+    lights_flat = light_positions.reshape(-1, 1, 1, 3).expand(-1, height, width, -1).reshape(-1, 3)
+    return rays_o_flat, rays_d_flat, lights_flat
+
+
+def shade_samples(
+    renderer,
+    positions: Float[Tensor, "Ns 3"],
+    t_dirs: Float[Tensor, "Ns 3"],
+    t_light_positions: Float[Tensor, "Ns 3"],
+    rays_d: Float[Tensor, "B H W 3"],
+    output_normal: bool,
+    **kwargs,
+) -> Dict[str, Any]:
+    """Geometry, material and background outputs; chunked (``eval_chunk_size``) in eval mode."""
+    chunk = 0 if renderer.training else renderer.cfg.eval_chunk_size
+    geo_out = chunk_batch(renderer.geometry, chunk, positions, output_normal=output_normal)
+    rgb = chunk_batch(
+        renderer.material,
+        chunk,
+        viewdirs=t_dirs,
+        positions=positions,
+        light_positions=t_light_positions,
+        **geo_out,
+        **kwargs,
+    )
+    bg = chunk_batch(renderer.background, chunk, dirs=rays_d)
+    return {"geo_out": geo_out, "rgb_fg_all": rgb, "comp_rgb_bg": bg}
+
+
+def resolve_bg_color(
+    bg_color: Optional[Tensor], comp_rgb_bg: Tensor, batch_size: int, height: int, width: int
+) -> Float[Tensor, "Nr C"]:
+    """The colour behind each ray: the background module's, or ``bg_color`` given as [C],
+    [B, C] (one colour per image, e.g. Zero-1-to-3's random background) or [B, H, W, C]."""
+    if bg_color is None:
+        bg_color = comp_rgb_bg
+    elif bg_color.dim() == 1:
+        bg_color = bg_color.view(1, 1, 1, -1).expand(batch_size, height, width, -1)
+    elif bg_color.shape[:-1] == (batch_size,):
+        bg_color = bg_color[:, None, None, :].expand(-1, height, width, -1)
+    return bg_color.reshape(batch_size * height * width, -1)
+
+
+def composite(
+    weights: Float[Tensor, "Ns"],
+    t_positions: Float[Tensor, "Ns 1"],
+    ray_indices: Int[Tensor, "Ns"],
+    n_rays: int,
+    rgb_fg_all: Float[Tensor, "Ns C"],
+    bg_color: Float[Tensor, "Nr C"],
+    normal: Optional[Float[Tensor, "Ns 3"]],
+    shape,
+) -> Dict[str, Tensor]:
+    """Images from packed weights: colour over the background, opacity, expected depth, HiFA's
+    depth variance (where opacity > 0.5) and the weighted normal (mapped to [0, 1] for display)."""
+    batch_size, height, width = shape
+    opacity = accumulate_along_rays(weights, None, ray_indices, n_rays)
+    depth = accumulate_along_rays(weights, t_positions, ray_indices, n_rays)
+    comp_rgb_fg = accumulate_along_rays(weights, rgb_fg_all, ray_indices, n_rays)
+    weights_normalized = weights / opacity.clamp(min=1e-5)[ray_indices, 0]
+    z_mean = accumulate_along_rays(weights_normalized, t_positions, ray_indices, n_rays)
+    z_variance = (
+        accumulate_along_rays(
+            weights_normalized, (t_positions - z_mean[ray_indices]) ** 2, ray_indices, n_rays
+        )
+        * (opacity > 0.5).float()
+    )
+    comp_rgb = comp_rgb_fg + bg_color * (1.0 - opacity)
+
+    def image(x):
+        return x.view(batch_size, height, width, -1)
+
+    out = {
+        "comp_rgb": image(comp_rgb),
+        "comp_rgb_fg": image(comp_rgb_fg),
+        "opacity": image(opacity),
+        "depth": image(depth),
+        "z_variance": image(z_variance),
+    }
+    if normal is not None:
+        comp_normal = accumulate_along_rays(weights, normal, ray_indices, n_rays)
+        comp_normal = (F.normalize(comp_normal, dim=-1) + 1.0) / 2.0 * opacity
+        out["comp_normal"] = image(comp_normal)
+    return out
+
+
+def empty_safe(ray_indices, t_starts, t_ends):
+    """Keep one zero-length sample when no ray has any, so downstream shapes stay valid."""
+    if ray_indices.numel() == 0:
+        device = t_starts.device
+        return (
+            torch.zeros(1, dtype=torch.long, device=device),
+            torch.zeros(1, device=device),
+            torch.zeros(1, device=device),
+        )
+    return ray_indices, t_starts, t_ends
