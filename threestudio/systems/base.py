@@ -142,9 +142,13 @@ class BaseSystem(pl.LightningModule, Updateable, SaverMixin):
 
     # ---------- the loss convention ----------
 
-    def lambda_of(self, name: str) -> float:
-        """The current weight of ``loss_<name>`` (``cfg.loss.lambda_<name>`` through ``C()``)."""
+    def lambda_of(self, name: str, default: Optional[float] = None) -> float:
+        """The current weight of ``loss_<name>`` (``cfg.loss.lambda_<name>`` through ``C()``).
+        Without ``default`` a missing weight is an error naming it; systems pass ``default=0``
+        for optional regularisers so that configs need not list them."""
         key = f"lambda_{name}"
+        if key not in self.cfg.loss and default is not None:
+            return default
         if key not in self.cfg.loss:
             raise ConfigError(
                 f"system.loss.{key} is not set but the system produced loss_{name}"
@@ -372,6 +376,11 @@ class BaseLift3DSystem(BaseSystem):
         return geometry
 
     def on_fit_start(self) -> None:
+        # a shape prior (e.g. implicit-sdf's shape_init) is fitted once, at the start of a fresh
+        # run: never on resume, nor over weights loaded from a checkpoint or a previous stage
+        fresh = not self.resumed and self.cfg.weights is None and not self.cfg.geometry_convert_from
+        if fresh and hasattr(self.geometry, "initialize_shape"):
+            self.geometry.initialize_shape()
         if self.cfg.prompt_processor_type:
             self.prompt_processor = threestudio.find(self.cfg.prompt_processor_type)(
                 self.cfg.prompt_processor

@@ -1,0 +1,66 @@
+"""DreamFusion (Poole et al. 2022): score distillation of a text-to-image model into a NeRF.
+
+A training step renders a random-camera batch, asks the guidance for its ``loss_*`` terms and
+adds DreamFusion's regularisers; the base class weights every term by ``system.loss.lambda_*``
+and owns validation, the test video and export."""
+
+from dataclasses import dataclass
+
+import torch
+
+import threestudio
+from threestudio.systems.base import BaseLift3DSystem
+from threestudio.utils.errors import ConfigError
+from threestudio.utils.ops import binary_cross_entropy, dot
+from threestudio.utils.typing import Any, Dict
+
+
+@threestudio.register("dreamfusion-system")
+class DreamFusion(BaseLift3DSystem):
+    @dataclass
+    class Config(BaseLift3DSystem.Config):
+        pass
+
+    cfg: Config
+
+    def regularizers(self, out: Dict[str, Any]) -> Dict[str, Any]:
+        terms = {}
+        if self.lambda_of("orient", default=0) > 0:
+            if "normal" not in out:
+                raise ConfigError(
+                    "system.loss.lambda_orient > 0 needs normals: set system.geometry.normal_type "
+                    "and a material that uses them, or lambda_orient=0"
+                )
+            # normals should not face away from the camera, weighted by each sample's
+            # contribution to the image (Ref-NeRF's orientation loss)
+            facing_away = dot(out["normal"], out["t_dirs"]).clamp_min(0.0) ** 2
+            n_rays = (out["opacity"] > 0).sum().clamp(min=1)
+            terms["loss_orient"] = (out["weights"].detach() * facing_away).sum() / n_rays
+        if self.lambda_of("sparsity", default=0) > 0:
+            terms["loss_sparsity"] = (out["opacity"] ** 2 + 0.01).sqrt().mean()
+        if self.lambda_of("opaque", default=0) > 0:
+            # binary entropy of each ray's opacity: pushes rays to fully empty or fully opaque
+            # instead of letting the field fade away as a plain opacity penalty does
+            opacity = out["opacity"].clamp(1.0e-3, 1.0 - 1.0e-3)
+            terms["loss_opaque"] = binary_cross_entropy(opacity, opacity)
+        if self.lambda_of("z_variance", default=0) > 0:
+            # HiFA: a thin surface along each ray, where the ray is mostly opaque
+            mask = out["opacity"] > 0.5
+            terms["loss_z_variance"] = (
+                out["z_variance"][mask].mean() if mask.any() else out["z_variance"].sum() * 0.0
+            )
+        return terms
+
+    def training_step(self, batch, batch_idx):
+        out = self(batch)
+        guidance_out = self.guidance(
+            out["comp_rgb"], self.prompt_utils, **batch, rgb_as_latents=False
+        )
+        terms = {k: v for k, v in guidance_out.items() if k.startswith("loss_")}
+        for name, value in guidance_out.items():
+            if not name.startswith("loss_") and (
+                isinstance(value, (int, float)) or (torch.is_tensor(value) and value.numel() == 1)
+            ):
+                self.log(f"train_params/{name}", float(value))
+        terms.update(self.regularizers(out))
+        return {"loss": self.weighted_loss(terms)}
