@@ -17,6 +17,8 @@ neighbouring pixel centres (an analogue of nvdiffrast's analytic antialiasing), 
 gradients to silhouette vertices so that a mask loss moves the mesh.
 """
 
+import weakref
+
 import torch
 
 from threestudio.utils.typing import Float, Integer, List, Optional, Tensor, Tuple, Union
@@ -219,8 +221,11 @@ def _opposite_faces(tri: Tensor) -> Tensor:
     """[Nf, 3]: the face across the edge opposite vertex k of each face (-1 at a boundary).
     Cached per face tensor (by storage, shape and version), as a renderer reuses one per mesh."""
     key = (tri.data_ptr(), tuple(tri.shape), tri.dtype, tri.device, tri._version)
-    if key in _EDGE_CACHE:
-        return _EDGE_CACHE[key]
+    cached = _EDGE_CACHE.get(key)
+    # a freed face tensor's memory may be reused by a new one with the same key: check identity
+    if cached is not None and cached[0]() is tri:
+        return cached[1]
+    tri_ref = weakref.ref(tri)
     tri = tri.long()
     nf = tri.shape[0]
     e = torch.stack([tri[:, [1, 2]], tri[:, [2, 0]], tri[:, [0, 1]]], dim=1)  # edge k opposite v k
@@ -238,7 +243,7 @@ def _opposite_faces(tri: Tensor) -> Tensor:
     opp = opp.reshape(nf, 3)
     if len(_EDGE_CACHE) > 8:
         _EDGE_CACHE.clear()
-    _EDGE_CACHE[key] = opp
+    _EDGE_CACHE[key] = (tri_ref, opp)
     return opp
 
 

@@ -270,15 +270,11 @@ def _resolve_threshold(other: BaseImplicitGeometry, field: Float[Tensor, "N 1"])
     if threshold == "auto":
         above = field[field > 1e-5]
         if above.numel() == 0:
-            raise UserError(
-                "create_from: isosurface_threshold=auto found no positive field values"
-            )
+            raise UserError("create_from: isosurface_threshold=auto found no positive field values")
         value = above.mean().item()
         threestudio.info(f"Automatically determined isosurface threshold: {value}")
         return value
-    raise ConfigError(
-        f"isosurface_threshold: expected a number or 'auto', got {threshold!r}"
-    )
+    raise ConfigError(f"isosurface_threshold: expected a number or 'auto', got {threshold!r}")
 
 
 def _grid_level(
