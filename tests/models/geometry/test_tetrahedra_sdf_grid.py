@@ -230,3 +230,33 @@ def test_mesh_shape_init(tmp_path):
     assert np.allclose(extent, [1.6, 0.8, 0.8], atol=0.13), extent
     with pytest.raises(ConfigError, match="shape_init"):
         make_grid(isosurface_resolution=4, shape_init="cube", shape_init_params=1.0)
+
+
+def test_create_from_implicit_sdf_copies_level_and_deformation():
+    sdf = threestudio.find("implicit-sdf")(
+        {
+            "sdf_bias": "sphere",
+            "sdf_bias_params": 0.4,
+            "isosurface_deformable_grid": True,
+            "pos_encoding_config": TINY_ENCODING,
+            "mlp_network_config": TINY_MLP,
+        }
+    )
+    with torch.no_grad():
+        for p in sdf.sdf_network.parameters():
+            p.zero_()
+    geo = threestudio.find("tetrahedra-sdf-grid").create_from(
+        sdf,
+        {
+            "isosurface_resolution": 20,
+            "pos_encoding_config": TINY_ENCODING,
+            "mlp_network_config": TINY_MLP,
+        },
+    )
+    # the stored level is the source's SDF at the (deformed-grid-free) vertices
+    expected = geo.grid_points.norm(dim=-1, keepdim=True) - 0.4
+    assert torch.allclose(geo.sdf.data, expected, atol=1e-5)
+    _, raw_deformation = sdf.forward_field(geo.grid_points)
+    assert torch.allclose(geo.deformation.data, raw_deformation, atol=1e-6)
+    radii = geo.isosurface().v_pos.detach().norm(dim=-1)
+    assert (radii - 0.4).abs().max() < 0.05
