@@ -83,6 +83,12 @@ def test_texture_field_and_state(box_obj):
     state = geo.state_dict()
     assert "v_buffer" in state and "t_buffer" in state
     assert "v_buffer" not in {n for n, _ in geo.named_parameters()}
+    # loading weights in place refreshes the mesh (and its cached normals)
+    normals = geo.isosurface().v_nrm.clone()
+    state["v_buffer"] = state["v_buffer"] * torch.tensor([-1.0, 1.0, 1.0])
+    geo.load_state_dict(state)
+    assert torch.allclose(geo.isosurface().v_pos, state["v_buffer"])
+    assert not torch.allclose(geo.isosurface().v_nrm, normals)
 
 
 def test_errors(box_obj, tmp_path):

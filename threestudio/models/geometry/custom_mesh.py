@@ -84,12 +84,18 @@ class CustomMesh(BaseExplicitGeometry):
             self.encoding.n_output_dims, self.cfg.n_feature_dims, self.cfg.mlp_network_config
         )
         self.mesh: Optional[Mesh] = None
+        self._mesh_key: tuple = ()
 
     def isosurface(self) -> Mesh:
-        # rebuilt when the buffers moved (device change, loaded weights)
-        if self.mesh is None or self.mesh.v_pos is not self.v_buffer:
+        # rebuilt when the buffers moved (device change) or were overwritten in place (loaded
+        # weights), so cached normals never go stale
+        key = (self.v_buffer, self.v_buffer._version, self.t_buffer, self.t_buffer._version)
+        if self.mesh is None or any(
+            a is not b if isinstance(a, Tensor) else a != b for a, b in zip(key, self._mesh_key)
+        ):
             self.mesh = Mesh(v_pos=self.v_buffer, t_pos_idx=self.t_buffer)
             self.mesh.add_extra("bbox", self.bbox)
+            self._mesh_key = key
         return self.mesh
 
     def _features(self, points: Float[Tensor, "*N Di"]) -> Float[Tensor, "*N Nf"]:
