@@ -158,3 +158,15 @@ def test_unknown_context_type_is_a_config_error():
         threestudio.find("nvdiff-rasterizer")(
             {"context_type": "vulkan"}, geometry=geometry, material=None, background=None
         )
+
+
+def test_gradients_reach_texture_field_and_surface():
+    geometry = sphere_grid(0.5, resolution=16)
+    renderer = make_renderer(geometry)
+    position = torch.tensor([3.0, 0.5, 0.5])
+    _, mvp = look_at_camera(position)
+    out = renderer(mvp[None], position[None], position[None], 32, 32)
+    (out["comp_rgb"].mean() + out["opacity"].mean()).backward()
+    assert all(p.grad.abs().sum() > 0 for p in geometry.feature_network.parameters())
+    # only grid vertices at the zero crossing move the surface: a sparse, nonzero SDF gradient
+    assert 0 < (geometry.sdf.grad != 0).sum() < geometry.sdf.numel() // 10
