@@ -17,12 +17,16 @@ neighbouring pixel centres (an analogue of nvdiffrast's analytic antialiasing), 
 gradients to silhouette vertices so that a mask loss moves the mesh.
 """
 
+import weakref
+
 import torch
 
 from threestudio.utils.typing import Float, Integer, List, Optional, Tensor, Tuple, Union
 
 # rasterise in chunks of at most this many candidate (triangle, pixel) pairs
 CANDIDATE_BUDGET = 1 << 22
+# antialias: at most this many triangles crossed looking for a silhouette edge per pixel pair
+MAX_SILHOUETTE_WALK = 8
 
 
 def _nvdiffrast_available() -> bool:
@@ -217,8 +221,11 @@ def _opposite_faces(tri: Tensor) -> Tensor:
     """[Nf, 3]: the face across the edge opposite vertex k of each face (-1 at a boundary).
     Cached per face tensor (by storage, shape and version), as a renderer reuses one per mesh."""
     key = (tri.data_ptr(), tuple(tri.shape), tri.dtype, tri.device, tri._version)
-    if key in _EDGE_CACHE:
-        return _EDGE_CACHE[key]
+    cached = _EDGE_CACHE.get(key)
+    # a freed face tensor's memory may be reused by a new one with the same key: check identity
+    if cached is not None and cached[0]() is tri:
+        return cached[1]
+    tri_ref = weakref.ref(tri)
     tri = tri.long()
     nf = tri.shape[0]
     e = torch.stack([tri[:, [1, 2]], tri[:, [2, 0]], tri[:, [0, 1]]], dim=1)  # edge k opposite v k
@@ -236,7 +243,7 @@ def _opposite_faces(tri: Tensor) -> Tensor:
     opp = opp.reshape(nf, 3)
     if len(_EDGE_CACHE) > 8:
         _EDGE_CACHE.clear()
-    _EDGE_CACHE[key] = opp
+    _EDGE_CACHE[key] = (tri_ref, opp)
     return opp
 
 
@@ -272,24 +279,61 @@ def torch_antialias(
             p_out = torch.where(a_front, pb, pa)
             f_in = torch.where(a_front, fa, fb)
             f_out = torch.where(a_front, fb, fa)
-            corners = tri[f_in]
-            tx, ty = x[corners], y[corners]
             cx_in, cy_in = (p_in % W) + 0.5, torch.div(p_in, W, rounding_mode="floor") + 0.5
             cx_out, cy_out = (p_out % W) + 0.5, torch.div(p_out, W, rounding_mode="floor") + 0.5
-            lam_in = torch.stack(_screen_barycentrics(tx, ty, cx_in, cy_in), -1)
-            lam_out = torch.stack(_screen_barycentrics(tx, ty, cx_out, cy_out), -1)
             with torch.no_grad():
-                # exit edge: the first edge (opposite vertex k) the segment in -> out crosses
-                t_all = lam_in / (lam_in - lam_out).clamp(min=1e-12)
-                t_all = torch.where(lam_out < 0, t_all, torch.full_like(t_all, float("inf")))
-                t_min, k = t_all.min(dim=-1)
-                across = opposite[f_in, k]
-                silhouette = (across < 0) | (facing[across.clamp(min=0)] != facing[f_in])
-                silhouette &= (across < 0) | (across != f_out)
-                ok = torch.isfinite(t_min) & silhouette
-            k = k[ok]
-            li = lam_in[ok].gather(1, k[:, None]).squeeze(1)
-            lo = lam_out[ok].gather(1, k[:, None]).squeeze(1)
+                # walk along the segment in -> out from f_in across interior edges (front-facing
+                # neighbours) until it leaves through a silhouette edge: with triangles smaller
+                # than a pixel the silhouette triangle rarely holds the inner pixel centre
+                face = f_in.clone()
+                found = torch.zeros_like(face, dtype=torch.bool)
+                alive = torch.ones_like(found)
+                k_exit = torch.zeros_like(face)
+                for _ in range(MAX_SILHOUETTE_WALK):
+                    idx = torch.nonzero(alive & ~found).squeeze(1)
+                    if idx.numel() == 0:
+                        break
+                    f = face[idx]
+                    cxy = tri[f]
+                    li = torch.stack(
+                        _screen_barycentrics(
+                            x.detach()[cxy], y.detach()[cxy], cx_in[idx], cy_in[idx]
+                        ),
+                        -1,
+                    )
+                    lo = torch.stack(
+                        _screen_barycentrics(
+                            x.detach()[cxy], y.detach()[cxy], cx_out[idx], cy_out[idx]
+                        ),
+                        -1,
+                    )
+                    # edges the segment leaves the triangle through: barycentric decreasing
+                    leaving = li > lo
+                    t_all = li / (li - lo).clamp(min=1e-12)
+                    t_all = torch.where(leaving, t_all, torch.full_like(t_all, float("inf")))
+                    t_min, k = t_all.min(dim=-1)
+                    across = opposite[f, k]
+                    is_sil = (across < 0) | (facing[across.clamp(min=0)] != facing[f])
+                    # out of the segment, or into the outer pixel's own triangle: no silhouette
+                    dead = (
+                        ~torch.isfinite(t_min) | (t_min >= 1) | (~is_sil & (across == f_out[idx]))
+                    )
+                    hit = is_sil & ~dead
+                    found[idx[hit]] = True
+                    k_exit[idx[hit]] = k[hit]
+                    alive[idx[dead]] = False
+                    step = ~hit & ~dead
+                    face[idx[step]] = across[step]
+                ok = found
+            # barycentrics again, differentiable, for the pairs with a silhouette only (others
+            # may have ended on degenerate triangles, whose infinities would poison the backward)
+            corners = tri[face[ok]]
+            tx, ty = x[corners], y[corners]
+            lam_in = torch.stack(_screen_barycentrics(tx, ty, cx_in[ok], cy_in[ok]), -1)
+            lam_out = torch.stack(_screen_barycentrics(tx, ty, cx_out[ok], cy_out[ok]), -1)
+            k = k_exit[ok]
+            li = lam_in.gather(1, k[:, None]).squeeze(1)
+            lo = lam_out.gather(1, k[:, None]).squeeze(1)
             t = li / (li - lo)  # crossing point along in -> out, differentiable in pos
             p_in, p_out = p_in[ok], p_out[ok]
             c_in, c_out = col[p_in], col[p_out]

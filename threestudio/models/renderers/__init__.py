@@ -2,5 +2,6 @@ from threestudio.models.renderers import (  # noqa: F401
     base,
     nerf_volume_renderer,
     neus_volume_renderer,
+    nvdiff_rasterizer,
     patch_renderer,
 )

@@ -1,0 +1,117 @@
+"""A fixed, user-supplied mesh (texturing a given shape, e.g. TEXTure/Fantasia3D-style appearance
+stages): loaded from ``shape_init: mesh:path`` with trimesh, rotated so its ``up``/``front`` axes
+become +z/+x, centred and scaled into the box; only its texture field (encoding + MLP) learns."""
+
+from dataclasses import dataclass, field
+
+import threestudio
+from threestudio.models.geometry.base import BaseExplicitGeometry, contract_to_unisphere
+from threestudio.models.geometry.implicit_sdf import load_mesh_for_init
+from threestudio.models.mesh import Mesh
+from threestudio.models.networks import get_encoding, get_mlp
+from threestudio.utils.config import config_to_primitive
+from threestudio.utils.errors import ConfigError
+from threestudio.utils.typing import Any, Dict, Float, Optional, Tensor
+
+
+@threestudio.register("custom-mesh")
+class CustomMesh(BaseExplicitGeometry):
+    @dataclass
+    class Config(BaseExplicitGeometry.Config):
+        n_input_dims: int = 3
+        n_feature_dims: int = 3
+        pos_encoding_config: dict = field(
+            default_factory=lambda: {
+                "otype": "HashGrid",
+                "n_levels": 16,
+                "n_features_per_level": 2,
+                "log2_hashmap_size": 19,
+                "base_resolution": 16,
+                "per_level_scale": 1.447269237440378,
+            }
+        )
+        mlp_network_config: dict = field(
+            default_factory=lambda: {
+                "otype": "VanillaMLP",
+                "activation": "ReLU",
+                "output_activation": "none",
+                "n_neurons": 64,
+                "n_hidden_layers": 1,
+            }
+        )
+        # "mesh:path/to/mesh.obj"; shape_init_params: the largest |coordinate| after centring
+        shape_init: str = ""
+        shape_init_params: Optional[Any] = None
+        shape_init_mesh_up: str = "+z"
+        shape_init_mesh_front: str = "+x"
+
+    cfg: Config
+
+    def configure(self) -> None:
+        super().configure()
+        if not self.cfg.shape_init.startswith("mesh:"):
+            raise ConfigError(
+                f"custom-mesh needs shape_init: mesh:<path to a mesh file>, got "
+                f"{self.cfg.shape_init!r}"
+            )
+        scale = config_to_primitive(self.cfg.shape_init_params)
+        if scale is None:
+            scale = 1.0
+        if not isinstance(scale, (int, float)) or scale <= 0:
+            raise ConfigError(
+                "shape_init_params: the scale of the mesh's largest coordinate (a positive "
+                f"number), got {scale!r}"
+            )
+        if scale > self.cfg.radius:
+            threestudio.warn(
+                f"shape_init_params={scale} is larger than radius={self.cfg.radius}: the mesh "
+                "sticks out of the box its texture field covers"
+            )
+        # centred on its bounding box, largest |coordinate| = scale, up -> +z, front -> +x
+        v_pos, t_pos_idx = load_mesh_for_init(
+            self.cfg.shape_init[5:],
+            float(scale),
+            self.cfg.shape_init_mesh_up,
+            self.cfg.shape_init_mesh_front,
+        )
+        # buffers: saved with the weights and moved with the module
+        self.v_buffer: Float[Tensor, "Nv 3"]
+        self.t_buffer: Tensor
+        self.register_buffer("v_buffer", v_pos)
+        self.register_buffer("t_buffer", t_pos_idx)
+        self.encoding = get_encoding(self.cfg.n_input_dims, self.cfg.pos_encoding_config)
+        self.feature_network = get_mlp(
+            self.encoding.n_output_dims, self.cfg.n_feature_dims, self.cfg.mlp_network_config
+        )
+        self.mesh: Optional[Mesh] = None
+        self._mesh_key: tuple = ()
+
+    def isosurface(self) -> Mesh:
+        # rebuilt when the buffers moved (device change) or were overwritten in place (loaded
+        # weights), so cached normals never go stale
+        key = (self.v_buffer, self.v_buffer._version, self.t_buffer, self.t_buffer._version)
+        if self.mesh is None or any(
+            a is not b if isinstance(a, Tensor) else a != b for a, b in zip(key, self._mesh_key)
+        ):
+            self.mesh = Mesh(v_pos=self.v_buffer, t_pos_idx=self.t_buffer)
+            self.mesh.add_extra("bbox", self.bbox)
+            self._mesh_key = key
+        return self.mesh
+
+    def _features(self, points: Float[Tensor, "*N Di"]) -> Float[Tensor, "*N Nf"]:
+        points_normalized = contract_to_unisphere(points, self.bbox)
+        enc = self.encoding(points_normalized.reshape(-1, self.cfg.n_input_dims))
+        return self.feature_network(enc).view(*points.shape[:-1], self.cfg.n_feature_dims)
+
+    def forward(
+        self, points: Float[Tensor, "*N Di"], output_normal: bool = False
+    ) -> Dict[str, Float[Tensor, "..."]]:
+        assert not output_normal, (
+            f"{self.__class__.__name__} has no normal field; use the mesh's normals"
+        )
+        return {"features": self._features(points)}
+
+    def export(self, points: Float[Tensor, "*N Di"], **kwargs) -> Dict[str, Any]:
+        if self.cfg.n_feature_dims == 0:
+            return {}
+        return {"features": self._features(points)}

@@ -1,0 +1,293 @@
+"""An explicit surface for mesh refinement (DMTet, Magic3D's second stage): a signed distance
+value and an optional deformation stored per vertex of a tetrahedral grid, turned into a mesh by
+differentiable marching tetrahedra, plus a texture field (encoding + MLP) queried at surface
+points. Rasterised, so losses on images move the SDF values and the grid deformation."""
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+
+import threestudio
+from threestudio.models.geometry.base import (
+    BaseExplicitGeometry,
+    BaseGeometry,
+    BaseImplicitGeometry,
+    contract_to_unisphere,
+)
+from threestudio.models.geometry.implicit_sdf import ImplicitSDF, load_mesh_for_init, mesh_sdf
+from threestudio.models.isosurface import MarchingTetrahedraHelper
+from threestudio.models.mesh import Mesh
+from threestudio.models.networks import get_encoding, get_mlp
+from threestudio.utils.config import config_to_primitive
+from threestudio.utils.errors import ConfigError, UserError
+from threestudio.utils.ops import chunk_batch, scale_tensor
+from threestudio.utils.typing import Any, Dict, Float, Optional, Tensor, Tuple, Union
+
+
+def copy_if_shapes_match(target: nn.Module, source: nn.Module, name: str) -> bool:
+    """Load ``source``'s state into ``target`` when both hold the same tensors; warn otherwise."""
+    src, dst = source.state_dict(), target.state_dict()
+    if src.keys() == dst.keys() and all(src[k].shape == dst[k].shape for k in src):
+        target.load_state_dict(src)
+        return True
+    threestudio.warn(f"create_from: {name} differs in shape from the source's; not copied")
+    return False
+
+
+@threestudio.register("tetrahedra-sdf-grid")
+class TetrahedraSDFGrid(BaseExplicitGeometry):
+    @dataclass
+    class Config(BaseExplicitGeometry.Config):
+        isosurface_resolution: int = 128
+        isosurface_deformable_grid: bool = True
+        isosurface_remove_outliers: bool = False
+        isosurface_outlier_n_faces_threshold: Union[int, float] = 0.01
+
+        n_input_dims: int = 3
+        n_feature_dims: int = 3
+        pos_encoding_config: dict = field(
+            default_factory=lambda: {
+                "otype": "HashGrid",
+                "n_levels": 16,
+                "n_features_per_level": 2,
+                "log2_hashmap_size": 19,
+                "base_resolution": 16,
+                "per_level_scale": 1.447269237440378,
+            }
+        )
+        mlp_network_config: dict = field(
+            default_factory=lambda: {
+                "otype": "VanillaMLP",
+                "activation": "ReLU",
+                "output_activation": "none",
+                "n_neurons": 64,
+                "n_hidden_layers": 1,
+            }
+        )
+        # None | "sphere" (params: radius) | "ellipsoid" (params: 3 semi-axes) |
+        # "mesh:path/to/mesh.obj" (params: the scale of its largest coordinate)
+        shape_init: Optional[str] = None
+        shape_init_params: Optional[Any] = None
+        shape_init_mesh_up: str = "+z"
+        shape_init_mesh_front: str = "+x"
+        force_shape_init: bool = False
+        # no texture field: forward() returns nothing (silhouette or normal supervision only)
+        geometry_only: bool = False
+        # SDF and deformation are buffers, not parameters, and the mesh is extracted once
+        fix_geometry: bool = False
+
+    cfg: Config
+
+    def configure(self) -> None:
+        super().configure()
+        # the box the [0, 1]^3 tet grid spans; saved with the weights, as create_from tightens it
+        self.isosurface_bbox: Float[Tensor, "2 3"]
+        self.register_buffer("isosurface_bbox", self.bbox.clone())
+        self.isosurface_helper = MarchingTetrahedraHelper(self.cfg.isosurface_resolution)
+        n_vertices = self.isosurface_helper.grid_vertices.shape[0]
+
+        sdf = torch.zeros(n_vertices, 1, dtype=torch.float32)
+        deformation = torch.zeros(n_vertices, 3, dtype=torch.float32)
+        self.sdf: Float[Tensor, "Nv 1"]
+        self.deformation: Optional[Float[Tensor, "Nv 3"]]
+        if self.cfg.fix_geometry:
+            self.register_buffer("sdf", sdf)
+            if self.cfg.isosurface_deformable_grid:
+                self.register_buffer("deformation", deformation)
+            else:
+                self.deformation = None
+        else:
+            self.sdf = nn.Parameter(sdf)
+            if self.cfg.isosurface_deformable_grid:
+                self.deformation = nn.Parameter(deformation)
+            else:
+                self.deformation = None
+
+        if self.cfg.shape_init is not None and not self.cfg.shape_init.startswith("mesh:"):
+            ImplicitSDF._check_shape_params(
+                self.cfg.shape_init, self.cfg.shape_init_params, "shape_init"
+            )
+
+        if not self.cfg.geometry_only:
+            self.encoding = get_encoding(self.cfg.n_input_dims, self.cfg.pos_encoding_config)
+            self.feature_network = get_mlp(
+                self.encoding.n_output_dims, self.cfg.n_feature_dims, self.cfg.mlp_network_config
+            )
+        self.mesh: Optional[Mesh] = None
+
+    @property
+    def grid_points(self) -> Float[Tensor, "Nv 3"]:
+        """The undeformed grid vertices in world coordinates."""
+        return scale_tensor(
+            self.isosurface_helper.grid_vertices,
+            self.isosurface_helper.points_range,
+            self.isosurface_bbox,
+        )
+
+    # ---- shape initialisation ----
+
+    @torch.no_grad()
+    def initialize_shape(self) -> None:
+        """Set the grid's SDF to ``shape_init`` (exact values at the grid vertices, no fitting).
+        Called by the system at the start of a fresh run."""
+        if self.cfg.shape_init is None:
+            if self.cfg.force_shape_init:
+                raise ConfigError("force_shape_init is set but shape_init is not")
+            return
+        if self.cfg.weights is not None and not self.cfg.force_shape_init:
+            return
+        points = self.grid_points
+        if self.cfg.shape_init.startswith("mesh:"):
+            scale = config_to_primitive(self.cfg.shape_init_params)
+            if not isinstance(scale, (int, float)):
+                raise ConfigError(
+                    "shape_init=mesh:... needs shape_init_params: the scale of the mesh's largest "
+                    f"coordinate (a number), got {scale!r}"
+                )
+            vertices, faces = load_mesh_for_init(
+                self.cfg.shape_init[5:],
+                float(scale),
+                self.cfg.shape_init_mesh_up,
+                self.cfg.shape_init_mesh_front,
+            )
+            threestudio.info(f"Initializing the tet grid SDF to {self.cfg.shape_init}")
+            sdf = mesh_sdf(points, vertices.to(points), faces.to(points.device))
+        else:
+            sdf = ImplicitSDF.analytic_sdf(self.cfg.shape_init, self.cfg.shape_init_params, points)
+        self.sdf.data.copy_(sdf)
+        if self.deformation is not None:
+            self.deformation.data.zero_()
+        self.mesh = None
+
+    # ---- surface ----
+
+    def isosurface(self) -> Mesh:
+        """The surface in world coordinates; differentiable in ``sdf`` and ``deformation``."""
+        if self.cfg.fix_geometry and self.mesh is not None:
+            return self.mesh
+        mesh = self.isosurface_helper(self.sdf, self.deformation)
+        mesh.v_pos = scale_tensor(
+            mesh.v_pos, self.isosurface_helper.points_range, self.isosurface_bbox
+        )
+        mesh.add_extra("bbox", self.isosurface_bbox)
+        if self.cfg.isosurface_remove_outliers:
+            mesh = mesh.remove_outlier(self.cfg.isosurface_outlier_n_faces_threshold)
+        if self.cfg.fix_geometry:
+            self.mesh = mesh
+        return mesh
+
+    # ---- texture field ----
+
+    def _features(self, points: Float[Tensor, "*N Di"]) -> Float[Tensor, "*N Nf"]:
+        points_normalized = contract_to_unisphere(points, self.bbox)
+        enc = self.encoding(points_normalized.reshape(-1, self.cfg.n_input_dims))
+        return self.feature_network(enc).view(*points.shape[:-1], self.cfg.n_feature_dims)
+
+    def forward(
+        self, points: Float[Tensor, "*N Di"], output_normal: bool = False
+    ) -> Dict[str, Float[Tensor, "..."]]:
+        assert not output_normal, (
+            f"{self.__class__.__name__} has no normal field; use the mesh's normals"
+        )
+        if self.cfg.geometry_only:
+            return {}
+        return {"features": self._features(points)}
+
+    def export(self, points: Float[Tensor, "*N Di"], **kwargs) -> Dict[str, Any]:
+        if self.cfg.geometry_only or self.cfg.n_feature_dims == 0:
+            return {}
+        return {"features": self._features(points)}
+
+    # ---- conversion ----
+
+    @staticmethod
+    @torch.no_grad()
+    def create_from(
+        other: BaseGeometry,
+        cfg: Optional[Union[dict, Any]] = None,
+        copy_net: bool = True,
+        **kwargs,
+    ) -> "TetrahedraSDFGrid":
+        """From an implicit geometry (implicit-volume, implicit-sdf): its field is evaluated at
+        the tet grid vertices, thresholded at its ``isosurface_threshold`` (a number or "auto")
+        and stored as the grid's level (negative inside); with ``isosurface_coarse_to_fine`` the
+        grid is first fitted to the surface's bounding box (+10%). A deformation the source
+        predicts is copied when both grids are deformable; with ``copy_net`` the texture
+        encoding and feature network are copied where their shapes match."""
+        if not isinstance(other, BaseImplicitGeometry):
+            raise ConfigError(
+                f"cannot create tetrahedra-sdf-grid from {other.__class__.__name__} "
+                "(use an implicit-volume or implicit-sdf stage)"
+            )
+        instance = TetrahedraSDFGrid(cfg, **kwargs)
+        device = other.bbox.device
+        instance.to(device)
+        bbox = other.bbox.clone()
+        level, deformation, threshold = _grid_level(instance, other, bbox)
+        if other.cfg.isosurface_coarse_to_fine:
+            inside = instance.grid_points_in(bbox)[level[:, 0] < 0]
+            if inside.shape[0] > 0:
+                # inside vertices, padded by one cell for the crossings just outside them
+                cell = (bbox[1] - bbox[0]) / instance.cfg.isosurface_resolution
+                vmin, vmax = inside.amin(0) - cell, inside.amax(0) + cell
+                vmin_ = (vmin - (vmax - vmin) * 0.1).max(other.bbox[0])
+                vmax_ = (vmax + (vmax - vmin) * 0.1).min(other.bbox[1])
+                bbox = torch.stack([vmin_, vmax_], dim=0)
+                level, deformation, _ = _grid_level(instance, other, bbox, threshold)
+        if not (level < 0).any() or (level < 0).all():
+            raise UserError(
+                f"create_from: {other.__class__.__name__} has no surface at isosurface_threshold="
+                f"{other.cfg.isosurface_threshold} on the tet grid (try isosurface_threshold=auto)"
+            )
+        instance.isosurface_bbox.copy_(bbox)
+        instance.sdf.data.copy_(level)
+        if instance.deformation is not None and deformation is not None:
+            instance.deformation.data.copy_(deformation)
+        instance.mesh = None
+        if copy_net and not instance.cfg.geometry_only:
+            if hasattr(other, "encoding") and hasattr(other, "feature_network"):
+                if copy_if_shapes_match(instance.encoding, other.encoding, "encoding"):
+                    copy_if_shapes_match(
+                        instance.feature_network, other.feature_network, "feature_network"
+                    )
+            else:
+                threestudio.warn(
+                    f"create_from: {other.__class__.__name__} has no texture network to copy"
+                )
+        return instance
+
+    def grid_points_in(self, bbox: Float[Tensor, "2 3"]) -> Float[Tensor, "Nv 3"]:
+        return scale_tensor(
+            self.isosurface_helper.grid_vertices, self.isosurface_helper.points_range, bbox
+        )
+
+
+def _resolve_threshold(other: BaseImplicitGeometry, field: Float[Tensor, "N 1"]) -> float:
+    threshold = other.cfg.isosurface_threshold
+    if isinstance(threshold, (int, float)):
+        return float(threshold)
+    if threshold == "auto":
+        above = field[field > 1e-5]
+        if above.numel() == 0:
+            raise UserError("create_from: isosurface_threshold=auto found no positive field values")
+        value = above.mean().item()
+        threestudio.info(f"Automatically determined isosurface threshold: {value}")
+        return value
+    raise ConfigError(f"isosurface_threshold: expected a number or 'auto', got {threshold!r}")
+
+
+def _grid_level(
+    instance: TetrahedraSDFGrid,
+    other: BaseImplicitGeometry,
+    bbox: Float[Tensor, "2 3"],
+    threshold: Optional[float] = None,
+) -> Tuple[Float[Tensor, "Nv 1"], Optional[Float[Tensor, "Nv 3"]], float]:
+    """``other``'s level (negative inside) and raw deformation at the grid spanning ``bbox``, and
+    the threshold used (resolved from the field when not given)."""
+    points = instance.grid_points_in(bbox)
+    field, deformation = chunk_batch(other.forward_field, 65536, points)
+    if threshold is None:
+        threshold = _resolve_threshold(other, field)
+    level = other.forward_level(field, threshold)
+    return level.reshape(-1, 1).float(), deformation, threshold
