@@ -356,3 +356,21 @@ def test_config_errors_name_the_key():
         make("nerf-volume-renderer", geo, estimator="proposal")
     with pytest.raises(ConfigError, match="base_renderer_type"):
         make("patch-renderer", geo)
+
+
+def test_sampling_jitter_follows_training_flag_set_directly():
+    """Lightning restores modes after validation by assigning ``.training`` (no ``train()``
+    call): stratified jitter must come back with it."""
+    import threestudio
+
+    for name in ("nerf-volume-renderer", "neus-volume-renderer"):
+        cls = threestudio.find(name)
+        renderer = cls.__new__(cls)
+        torch.nn.Module.__init__(renderer)
+        renderer.cfg = cls.Config(randomized=True)
+        renderer.training = False
+        assert renderer.randomized is False
+        renderer.training = True
+        assert renderer.randomized is True
+        renderer.cfg = cls.Config(randomized=False)
+        assert renderer.randomized is False

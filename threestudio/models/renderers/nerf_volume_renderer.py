@@ -76,7 +76,6 @@ class NeRFVolumeRenderer(VolumeRenderer):
             )
         # the box diagonal divided into num_samples_per_ray steps
         self.render_step_size = 1.732 * 2 * self.cfg.radius / self.cfg.num_samples_per_ray
-        self.randomized = self.cfg.randomized
         if self.cfg.estimator == "occgrid":
             self.estimator = OccGridEstimator(self.bbox.view(-1), self.cfg.grid_resolution)
             if not self.cfg.grid_prune:
@@ -308,13 +307,11 @@ class NeRFVolumeRenderer(VolumeRenderer):
         if self.prop_scheduler is not None:
             self.prop_scheduler.step()
 
-    def train(self, mode: bool = True):
-        self.randomized = mode and self.cfg.randomized
-        return super().train(mode=mode)
-
-    def eval(self):
-        self.randomized = False
-        return super().eval()
+    @property
+    def randomized(self) -> bool:
+        # derived from self.training, not set in train()/eval(): Lightning restores modes after
+        # validation by assigning .training directly, which bypasses such overrides
+        return self.training and self.cfg.randomized
 
 
 def proposal_loss(prop, weights_fine, t_fine) -> Float[Tensor, ""]:

@@ -80,7 +80,6 @@ class NeuSVolumeRenderer(VolumeRenderer):
         if not self.cfg.grid_prune:
             self.estimator.fill(True)
         self.render_step_size = 1.732 * 2 * self.cfg.radius / self.cfg.num_samples_per_ray
-        self.randomized = self.cfg.randomized
         self.cos_anneal_ratio = 1.0
 
     def _alpha_from_sdf_only(self, sdf: Tensor) -> Tensor:
@@ -207,10 +206,8 @@ class NeuSVolumeRenderer(VolumeRenderer):
 
             self.estimator.update_every_n_steps(step=global_step, occ_eval_fn=occ_eval_fn)
 
-    def train(self, mode: bool = True):
-        self.randomized = mode and self.cfg.randomized
-        return super().train(mode=mode)
-
-    def eval(self):
-        self.randomized = False
-        return super().eval()
+    @property
+    def randomized(self) -> bool:
+        # derived from self.training, not set in train()/eval(): Lightning restores modes after
+        # validation by assigning .training directly, which bypasses such overrides
+        return self.training and self.cfg.randomized
