@@ -319,13 +319,18 @@ def _remove_unfinished_trial() -> None:
             os.rmdir(exp_dir)
 
 
+def enable_typecheck() -> None:
+    """Check the jaxtyping shapes in threestudio's signatures at run time (before it is imported)."""
+    from jaxtyping import install_import_hook
+
+    install_import_hook("threestudio", "typeguard.typechecked")
+
+
 def main(argv=None) -> int:
     args, extras = parse_args(argv)
     setup_logging(args.verbose)
     if args.typecheck:
-        from jaxtyping import install_import_hook
-
-        install_import_hook("threestudio", "typeguard.typechecked")
+        enable_typecheck()
 
     from threestudio.utils.callbacks import QuitRequested
     from threestudio.utils.errors import UserError

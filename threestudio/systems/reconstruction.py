@@ -24,9 +24,9 @@ class Reconstruction(BaseLift3DSystem):
         out = self(batch)
         terms = {"loss_rgb": F.mse_loss(out["comp_rgb"], batch["rgb"])}
         opacity = out["opacity"].clamp(1e-4, 1 - 1e-4)
-        if self.lambda_of("mask") > 0:
+        if self.lambda_of("mask", default=0) > 0:
             terms["loss_mask"] = binary_cross_entropy(opacity, batch["mask"])
-        if self.lambda_of("opaque") > 0:
+        if self.lambda_of("opaque", default=0) > 0:
             terms["loss_opaque"] = binary_entropy(opacity)
         return {"loss": self.weighted_loss(terms)}
 
