@@ -4,20 +4,19 @@ solid background; cameras are drawn like the random-camera datamodule's."""
 
 from dataclasses import dataclass, field
 
-import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
 
 import threestudio
 from threestudio.data.uncond import (
+    RandomCameraDataModule,
     RandomCameraDataModuleConfig,
     RandomCameraDataset,
     RandomCameraIterableDataset,
 )
-from threestudio.utils.config import config_to_primitive, parse_structured
+from threestudio.utils.config import config_to_primitive
 from threestudio.utils.errors import ConfigError
-from threestudio.utils.typing import Any, Dict, Float, List, Optional, Tensor, Tuple, Union
+from threestudio.utils.typing import Any, Dict, Float, List, Tensor, Tuple
 
 
 @dataclass
@@ -96,40 +95,10 @@ class SyntheticSceneEvalDataset(_SceneMixin, RandomCameraDataset):
 
 
 @threestudio.register("synthetic-scene-datamodule")
-class SyntheticSceneDataModule(pl.LightningDataModule):
+class SyntheticSceneDataModule(RandomCameraDataModule):
+    """Random cameras plus the ray-traced ``rgb``/``mask``/``ref_depth`` of the scene."""
+
     cfg: SyntheticSceneDataModuleConfig
-
-    def __init__(self, cfg: Optional[Union[dict, Any]] = None) -> None:
-        super().__init__()
-        self.cfg = parse_structured(SyntheticSceneDataModuleConfig, cfg)
-
-    def setup(self, stage=None) -> None:
-        if stage in (None, "fit"):
-            self.train_dataset = SyntheticSceneIterableDataset(self.cfg)
-        if stage in (None, "fit", "validate"):
-            self.val_dataset = SyntheticSceneEvalDataset(self.cfg, "val")
-        if stage in (None, "test", "predict"):
-            self.test_dataset = SyntheticSceneEvalDataset(self.cfg, "test")
-
-    def _loader(self, dataset, batch_size, collate_fn) -> DataLoader:
-        return DataLoader(
-            dataset,
-            num_workers=0,
-            batch_size=batch_size,
-            collate_fn=collate_fn,
-            # its own generator: creating an iterator then leaves the global RNG alone, which
-            # keeps training randomness identical between straight and resumed runs
-            generator=torch.Generator(),
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_dataset, None, self.train_dataset.collate)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_dataset, 1, self.val_dataset.collate)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_dataset, 1, self.test_dataset.collate)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self.test_dataloader()
+    config_class = SyntheticSceneDataModuleConfig
+    train_dataset_class = SyntheticSceneIterableDataset
+    eval_dataset_class = SyntheticSceneEvalDataset

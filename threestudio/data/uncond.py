@@ -359,15 +359,20 @@ class RandomCameraDataModule(pl.LightningDataModule):
 
     def __init__(self, cfg: Optional[Union[dict, Any]] = None) -> None:
         super().__init__()
-        self.cfg = parse_structured(RandomCameraDataModuleConfig, cfg)
+        self.cfg = parse_structured(self.config_class, cfg)
+
+    # subclasses (datamodules that add images to the cameras) swap these
+    config_class = RandomCameraDataModuleConfig
+    train_dataset_class = RandomCameraIterableDataset
+    eval_dataset_class = RandomCameraDataset
 
     def setup(self, stage=None) -> None:
         if stage in (None, "fit"):
-            self.train_dataset = RandomCameraIterableDataset(self.cfg)
+            self.train_dataset = self.train_dataset_class(self.cfg)
         if stage in (None, "fit", "validate"):
-            self.val_dataset = RandomCameraDataset(self.cfg, "val")
+            self.val_dataset = self.eval_dataset_class(self.cfg, "val")
         if stage in (None, "test", "predict"):
-            self.test_dataset = RandomCameraDataset(self.cfg, "test")
+            self.test_dataset = self.eval_dataset_class(self.cfg, "test")
 
     def general_loader(self, dataset, batch_size, collate_fn=None) -> DataLoader:
         return DataLoader(

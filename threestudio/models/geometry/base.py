@@ -13,6 +13,29 @@ from threestudio.utils.ops import chunk_batch, scale_tensor
 from threestudio.utils.typing import Any, Callable, Dict, Float, Optional, Tensor, Tuple, Union
 
 
+def default_pos_encoding_config() -> dict:
+    """The published DreamFusion/Magic3D hash grid: 16 levels x 2 features, 2^19 table, finest
+    resolution 4096."""
+    return {
+        "otype": "HashGrid",
+        "n_levels": 16,
+        "n_features_per_level": 2,
+        "log2_hashmap_size": 19,
+        "base_resolution": 16,
+        "per_level_scale": 1.447269237440378,
+    }
+
+
+def default_mlp_network_config() -> dict:
+    return {
+        "otype": "VanillaMLP",
+        "activation": "ReLU",
+        "output_activation": "none",
+        "n_neurons": 64,
+        "n_hidden_layers": 1,
+    }
+
+
 def contract_to_unisphere(
     x: Float[Tensor, "... 3"], bbox: Float[Tensor, "2 3"], unbounded: bool = False
 ) -> Float[Tensor, "... 3"]:

@@ -5,7 +5,12 @@ become +z/+x, centred and scaled into the box; only its texture field (encoding 
 from dataclasses import dataclass, field
 
 import threestudio
-from threestudio.models.geometry.base import BaseExplicitGeometry, contract_to_unisphere
+from threestudio.models.geometry.base import (
+    BaseExplicitGeometry,
+    contract_to_unisphere,
+    default_mlp_network_config,
+    default_pos_encoding_config,
+)
 from threestudio.models.geometry.implicit_sdf import load_mesh_for_init
 from threestudio.models.mesh import Mesh
 from threestudio.models.networks import get_encoding, get_mlp
@@ -20,25 +25,8 @@ class CustomMesh(BaseExplicitGeometry):
     class Config(BaseExplicitGeometry.Config):
         n_input_dims: int = 3
         n_feature_dims: int = 3
-        pos_encoding_config: dict = field(
-            default_factory=lambda: {
-                "otype": "HashGrid",
-                "n_levels": 16,
-                "n_features_per_level": 2,
-                "log2_hashmap_size": 19,
-                "base_resolution": 16,
-                "per_level_scale": 1.447269237440378,
-            }
-        )
-        mlp_network_config: dict = field(
-            default_factory=lambda: {
-                "otype": "VanillaMLP",
-                "activation": "ReLU",
-                "output_activation": "none",
-                "n_neurons": 64,
-                "n_hidden_layers": 1,
-            }
-        )
+        pos_encoding_config: dict = field(default_factory=default_pos_encoding_config)
+        mlp_network_config: dict = field(default_factory=default_mlp_network_config)
         # "mesh:path/to/mesh.obj"; shape_init_params: the largest |coordinate| after centring
         shape_init: str = ""
         shape_init_params: Optional[Any] = None

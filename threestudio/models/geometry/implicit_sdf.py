@@ -16,6 +16,8 @@ from threestudio.models.geometry.base import (
     BaseImplicitGeometry,
     check_normal_type,
     contract_to_unisphere,
+    default_mlp_network_config,
+    default_pos_encoding_config,
     finite_difference_gradient,
 )
 from threestudio.models.networks import get_encoding, get_mlp
@@ -127,25 +129,8 @@ class ImplicitSDF(BaseImplicitGeometry):
     class Config(BaseImplicitGeometry.Config):
         n_input_dims: int = 3
         n_feature_dims: int = 3
-        pos_encoding_config: dict = field(
-            default_factory=lambda: {
-                "otype": "HashGrid",
-                "n_levels": 16,
-                "n_features_per_level": 2,
-                "log2_hashmap_size": 19,
-                "base_resolution": 16,
-                "per_level_scale": 1.447269237440378,
-            }
-        )
-        mlp_network_config: dict = field(
-            default_factory=lambda: {
-                "otype": "VanillaMLP",
-                "activation": "ReLU",
-                "output_activation": "none",
-                "n_neurons": 64,
-                "n_hidden_layers": 1,
-            }
-        )
+        pos_encoding_config: dict = field(default_factory=default_pos_encoding_config)
+        mlp_network_config: dict = field(default_factory=default_mlp_network_config)
         # pred | finite_difference | finite_difference_laplacian | analytic
         normal_type: Optional[str] = "finite_difference"
         # a number, or "progressive": the cell size of the finest active ProgressiveBandHashGrid

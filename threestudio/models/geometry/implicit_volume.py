@@ -13,6 +13,8 @@ from threestudio.models.geometry.base import (
     BaseImplicitGeometry,
     check_normal_type,
     contract_to_unisphere,
+    default_mlp_network_config,
+    default_pos_encoding_config,
     finite_difference_gradient,
 )
 from threestudio.models.networks import get_encoding, get_mlp
@@ -48,25 +50,8 @@ class ImplicitVolume(BaseImplicitGeometry):
         density_bias: Union[float, int, str] = "blob_magic3d"
         density_blob_scale: float = 10.0
         density_blob_std: float = 0.5
-        pos_encoding_config: dict = field(
-            default_factory=lambda: {
-                "otype": "HashGrid",
-                "n_levels": 16,
-                "n_features_per_level": 2,
-                "log2_hashmap_size": 19,
-                "base_resolution": 16,
-                "per_level_scale": 1.447269237440378,
-            }
-        )
-        mlp_network_config: dict = field(
-            default_factory=lambda: {
-                "otype": "VanillaMLP",
-                "activation": "ReLU",
-                "output_activation": "none",
-                "n_neurons": 64,
-                "n_hidden_layers": 1,
-            }
-        )
+        pos_encoding_config: dict = field(default_factory=default_pos_encoding_config)
+        mlp_network_config: dict = field(default_factory=default_mlp_network_config)
         # pred | finite_difference | finite_difference_laplacian | analytic
         normal_type: Optional[str] = "finite_difference"
         finite_difference_normal_eps: float = 0.01

@@ -14,6 +14,8 @@ from threestudio.models.geometry.base import (
     BaseGeometry,
     BaseImplicitGeometry,
     contract_to_unisphere,
+    default_mlp_network_config,
+    default_pos_encoding_config,
 )
 from threestudio.models.geometry.implicit_sdf import ImplicitSDF, load_mesh_for_init, mesh_sdf
 from threestudio.models.isosurface import MarchingTetrahedraHelper
@@ -46,25 +48,8 @@ class TetrahedraSDFGrid(BaseExplicitGeometry):
 
         n_input_dims: int = 3
         n_feature_dims: int = 3
-        pos_encoding_config: dict = field(
-            default_factory=lambda: {
-                "otype": "HashGrid",
-                "n_levels": 16,
-                "n_features_per_level": 2,
-                "log2_hashmap_size": 19,
-                "base_resolution": 16,
-                "per_level_scale": 1.447269237440378,
-            }
-        )
-        mlp_network_config: dict = field(
-            default_factory=lambda: {
-                "otype": "VanillaMLP",
-                "activation": "ReLU",
-                "output_activation": "none",
-                "n_neurons": 64,
-                "n_hidden_layers": 1,
-            }
-        )
+        pos_encoding_config: dict = field(default_factory=default_pos_encoding_config)
+        mlp_network_config: dict = field(default_factory=default_mlp_network_config)
         # None | "sphere" (params: radius) | "ellipsoid" (params: 3 semi-axes) |
         # "mesh:path/to/mesh.obj" (params: the scale of its largest coordinate)
         shape_init: Optional[str] = None
