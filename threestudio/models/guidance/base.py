@@ -67,6 +67,19 @@ def freeze(module: torch.nn.Module) -> torch.nn.Module:
     return module
 
 
+def resize_image_pair(
+    rgb: Float[Tensor, "B H W C"], cond_rgb: Float[Tensor, "B H W C"], fixed_size: int
+) -> Tuple[Float[Tensor, "B C h w"], Float[Tensor, "B C h w"]]:
+    """A render and its conditioning image as BCHW at ``fixed_size`` (when > 0) or at the
+    render's size rounded down to a multiple of 8 (what the VAE accepts)."""
+    height, width = rgb.shape[1:3]
+    size = (fixed_size, fixed_size) if fixed_size > 0 else (height // 8 * 8, width // 8 * 8)
+    return tuple(
+        F.interpolate(x.permute(0, 3, 1, 2), size, mode="bilinear", align_corners=False)
+        for x in (rgb, cond_rgb)
+    )
+
+
 @dataclass
 class DiffusionGuidanceConfig:
     """Config fields shared by the diffusion guidances (mixed into each ``Config``)."""

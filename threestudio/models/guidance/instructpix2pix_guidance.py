@@ -14,6 +14,7 @@ from threestudio.models.guidance.base import (
     ddim_edit,
     freeze,
     place_models,
+    resize_image_pair,
     weights_dtype,
 )
 from threestudio.utils.base import BaseObject
@@ -105,16 +106,7 @@ class InstructPix2PixGuidance(DiffusionGuidanceMixin, VAELatentsMixin, BaseObjec
         **kwargs,
     ) -> Dict[str, Any]:
         batch_size, height, width, _ = rgb.shape
-        if self.cfg.fixed_size > 0:
-            size = (self.cfg.fixed_size, self.cfg.fixed_size)
-        else:
-            size = (height // 8 * 8, width // 8 * 8)
-        rgb_BCHW = F.interpolate(
-            rgb.permute(0, 3, 1, 2), size, mode="bilinear", align_corners=False
-        )
-        cond_BCHW = F.interpolate(
-            cond_rgb.permute(0, 3, 1, 2), size, mode="bilinear", align_corners=False
-        )
+        rgb_BCHW, cond_BCHW = resize_image_pair(rgb, cond_rgb, self.cfg.fixed_size)
         with torch.set_grad_enabled(self.cfg.use_sds and torch.is_grad_enabled()):
             latents = self.encode_images(rgb_BCHW)
         with torch.no_grad():
