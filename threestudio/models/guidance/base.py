@@ -5,14 +5,14 @@ detach-target loss and DDIM-based inspection images.
 Each guidance file keeps its own SDS step in one function and calls these helpers for the rest.
 """
 
-import os
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 import threestudio
-from threestudio.utils.errors import ConfigError, MissingModelError
+from threestudio.utils.errors import ConfigError
+from threestudio.utils.hub import load_pretrained
 from threestudio.utils.misc import C
 from threestudio.utils.ops import perpendicular_component
 from threestudio.utils.typing import Any, Callable, Dict, Float, Optional, Tensor, Tuple
@@ -21,30 +21,28 @@ WEIGHTING_STRATEGIES = ("sds", "uniform", "fantasia3d")
 
 
 def _load_pretrained(cls, name: str, **kwargs):
-    """``cls.from_pretrained(name, **kwargs)`` turning "not available offline" into one line.
+    """``cls.from_pretrained(name, **kwargs)``; weights not available offline become one
+    ``MissingModelError`` line saying how to provide them (see ``threestudio.utils.hub``)."""
+    return load_pretrained(cls, name, **kwargs)
 
-    ``name`` is a hub id or a local folder; the error says how to provide the weights. Uses the
-    project-wide ``threestudio.utils.hub.load_pretrained`` when it exists."""
-    try:
-        from threestudio.utils.hub import load_pretrained
-    except ImportError:
-        load_pretrained = None
-    if load_pretrained is not None:
-        return load_pretrained(cls, name, **kwargs)
-    try:
-        return cls.from_pretrained(name, **kwargs)
-    except (OSError, ValueError) as error:
-        # a local folder that exists but is broken is a real error, not a missing model
-        if os.path.isdir(name) and not isinstance(error, OSError):
-            raise
-        sub = kwargs.get("subfolder")
-        what = f"{name}" + (f" ({sub})" if sub else "")
-        raise MissingModelError(
-            f"pretrained model '{what}' is not available locally: download it once while online "
-            "(e.g. `huggingface-cli download " + name + "`), or set "
-            "system.guidance.pretrained_model_name_or_path=<local folder> and "
-            "system.prompt_processor.pretrained_model_name_or_path=<local folder>"
-        ) from None
+
+def load_ddpm_and_ddim(cfg, name: str) -> Tuple[Any, Any]:
+    """The training scheduler (DDPM) and the one edits and ``guidance_eval`` sample with (DDIM,
+    from ``cfg.ddim_scheduler_name_or_path`` or built from the DDPM config)."""
+    from diffusers import DDIMScheduler, DDPMScheduler
+
+    scheduler = _load_pretrained(
+        DDPMScheduler, name, subfolder="scheduler", cache_dir=cfg.cache_dir
+    )
+    if cfg.ddim_scheduler_name_or_path is None:
+        return scheduler, DDIMScheduler.from_config(scheduler.config)
+    scheduler_ddim = _load_pretrained(
+        DDIMScheduler,
+        cfg.ddim_scheduler_name_or_path,
+        subfolder="scheduler",
+        cache_dir=cfg.cache_dir,
+    )
+    return scheduler, scheduler_ddim
 
 
 _said_cpu_float32 = False

@@ -2,7 +2,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, UNet2DConditionModel
+from diffusers import AutoencoderKL, UNet2DConditionModel
 from diffusers.models.controlnets.controlnet import ControlNetModel
 
 import threestudio
@@ -14,6 +14,7 @@ from threestudio.models.guidance.base import (
     _load_pretrained,
     ddim_edit,
     freeze,
+    load_ddpm_and_ddim,
     place_models,
     resize_image_pair,
     weights_dtype,
@@ -101,18 +102,7 @@ class ControlNetGuidance(DiffusionGuidanceMixin, VAELatentsMixin, BaseObject):
         )
         self.controlnet = freeze(_load_pretrained(ControlNetModel, controlnet_name, **load))
         place_models(self.cfg, self.device, [self.unet, self.controlnet], [self.vae])
-        self.scheduler = _load_pretrained(
-            DDPMScheduler, name, subfolder="scheduler", cache_dir=self.cfg.cache_dir
-        )
-        if self.cfg.ddim_scheduler_name_or_path is None:
-            self.scheduler_ddim = DDIMScheduler.from_config(self.scheduler.config)
-        else:
-            self.scheduler_ddim = _load_pretrained(
-                DDIMScheduler,
-                self.cfg.ddim_scheduler_name_or_path,
-                subfolder="scheduler",
-                cache_dir=self.cfg.cache_dir,
-            )
+        self.scheduler, self.scheduler_ddim = load_ddpm_and_ddim(self.cfg, name)
         self.setup_schedule(self.scheduler)
         self.normal_detector = None
         if self.cfg.control_type == "normal":

@@ -2,7 +2,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, UNet2DConditionModel
+from diffusers import AutoencoderKL, UNet2DConditionModel
 
 import threestudio
 from threestudio.models.guidance.base import (
@@ -13,6 +13,7 @@ from threestudio.models.guidance.base import (
     _load_pretrained,
     ddim_edit,
     freeze,
+    load_ddpm_and_ddim,
     place_models,
     resize_image_pair,
     weights_dtype,
@@ -51,18 +52,7 @@ class InstructPix2PixGuidance(DiffusionGuidanceMixin, VAELatentsMixin, BaseObjec
         self.unet = freeze(_load_pretrained(UNet2DConditionModel, name, subfolder="unet", **load))
         self.vae = freeze(_load_pretrained(AutoencoderKL, name, subfolder="vae", **load))
         place_models(self.cfg, self.device, [self.unet], [self.vae])
-        self.scheduler = _load_pretrained(
-            DDPMScheduler, name, subfolder="scheduler", cache_dir=self.cfg.cache_dir
-        )
-        if self.cfg.ddim_scheduler_name_or_path is None:
-            self.scheduler_ddim = DDIMScheduler.from_config(self.scheduler.config)
-        else:
-            self.scheduler_ddim = _load_pretrained(
-                DDIMScheduler,
-                self.cfg.ddim_scheduler_name_or_path,
-                subfolder="scheduler",
-                cache_dir=self.cfg.cache_dir,
-            )
+        self.scheduler, self.scheduler_ddim = load_ddpm_and_ddim(self.cfg, name)
         self.setup_schedule(self.scheduler)
         threestudio.info("Loaded InstructPix2Pix!")
 
