@@ -14,10 +14,9 @@ from threestudio.models.geometry.base import BaseImplicitGeometry
 from threestudio.models.materials.base import BaseMaterial
 from threestudio.models.renderers.base import VolumeRenderer
 from threestudio.models.renderers.volume_compositing import (
-    composite,
-    empty_safe,
+    finish_render,
     flatten_rays,
-    resolve_bg_color,
+    packed_samples,
     shade_samples,
 )
 from threestudio.utils.errors import ConfigError
@@ -205,18 +204,16 @@ class NeRFVolumeRenderer(VolumeRenderer):
         rays_o_flat, rays_d_flat, lights_flat = flatten_rays(rays_o, rays_d, light_positions)
         n_rays = rays_o_flat.shape[0]
 
-        ray_indices, t_starts_, t_ends_ = empty_safe(*self.sample(rays_o_flat, rays_d_flat))
-        ray_indices = ray_indices.long()
-        t_starts, t_ends = t_starts_[:, None], t_ends_[:, None]
-        t_dirs = rays_d_flat[ray_indices]
-        t_positions = (t_starts + t_ends) / 2.0
-        positions = rays_o_flat[ray_indices] + t_dirs * t_positions
-        t_intervals = t_ends - t_starts
+        samples = packed_samples(rays_o_flat, rays_d_flat, *self.sample(rays_o_flat, rays_d_flat))
+        ray_indices, t_starts_, t_ends_ = (
+            samples[k] for k in ("ray_indices", "t_starts", "t_ends")
+        )
+        positions = samples["positions"]
 
         shaded = shade_samples(
             self,
             positions,
-            t_dirs,
+            samples["t_dirs"],
             lights_flat[ray_indices],
             rays_d,
             output_normal=self.material.requires_normal,
@@ -235,36 +232,21 @@ class NeRFVolumeRenderer(VolumeRenderer):
 
         normal = geo_out.get("normal")
         want_normal = normal is not None and (not self.training or self.cfg.return_comp_normal)
-        out = composite(
+        out = finish_render(
             weights,
-            t_positions,
-            ray_indices,
-            n_rays,
-            shaded["rgb_fg_all"],
-            resolve_bg_color(bg_color, shaded["comp_rgb_bg"], batch_size, height, width),
+            samples,
+            shaded,
             normal if want_normal else None,
+            bg_color,
             (batch_size, height, width),
+            n_rays,
+            self.training,
         )
-        out["comp_rgb_bg"] = shaded["comp_rgb_bg"].view(batch_size, height, width, -1)
-        out["num_samples"] = torch.tensor(ray_indices.numel(), device=rays_o.device)
-
-        if self.training:
-            out.update(
-                {
-                    "weights": weights[:, None],
-                    "t_points": t_positions,
-                    "t_intervals": t_intervals,
-                    "t_dirs": t_dirs,
-                    "ray_indices": ray_indices,
-                    "points": positions,
-                    **geo_out,
-                }
-            )
-            if normal is not None and self.cfg.return_normal_perturb:
-                out["normal_perturb"] = self.geometry(
-                    positions + torch.randn_like(positions) * 1e-2,
-                    output_normal=self.material.requires_normal,
-                )["normal"]
+        if self.training and normal is not None and self.cfg.return_normal_perturb:
+            out["normal_perturb"] = self.geometry(
+                positions + torch.randn_like(positions) * 1e-2,
+                output_normal=self.material.requires_normal,
+            )["normal"]
         return out
 
     # ------------------------------------------------------------------ training state

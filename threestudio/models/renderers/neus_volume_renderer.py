@@ -15,10 +15,9 @@ from threestudio.models.geometry.base import BaseImplicitGeometry
 from threestudio.models.materials.base import BaseMaterial
 from threestudio.models.renderers.base import VolumeRenderer
 from threestudio.models.renderers.volume_compositing import (
-    composite,
-    empty_safe,
+    finish_render,
     flatten_rays,
-    resolve_bg_color,
+    packed_samples,
     shade_samples,
 )
 from threestudio.utils.ops import chunk_batch
@@ -142,16 +141,20 @@ class NeuSVolumeRenderer(VolumeRenderer):
                 early_stop_eps=1e-4 if self.cfg.grid_prune else 0.0,
                 stratified=self.randomized,
             )
-        ray_indices, t_starts_, t_ends_ = empty_safe(ray_indices, t_starts_, t_ends_)
-        ray_indices = ray_indices.long()
-        t_starts, t_ends = t_starts_[:, None], t_ends_[:, None]
-        t_dirs = rays_d_flat[ray_indices]
-        t_positions = (t_starts + t_ends) / 2.0
-        positions = rays_o_flat[ray_indices] + t_dirs * t_positions
-        t_intervals = t_ends - t_starts
+        samples = packed_samples(rays_o_flat, rays_d_flat, ray_indices, t_starts_, t_ends_)
+        ray_indices, t_starts_, t_ends_ = (
+            samples[k] for k in ("ray_indices", "t_starts", "t_ends")
+        )
+        t_dirs = samples["t_dirs"]
 
         shaded = shade_samples(
-            self, positions, t_dirs, lights_flat[ray_indices], rays_d, output_normal=True, **kwargs
+            self,
+            samples["positions"],
+            t_dirs,
+            lights_flat[ray_indices],
+            rays_d,
+            output_normal=True,
+            **kwargs,
         )
         geo_out = shaded["geo_out"]
         if self.cfg.use_volsdf:
@@ -162,36 +165,23 @@ class NeuSVolumeRenderer(VolumeRenderer):
         else:
             # NeuS's cosine uses the ray direction as a unit vector
             alpha = self.get_alpha(
-                geo_out["sdf"], geo_out["normal"], F.normalize(t_dirs, dim=-1), t_intervals
+                geo_out["sdf"],
+                geo_out["normal"],
+                F.normalize(t_dirs, dim=-1),
+                samples["t_intervals"],
             )
             weights, _ = render_weight_from_alpha(alpha[..., 0], ray_indices, n_rays)
 
-        out = composite(
+        return finish_render(
             weights,
-            t_positions,
-            ray_indices,
-            n_rays,
-            shaded["rgb_fg_all"],
-            resolve_bg_color(bg_color, shaded["comp_rgb_bg"], batch_size, height, width),
+            samples,
+            shaded,
             geo_out.get("normal"),
+            bg_color,
             (batch_size, height, width),
+            n_rays,
+            self.training,
         )
-        out["comp_rgb_bg"] = shaded["comp_rgb_bg"].view(batch_size, height, width, -1)
-        out["num_samples"] = torch.tensor(ray_indices.numel(), device=rays_o.device)
-        if self.training:
-            out.update(
-                {
-                    "weights": weights[:, None],
-                    "t_points": t_positions,
-                    "t_intervals": t_intervals,
-                    "t_dirs": t_dirs,
-                    "ray_indices": ray_indices,
-                    "points": positions,
-                    **geo_out,
-                }
-            )
-        out["inv_std"] = self.variance.inv_std
-        return out
 
     def update_step(self, epoch: int, global_step: int, on_load_weights: bool = False) -> None:
         self.cos_anneal_ratio = (

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from threestudio.models.estimators import accumulate_along_rays
-from threestudio.utils.ops import chunk_batch
+from threestudio.utils.ops import chunk_batch, validate_empty_rays
 from threestudio.utils.typing import Any, Dict, Float, Int, Optional, Tensor
 
 
@@ -100,13 +100,66 @@ def composite(
     return out
 
 
-def empty_safe(ray_indices, t_starts, t_ends):
-    """Keep one zero-length sample when no ray has any, so downstream shapes stay valid."""
-    if ray_indices.numel() == 0:
-        device = t_starts.device
-        return (
-            torch.zeros(1, dtype=torch.long, device=device),
-            torch.zeros(1, device=device),
-            torch.zeros(1, device=device),
+def packed_samples(
+    rays_o_flat: Float[Tensor, "Nr 3"],
+    rays_d_flat: Float[Tensor, "Nr 3"],
+    ray_indices: Int[Tensor, "Ns"],
+    t_starts: Float[Tensor, "Ns"],
+    t_ends: Float[Tensor, "Ns"],
+) -> Dict[str, Tensor]:
+    """Sample midpoints, directions and intervals of packed samples (one dummy sample when no
+    ray has any, so shapes downstream stay valid)."""
+    ray_indices, t_starts, t_ends = validate_empty_rays(ray_indices, t_starts, t_ends)
+    ray_indices = ray_indices.long()
+    t_dirs = rays_d_flat[ray_indices]
+    t_positions = ((t_starts + t_ends) / 2.0)[:, None]
+    return {
+        "ray_indices": ray_indices,
+        "t_starts": t_starts,
+        "t_ends": t_ends,
+        "t_dirs": t_dirs,
+        "t_positions": t_positions,
+        "t_intervals": (t_ends - t_starts)[:, None],
+        "positions": rays_o_flat[ray_indices] + t_dirs * t_positions,
+    }
+
+
+def finish_render(
+    weights: Float[Tensor, "Ns"],
+    samples: Dict[str, Tensor],
+    shaded: Dict[str, Any],
+    normal: Optional[Float[Tensor, "Ns 3"]],
+    bg_color: Optional[Tensor],
+    image_shape,
+    n_rays: int,
+    training: bool,
+) -> Dict[str, Tensor]:
+    """Images from the packed weights, plus (in training) the per-sample tensors the systems'
+    regularisers need."""
+    batch_size, height, width = image_shape
+    ray_indices = samples["ray_indices"]
+    out = composite(
+        weights,
+        samples["t_positions"],
+        ray_indices,
+        n_rays,
+        shaded["rgb_fg_all"],
+        resolve_bg_color(bg_color, shaded["comp_rgb_bg"], batch_size, height, width),
+        normal,
+        image_shape,
+    )
+    out["comp_rgb_bg"] = shaded["comp_rgb_bg"].view(batch_size, height, width, -1)
+    out["num_samples"] = torch.tensor(ray_indices.numel(), device=weights.device)
+    if training:
+        out.update(
+            {
+                "weights": weights[:, None],
+                "t_points": samples["t_positions"],
+                "t_intervals": samples["t_intervals"],
+                "t_dirs": samples["t_dirs"],
+                "ray_indices": ray_indices,
+                "points": samples["positions"],
+                **shaded["geo_out"],
+            }
         )
-    return ray_indices, t_starts, t_ends
+    return out
