@@ -238,6 +238,25 @@ class BaseImplicitGeometry(BaseGeometry):
         return mesh
 
 
+class DensityLevelMixin:
+    """``forward_field``/``forward_level`` for geometries whose field is a density: the surface
+    is where the density crosses the threshold, inside (denser) is negative."""
+
+    def forward_field(
+        self, points: Float[Tensor, "*N Di"]
+    ) -> Tuple[Float[Tensor, "*N 1"], Optional[Float[Tensor, "*N 3"]]]:
+        if self.cfg.isosurface_deformable_grid:
+            threestudio.warn(
+                f"{self.__class__.__name__} does not support isosurface_deformable_grid; ignored"
+            )
+        return self.forward_density(points), None
+
+    def forward_level(
+        self, field: Float[Tensor, "*N 1"], threshold: float
+    ) -> Float[Tensor, "*N 1"]:
+        return -(field - threshold)
+
+
 class BaseExplicitGeometry(BaseGeometry):
     @dataclass
     class Config(BaseGeometry.Config):

@@ -123,6 +123,20 @@ def load_mesh_for_init(
     )
 
 
+def load_shape_init_mesh(cfg) -> Tuple[Float[Tensor, "Nv 3"], Int[Tensor, "Nf 3"]]:
+    """The mesh of ``shape_init: mesh:path`` scaled by ``shape_init_params`` and turned by the
+    ``shape_init_mesh_up``/``front`` axes (for geometries that fit an SDF to it)."""
+    scale = config_to_primitive(cfg.shape_init_params)
+    if not isinstance(scale, (int, float)):
+        raise ConfigError(
+            "shape_init=mesh:... needs shape_init_params: the scale of the mesh's largest "
+            f"coordinate (a number), got {scale!r}"
+        )
+    return load_mesh_for_init(
+        cfg.shape_init[5:], float(scale), cfg.shape_init_mesh_up, cfg.shape_init_mesh_front
+    )
+
+
 @threestudio.register("implicit-sdf")
 class ImplicitSDF(BaseImplicitGeometry):
     @dataclass
@@ -245,18 +259,7 @@ class ImplicitSDF(BaseImplicitGeometry):
             )
 
         if self.cfg.shape_init.startswith("mesh:"):
-            scale = config_to_primitive(self.cfg.shape_init_params)
-            if not isinstance(scale, (int, float)):
-                raise ConfigError(
-                    "shape_init=mesh:... needs shape_init_params: the scale of the mesh's largest "
-                    f"coordinate (a number), got {scale!r}"
-                )
-            vertices, faces = load_mesh_for_init(
-                self.cfg.shape_init[5:],
-                float(scale),
-                self.cfg.shape_init_mesh_up,
-                self.cfg.shape_init_mesh_front,
-            )
+            vertices, faces = load_shape_init_mesh(self.cfg)
             target = self._mesh_sdf_table(vertices.to(self.bbox), faces.to(self.bbox.device))
         else:
             kind, params = self.cfg.shape_init, self.cfg.shape_init_params

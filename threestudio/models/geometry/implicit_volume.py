@@ -11,6 +11,7 @@ import threestudio
 from threestudio.models.geometry.base import (
     BaseGeometry,
     BaseImplicitGeometry,
+    DensityLevelMixin,
     check_normal_type,
     contract_to_unisphere,
     default_mlp_network_config,
@@ -41,7 +42,7 @@ def density_blob(
 
 
 @threestudio.register("implicit-volume")
-class ImplicitVolume(BaseImplicitGeometry):
+class ImplicitVolume(DensityLevelMixin, BaseImplicitGeometry):
     @dataclass
     class Config(BaseImplicitGeometry.Config):
         n_input_dims: int = 3
@@ -166,21 +167,6 @@ class ImplicitVolume(BaseImplicitGeometry):
 
     def forward_density(self, points: Float[Tensor, "*N Di"]) -> Float[Tensor, "*N 1"]:
         return self.density_activation(self.forward_raw_density(points))
-
-    def forward_field(
-        self, points: Float[Tensor, "*N Di"]
-    ) -> Tuple[Float[Tensor, "*N 1"], Optional[Float[Tensor, "*N 3"]]]:
-        if self.cfg.isosurface_deformable_grid:
-            threestudio.warn(
-                f"{self.__class__.__name__} does not support isosurface_deformable_grid; ignored"
-            )
-        return self.forward_density(points), None
-
-    def forward_level(
-        self, field: Float[Tensor, "*N 1"], threshold: float
-    ) -> Float[Tensor, "*N 1"]:
-        # inside (density above the threshold) is negative
-        return -(field - threshold)
 
     def export(self, points: Float[Tensor, "*N Di"], **kwargs) -> Dict[str, Any]:
         if self.cfg.n_feature_dims == 0:

@@ -17,11 +17,10 @@ from threestudio.models.geometry.base import (
     default_mlp_network_config,
     default_pos_encoding_config,
 )
-from threestudio.models.geometry.implicit_sdf import ImplicitSDF, load_mesh_for_init, mesh_sdf
+from threestudio.models.geometry.implicit_sdf import ImplicitSDF, load_shape_init_mesh, mesh_sdf
 from threestudio.models.isosurface import MarchingTetrahedraHelper
 from threestudio.models.mesh import Mesh
 from threestudio.models.networks import get_encoding, get_mlp
-from threestudio.utils.config import config_to_primitive
 from threestudio.utils.errors import ConfigError, UserError
 from threestudio.utils.ops import chunk_batch, scale_tensor
 from threestudio.utils.typing import Any, Dict, Float, Optional, Tensor, Tuple, Union
@@ -124,18 +123,7 @@ class TetrahedraSDFGrid(BaseExplicitGeometry):
             return
         points = self.grid_points
         if self.cfg.shape_init.startswith("mesh:"):
-            scale = config_to_primitive(self.cfg.shape_init_params)
-            if not isinstance(scale, (int, float)):
-                raise ConfigError(
-                    "shape_init=mesh:... needs shape_init_params: the scale of the mesh's largest "
-                    f"coordinate (a number), got {scale!r}"
-                )
-            vertices, faces = load_mesh_for_init(
-                self.cfg.shape_init[5:],
-                float(scale),
-                self.cfg.shape_init_mesh_up,
-                self.cfg.shape_init_mesh_front,
-            )
+            vertices, faces = load_shape_init_mesh(self.cfg)
             threestudio.info(f"Initializing the tet grid SDF to {self.cfg.shape_init}")
             sdf = mesh_sdf(points, vertices.to(points), faces.to(points.device))
         else:

@@ -12,6 +12,7 @@ import threestudio
 from threestudio.models.geometry.base import (
     BaseGeometry,
     BaseImplicitGeometry,
+    DensityLevelMixin,
     check_normal_type,
     contract_to_unisphere,
     finite_difference_gradient,
@@ -58,7 +59,7 @@ def inverse_activation(name: Optional[str], value: Tensor) -> Tensor:
 
 
 @threestudio.register("volume-grid")
-class VolumeGrid(BaseImplicitGeometry):
+class VolumeGrid(DensityLevelMixin, BaseImplicitGeometry):
     @dataclass
     class Config(BaseImplicitGeometry.Config):
         grid_size: Tuple[int, int, int] = field(default_factory=lambda: (100, 100, 100))
@@ -169,20 +170,6 @@ class VolumeGrid(BaseImplicitGeometry):
                 points, kind, self.cfg.density_blob_scale, self.cfg.density_blob_std
             )
         return (density * torch.exp(self.density_scale) + bias).sum()
-
-    def forward_field(
-        self, points: Float[Tensor, "*N 3"]
-    ) -> Tuple[Float[Tensor, "*N 1"], Optional[Float[Tensor, "*N 3"]]]:
-        if self.cfg.isosurface_deformable_grid:
-            threestudio.warn(
-                f"{self.__class__.__name__} does not support isosurface_deformable_grid; ignored"
-            )
-        return self.forward_density(points), None
-
-    def forward_level(
-        self, field: Float[Tensor, "*N 1"], threshold: float
-    ) -> Float[Tensor, "*N 1"]:
-        return -(field - threshold)
 
     def export(self, points: Float[Tensor, "*N 3"], **kwargs) -> Dict[str, Any]:
         if self.cfg.n_feature_dims == 0:
