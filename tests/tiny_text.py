@@ -86,3 +86,38 @@ def make_tiny_t5_text(folder, d_model: int = 32, seed: int = 0) -> Path:
     tokenizer.save_pretrained(folder / "tokenizer")
     model.save_pretrained(folder / "text_encoder")
     return folder
+
+
+def make_tiny_clip(folder, image_size: int = 32, seed: int = 0) -> Path:
+    """A complete tiny ``CLIPModel`` (text and vision towers) with its tokenizer, both at the
+    folder's root as on the hub (``openai/clip-vit-base-patch32`` layout)."""
+    from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
+
+    folder = Path(folder)
+    vocab = _clip_vocab()
+    tokenizer = CLIPTokenizer(vocab=vocab, merges=[tuple(m.split(" ")) for m in _CLIP_MERGES])
+    tokenizer.model_max_length = CLIP_MAX_LENGTH
+    torch.manual_seed(seed)
+    text = dict(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        max_position_embeddings=CLIP_MAX_LENGTH,
+        bos_token_id=vocab["<|startoftext|>"],
+        eos_token_id=vocab["<|endoftext|>"],
+        pad_token_id=vocab["<|endoftext|>"],
+    )
+    vision = dict(
+        image_size=image_size,
+        patch_size=8,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+    )
+    model = CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=16))
+    model.eval().save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

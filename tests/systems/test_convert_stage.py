@@ -38,10 +38,10 @@ def run(workdir, *args):
 
 @pytest.mark.slow
 def test_refine_stage_converts_the_coarse_geometry(tmp_path):
-    quickstart = os.path.join(REPO, "configs", "quickstart.yaml")
+    quickstart = os.path.join(REPO, "configs", "reconstruct-spheres.yaml")
     proc = run(tmp_path, "--config", quickstart, "--train", "trainer.max_steps=60", *QUICK)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    (coarse,) = sorted((tmp_path / "outputs" / "quickstart").iterdir())
+    (coarse,) = sorted((tmp_path / "outputs" / "reconstruct-spheres").iterdir())
     ckpt = coarse / "ckpts" / "last.ckpt"
 
     # the refine config: same scene, DMTet geometry, rasterizer renderer

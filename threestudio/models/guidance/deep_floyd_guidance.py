@@ -64,9 +64,9 @@ class DeepFloydGuidance(DiffusionGuidanceMixin, BaseObject):
             t.to(self.weights_dtype),
             encoder_hidden_states=encoder_hidden_states.to(self.weights_dtype),
         ).sample.to(input_dtype)
-        # IF predicts noise and a learned variance (2 x 3 channels); SDS uses the noise only
-        noise_pred, _variance = pred.split(images.shape[1], dim=1)
-        return noise_pred
+        # IF predicts noise and a learned variance (2 x 3 channels); SDS uses the noise only. A
+        # model with a fixed variance (the bundled tiny-shapes) predicts the noise alone.
+        return pred[:, : images.shape[1]]
 
     def __call__(
         self,

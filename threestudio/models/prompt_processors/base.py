@@ -16,6 +16,7 @@ import difflib
 import hashlib
 import json
 import os
+import re
 import sys
 import tempfile
 import uuid
@@ -42,6 +43,9 @@ from threestudio.utils.typing import (
 )
 
 # ============ helpers ============
+
+# a model folder may list the only words its text encoder was trained on (the bundled tiny model)
+VOCABULARY_FILE = "vocabulary.json"
 
 
 def hash_prompt(model: str, prompt: str) -> str:
@@ -441,15 +445,42 @@ class PromptProcessor(BaseObject):
             + " ".join(f"[{d.name}]:[{p}]" for d, p in zip(self.directions, self.prompts_vd))
         )
 
-        embeddings = self.prepare_text_embeddings(
+        all_prompts = (
             [self.prompt, self.negative_prompt] + self.prompts_vd + self.negative_prompts_vd
         )
+        self.warn_unknown_words(all_prompts)
+        embeddings = self.prepare_text_embeddings(all_prompts)
         self.text_embeddings = embeddings[self.prompt][None]
         self.uncond_text_embeddings = embeddings[self.negative_prompt][None]
         self.text_embeddings_vd = torch.stack([embeddings[p] for p in self.prompts_vd])
         self.uncond_text_embeddings_vd = torch.stack(
             [embeddings[p] for p in self.negative_prompts_vd]
         )
+
+    def known_words(self) -> Optional[List[str]]:
+        """The words the model knows, where its folder lists them in ``vocabulary.json``
+        (``{"words": [...]}``); None for a model of open vocabulary."""
+        path = os.path.join(self.cfg.pretrained_model_name_or_path, VOCABULARY_FILE)
+        if not os.path.isfile(path):
+            return None
+        with open(path) as f:
+            return list(json.load(f)["words"])
+
+    def warn_unknown_words(self, prompts: List[str]) -> List[str]:
+        """One warning line naming the words of ``prompts`` the model never saw, with the words
+        it knows; returns the unknown words."""
+        known = self.known_words()
+        if known is None:
+            return []
+        vocabulary = {w.lower() for w in known}
+        words = [w for p in prompts for w in re.findall(r"[a-z0-9']+", p.lower())]
+        unknown = [w for w in dict.fromkeys(words) if w not in vocabulary]
+        if unknown:
+            threestudio.warn(
+                f"'{self.cfg.pretrained_model_name_or_path}' never saw the word(s) "
+                f"{', '.join(unknown)} in its training; it knows: {', '.join(known)}"
+            )
+        return unknown
 
     def preprocess_prompt(self, prompt: str) -> str:
         """``lib:kw1_kw2`` -> the one library prompt holding every keyword; others unchanged."""

@@ -1,0 +1,103 @@
+"""Quality and time of the main job: runs ``configs/quickstart.yaml`` for a set of the bundled
+world's prompts (through ``launch.py``, as a user would), then scores each trial's test views with
+the bundled classifier (R-precision over the 30 prompts).
+
+    python benchmarks/bench_quickstart.py                       # all 30 prompts, seed 0
+    python benchmarks/bench_quickstart.py --prompts 12 --seeds 0 1 2
+    python benchmarks/bench_quickstart.py --prompts 2 -- trainer.max_steps=300   # extra overrides
+
+Prints one line per run and a summary, and writes a markdown table (``--out``).
+"""
+
+import argparse
+import glob
+import os
+import platform
+import subprocess
+import sys
+import time
+
+import torch
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+from threestudio.data.shapes import all_prompts  # noqa: E402
+from threestudio.utils.evaluation import ClassifierScorer, evaluate_trial  # noqa: E402
+
+
+def spread(n: int):
+    """``n`` of the 30 prompts, spread over colours and shapes."""
+    prompts = all_prompts()
+    if n >= len(prompts):
+        return prompts
+    step = len(prompts) / n
+    return [prompts[int(i * step + (i * 7) % 5) % len(prompts)] for i in range(n)]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--prompts", type=int, default=30, help="how many of the 30 prompts")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--exp-root", default="outputs/bench-quickstart")
+    p.add_argument("--out", default=os.path.join(REPO, "benchmarks", "results_quickstart.md"))
+    p.add_argument("overrides", nargs="*", help="extra config overrides, after --")
+    args = p.parse_args()
+
+    scorer = ClassifierScorer()
+    rows = []
+    for prompt in spread(args.prompts):
+        for seed in args.seeds:
+            tag = f"{prompt.replace(' ', '_')}_s{seed}"
+            cmd = [
+                sys.executable, "launch.py", "--config", "configs/quickstart.yaml", "--train",
+                f"system.prompt_processor.prompt={prompt}", f"seed={seed}",
+                f"exp_root_dir={args.exp_root}", f"tag={tag}", *args.overrides,
+            ]  # fmt: skip
+            t0 = time.time()
+            proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+            wall = time.time() - t0
+            if proc.returncode != 0:
+                print(f"{prompt} seed {seed}: FAILED\n{proc.stderr[-2000:]}")
+                rows.append((prompt, seed, wall, float("nan"), "failed"))
+                continue
+            trial = sorted(glob.glob(os.path.join(REPO, args.exp_root, "quickstart", tag + "@*")))[
+                -1
+            ]
+            r = evaluate_trial(trial, scorer)
+            best = next(iter(r["top_prompts"]))
+            rows.append((prompt, seed, wall, r["r_precision"], best))
+            print(f"{prompt:20s} seed {seed}: {wall:6.1f} s  R-precision {r['r_precision']:.3f}"
+                  f"  (most views: {best})", flush=True)  # fmt: skip
+
+    done = [r for r in rows if r[4] != "failed"]
+    mean_r = sum(r[3] for r in done) / max(1, len(done))
+    hit = sum(r[4] == r[0] for r in done) / max(1, len(done))
+    walls = [r[2] for r in done]
+    summary = (
+        f"{len(done)} runs ({len(rows) - len(done)} failed): mean R-precision {mean_r:.3f} "
+        f"(views), {100 * hit:.0f}% of runs read as their prompt by most views; wall time "
+        f"mean {sum(walls) / max(1, len(walls)):.0f} s, max {max(walls, default=0):.0f} s"
+    )
+    print(summary)
+    machine = (
+        f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"load average {os.getloadavg()[0]:.1f} at the end"
+    )
+    lines = [
+        "# Quickstart benchmark (`benchmarks/bench_quickstart.py`)",
+        "",
+        f"Machine: {machine}. Overrides: {' '.join(args.overrides) or 'none'}.",
+        "",
+        summary,
+        "",
+        "| prompt | seed | wall s | R-precision | most views read as |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [f"| {a} | {b} | {c:.0f} | {d:.3f} | {e} |" for a, b, c, d, e in rows]
+    with open(args.out, "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
