@@ -47,7 +47,13 @@ def parse_args(argv=None):
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--classifier-epochs", type=int, default=3)
     p.add_argument("--sample-seeds", type=int, default=4, help="samples per prompt for the card")
-    p.add_argument("--guidance-scale", type=float, default=4.0)
+    p.add_argument("--guidance-scale", type=float, default=3.0)
+    p.add_argument("--sample-steps", type=int, default=50)
+    p.add_argument(
+        "--resample",
+        action="store_true",
+        help="keep the trained model in --out; redo only the samples and the card",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
     return p.parse_args(argv)
@@ -86,8 +92,54 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    t_start = time.time()
+    if args.resample:
+        tokenizer, text_encoder, unet, scheduler, classifier, stats = load_built(args.out)
+        train = rendered(args.work_dir, "train", args.views_per_object, args.size, args.seed)
+    else:
+        train, classifier, tokenizer, text_encoder, unet, scheduler, stats = build(args, argv)
 
+    # 4. samples, scored by the classifier
+    prompts = all_prompts()
+    cond = bm.encode_prompts(tokenizer, text_encoder, prompts)
+    uncond = bm.encode_prompts(tokenizer, text_encoder, [""])
+    samples = []
+    for s in range(args.sample_seeds):
+        samples.append(
+            bm.sample_images(
+                unet, scheduler, cond, uncond, args.guidance_scale, args.sample_steps, seed=s
+            )
+        )
+    samples = torch.stack(samples, 1)  # [prompt, seed, H, W, 3]
+    with torch.no_grad():
+        log_probs = classifier.prompt_log_probs(samples.flatten(0, 1))
+    target = torch.arange(len(prompts)).repeat_interleave(args.sample_seeds)
+    sample_accuracy = (log_probs.argmax(-1) == target).float().mean().item()
+    # one row per colour: its 5 shapes x seeds side by side
+    grid = samples.reshape(len(COLORS), len(SHAPES) * args.sample_seeds, args.size, args.size, 3)
+    save_grid(grid.flatten(0, 1), len(COLORS), os.path.join(args.out, "samples.png"))
+    save_grid(
+        train.images[:: args.views_per_object][: len(prompts)].float() / 255.0,
+        len(COLORS),
+        os.path.join(args.out, "training_examples.png"),
+        scale=3,
+    )
+
+    stats.update(
+        sample_accuracy=sample_accuracy,
+        sample_guidance_scale=args.guidance_scale,
+        sample_steps=args.sample_steps,
+        sample_seeds=args.sample_seeds,
+    )
+    stats["size_mb"] = round(folder_size_mb(args.out), 2)
+    with open(os.path.join(args.out, "training_stats.json"), "w") as f:
+        json.dump(stats, f, indent=1)
+    write_card(args.out, stats)
+    print(json.dumps(stats, indent=1))
+
+
+def build(args, argv):
+    """Steps 1-3: data, classifier, diffusion model; writes the pipeline and the classifier."""
+    t_start = time.time()
     # 1. data
     t0 = time.time()
     train = rendered(args.work_dir, "train", args.views_per_object, args.size, args.seed)
@@ -113,29 +165,6 @@ def main(argv=None) -> None:
     os.makedirs(args.out, exist_ok=True)
     bm.save_pipeline(args.out, tokenizer, text_encoder, unet, scheduler)
     classifier.save(os.path.join(args.out, "classifier"), {"heldout": clf_metrics})
-
-    # 4. samples, scored by the classifier
-    prompts = all_prompts()
-    cond = bm.encode_prompts(tokenizer, text_encoder, prompts)
-    uncond = bm.encode_prompts(tokenizer, text_encoder, [""])
-    samples = []
-    for s in range(args.sample_seeds):
-        samples.append(bm.sample_images(unet, scheduler, cond, uncond, args.guidance_scale, seed=s))
-    samples = torch.stack(samples, 1)  # [prompt, seed, H, W, 3]
-    with torch.no_grad():
-        log_probs = classifier.prompt_log_probs(samples.flatten(0, 1))
-    target = torch.arange(len(prompts)).repeat_interleave(args.sample_seeds)
-    sample_accuracy = (log_probs.argmax(-1) == target).float().mean().item()
-    # one row per colour: its 5 shapes x seeds side by side
-    grid = samples.reshape(len(COLORS), len(SHAPES) * args.sample_seeds, args.size, args.size, 3)
-    save_grid(grid.flatten(0, 1), len(COLORS), os.path.join(args.out, "samples.png"))
-    save_grid(
-        train.images[:: args.views_per_object][: len(prompts)].float() / 255.0,
-        len(COLORS),
-        os.path.join(args.out, "training_examples.png"),
-        scale=3,
-    )
-
     stats = {
         "training_images": len(train),
         "image_size": args.size,
@@ -151,18 +180,25 @@ def main(argv=None) -> None:
         "diffusion_training_seconds": round(t_train),
         "total_seconds": round(time.time() - t_start),
         "classifier_heldout": clf_metrics,
-        "sample_accuracy": sample_accuracy,
-        "sample_guidance_scale": args.guidance_scale,
-        "sample_seeds": args.sample_seeds,
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch "
         f"{torch.__version__}",
         "command": "python scripts/train_tiny_model.py " + " ".join(argv or sys.argv[1:]),
     }
-    stats["size_mb"] = round(folder_size_mb(args.out), 2)
-    with open(os.path.join(args.out, "training_stats.json"), "w") as f:
-        json.dump(stats, f, indent=1)
-    write_card(args.out, stats)
-    print(json.dumps(stats, indent=1))
+    return train, classifier, tokenizer, text_encoder, unet, scheduler, stats
+
+
+def load_built(folder: str):
+    from diffusers import DDPMScheduler, UNet2DConditionModel
+    from transformers import T5EncoderModel, T5Tokenizer
+
+    tokenizer = T5Tokenizer.from_pretrained(folder, subfolder="tokenizer")
+    text_encoder = T5EncoderModel.from_pretrained(folder, subfolder="text_encoder").eval()
+    unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet").eval()
+    scheduler = DDPMScheduler.from_pretrained(folder, subfolder="scheduler")
+    classifier = bm.ShapeColorClassifier.load(os.path.join(folder, "classifier"))
+    with open(os.path.join(folder, "training_stats.json")) as f:
+        stats = json.load(f)
+    return tokenizer, text_encoder, unet, scheduler, classifier, stats
 
 
 def write_card(folder: str, s: dict) -> None:
@@ -215,7 +251,8 @@ Rebuild from scratch (seeded):
     {s["command"].strip()}
 
 ## Samples
-DDIM 50 steps, guidance scale {s["sample_guidance_scale"]}, seeds 0-{s["sample_seeds"] - 1}; one
+Ancestral (DDPM) sampling, {s["sample_steps"]} steps, guidance scale {s["sample_guidance_scale"]},
+seeds 0-{s["sample_seeds"] - 1} (`threestudio.utils.bundled_model.sample_images`); one
 row per colour, shapes in the order {", ".join(SHAPES)}:
 
 ![samples](samples.png)

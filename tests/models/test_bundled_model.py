@@ -17,7 +17,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 MODEL = bm.BUNDLED_MODEL_PATH
 
 # bars set from measurement (see load/tiny-shapes/README.md and benchmarks/RESULTS.md)
-SAMPLE_BAR = 0.75  # fraction of 30 prompts x 2 seeds whose sample the classifier names right
+SAMPLE_BAR = 0.85  # of 30 prompts x 2 seeds, the classifier names the sample right (1.0 measured)
 CLASSIFIER_BAR = 0.95  # shape and colour both right on fresh renders
 
 
@@ -34,7 +34,7 @@ def test_bundled_model_is_small_and_complete():
 
 def test_samples_through_the_real_guidance_are_recognised(tmp_path):
     guidance = threestudio.find("deep-floyd-guidance")(
-        {"pretrained_model_name_or_path": MODEL, "guidance_scale": 4.0}
+        {"pretrained_model_name_or_path": MODEL, "guidance_scale": 3.0}
     )
     assert guidance.image_size == 32
     encode = threestudio.find("deep-floyd-prompt-processor").encode_prompts
@@ -43,7 +43,7 @@ def test_samples_through_the_real_guidance_are_recognised(tmp_path):
     cond, uncond = embeddings[:-1], embeddings[-1:]
     samples = torch.cat(
         [
-            bm.sample_images(guidance.unet, guidance.scheduler, cond, uncond, 4.0, seed=s)
+            bm.sample_images(guidance.unet, guidance.scheduler, cond, uncond, 3.0, 50, seed=s)
             for s in range(2)
         ]
     )
