@@ -29,16 +29,18 @@ def _clip_vocab() -> dict:
     return {tok: i for i, tok in enumerate(dict.fromkeys(tokens))}
 
 
-def make_tiny_clip_text(folder, hidden_size: int = 32, seed: int = 0) -> Path:
-    """A CLIPTokenizer (character-level BPE with a few merges) and a 2-layer CLIPTextModel."""
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+def _tiny_clip_tokenizer():
+    from transformers import CLIPTokenizer
 
-    folder = Path(folder)
     vocab = _clip_vocab()
     tokenizer = CLIPTokenizer(vocab=vocab, merges=[tuple(m.split(" ")) for m in _CLIP_MERGES])
     tokenizer.model_max_length = CLIP_MAX_LENGTH
-    torch.manual_seed(seed)
-    config = CLIPTextConfig(
+    return tokenizer
+
+
+def _tiny_clip_text_config(hidden_size: int) -> dict:
+    vocab = _clip_vocab()
+    return dict(
         vocab_size=len(vocab),
         hidden_size=hidden_size,
         intermediate_size=2 * hidden_size,
@@ -49,6 +51,16 @@ def make_tiny_clip_text(folder, hidden_size: int = 32, seed: int = 0) -> Path:
         eos_token_id=vocab["<|endoftext|>"],
         pad_token_id=vocab["<|endoftext|>"],
     )
+
+
+def make_tiny_clip_text(folder, hidden_size: int = 32, seed: int = 0) -> Path:
+    """A CLIPTokenizer (character-level BPE with a few merges) and a 2-layer CLIPTextModel."""
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    folder = Path(folder)
+    tokenizer = _tiny_clip_tokenizer()
+    torch.manual_seed(seed)
+    config = CLIPTextConfig(**_tiny_clip_text_config(hidden_size))
     model = CLIPTextModel(config).eval()
     tokenizer.save_pretrained(folder / "tokenizer")
     model.save_pretrained(folder / "text_encoder")
@@ -91,24 +103,12 @@ def make_tiny_t5_text(folder, d_model: int = 32, seed: int = 0) -> Path:
 def make_tiny_clip(folder, image_size: int = 32, seed: int = 0) -> Path:
     """A complete tiny ``CLIPModel`` (text and vision towers) with its tokenizer, both at the
     folder's root as on the hub (``openai/clip-vit-base-patch32`` layout)."""
-    from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
+    from transformers import CLIPConfig, CLIPModel
 
     folder = Path(folder)
-    vocab = _clip_vocab()
-    tokenizer = CLIPTokenizer(vocab=vocab, merges=[tuple(m.split(" ")) for m in _CLIP_MERGES])
-    tokenizer.model_max_length = CLIP_MAX_LENGTH
+    tokenizer = _tiny_clip_tokenizer()
     torch.manual_seed(seed)
-    text = dict(
-        vocab_size=len(vocab),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        max_position_embeddings=CLIP_MAX_LENGTH,
-        bos_token_id=vocab["<|startoftext|>"],
-        eos_token_id=vocab["<|endoftext|>"],
-        pad_token_id=vocab["<|endoftext|>"],
-    )
+    text = _tiny_clip_text_config(32)
     vision = dict(
         image_size=image_size,
         patch_size=8,
