@@ -18,7 +18,7 @@ from tqdm import tqdm
 import threestudio
 from threestudio.data.uncond import RandomCameraDataModuleConfig, RandomCameraIterableDataset
 from threestudio.models.mesh import Mesh
-from threestudio.models.prompt_processors.base import make_directions
+from threestudio.models.prompt_processors.base import direction_indices, make_directions
 from threestudio.utils.config import parse_structured
 from threestudio.utils.typing import Dict, Float, Integer, List, Optional, Tensor, Tuple
 
@@ -153,10 +153,7 @@ class ShapeRenderer:
         self, elevation: Float[Tensor, "B"], azimuth: Float[Tensor, "B"]
     ) -> Integer[Tensor, "B"]:
         """Which of ``DIRECTIONS`` the prompt processor would pick for each camera."""
-        idx = torch.zeros_like(elevation, dtype=torch.long)
-        for i, d in enumerate(self.directions):
-            idx[d.condition(elevation, azimuth, torch.ones_like(elevation))] = i
-        return idx
+        return direction_indices(self.directions, elevation, azimuth, torch.ones_like(elevation))
 
     @torch.no_grad()
     def render(

@@ -159,16 +159,6 @@ class HashGridLayout:
     def n_params(self) -> int:
         return self.offsets[-1] * self.n_features
 
-    def level_runs(self) -> List[Tuple[int, int, bool]]:
-        """Consecutive levels of the same kind: ``(first, end, dense)``; indices per run in one op."""
-        runs = []
-        for level, is_dense in enumerate(self.dense):
-            if runs and runs[-1][2] == is_dense:
-                runs[-1] = (runs[-1][0], level + 1, is_dense)
-            else:
-                runs.append((level, level + 1, is_dense))
-        return runs
-
 
 class HashGridTensors:
     """Per-level constants, built once per device. Every level is processed on its own (its

@@ -202,7 +202,10 @@ def train_diffusion(
     alphas = scheduler.alphas_cumprod
     cap_of = torch.tensor(
         [
-            [[caption_index(ci, si, di) for di in range(-1, len(DIRECTIONS))] for si in range(5)]
+            [
+                [caption_index(ci, si, di) for di in range(-1, len(DIRECTIONS))]
+                for si in range(len(SHAPES))
+            ]
             for ci in range(len(COLORS))
         ]
     )  # [color, shape, 1 + direction]

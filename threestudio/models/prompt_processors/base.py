@@ -132,6 +132,19 @@ def make_directions(
     ]
 
 
+def direction_indices(
+    directions: List[DirectionConfig],
+    elevation: Float[Tensor, "B"],
+    azimuth: Float[Tensor, "B"],
+    camera_distances: Float[Tensor, "B"],
+) -> Int[Tensor, "B"]:
+    """Index into ``directions`` of each camera: the last direction whose condition holds."""
+    direction_idx = torch.zeros_like(elevation, dtype=torch.long)
+    for i, d in enumerate(directions):
+        direction_idx[d.condition(elevation, azimuth, camera_distances)] = i
+    return direction_idx
+
+
 # ============ output ============
 
 
@@ -158,12 +171,7 @@ class PromptProcessorOutput:
         camera_distances: Float[Tensor, "B"],
     ) -> Int[Tensor, "B"]:
         """Index into ``directions`` of each camera (elevation/azimuth in degrees)."""
-        direction_idx = torch.zeros_like(elevation, dtype=torch.long)
-        for d in self.directions:
-            direction_idx[d.condition(elevation, azimuth, camera_distances)] = self.direction2idx[
-                d.name
-            ]
-        return direction_idx
+        return direction_indices(self.directions, elevation, azimuth, camera_distances)
 
     def get_text_embeddings(
         self,
