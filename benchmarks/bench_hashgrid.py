@@ -68,13 +68,22 @@ def bench(n_points: int, device: torch.device, repeats: int, input_grad: bool) -
     layout = core.layout
     consts = HashGridTensors(layout, device)
     index, _, _ = hash_grid_indices_and_weights(x.detach(), layout, consts, torch.float32)
-    index = consts.global_index(index).view(-1)
+    index = consts.global_index(index).reshape(-1)  # level-major, point-major
     table = core.params.detach().view(-1, layout.n_features)
     rows = torch.randn(index.numel(), layout.n_features, device=device)
 
     def floor():
         table.index_select(0, index)
         torch.zeros_like(table).index_add_(0, index, rows)
+
+    # the same with every buffer allocated once up front: no page faults of fresh memory in
+    # the timed loop (the strictest floor; large fresh allocations fault in page by page)
+    gathered = torch.empty(index.numel(), layout.n_features, device=device)
+    grad_table = torch.zeros_like(table)
+
+    def floor_preallocated():
+        torch.index_select(table, 0, index, out=gathered)
+        grad_table.zero_().index_add_(0, index, rows)
 
     # the same scatter done as the encoding does it: rows of two features as complex numbers
     index32 = index.int()
@@ -96,6 +105,7 @@ def bench(n_points: int, device: torch.device, repeats: int, input_grad: bool) -
             "fwd_ms": encode_forward,
             "fwd_bwd_ms": encode_forward_backward,
             "floor_ms": floor,
+            "floor_prealloc_ms": floor_preallocated,
             "floor_complex_ms": floor_complex,
             "floor_point_major_ms": floor_point_major,
         },
@@ -120,7 +130,7 @@ def main():
     )
     print(f"config {CONFIG}, input grad {args.input_grad}")
     header = (
-        "points  rows      fwd ms  fwd+bwd ms  floor ms  ratio  "
+        "points  rows      fwd ms  fwd+bwd ms  floor ms  ratio  floor(prealloc) ms  ratio  "
         "floor(complex scatter) ms  floor(point-major) ms"
     )
     print(header)
@@ -129,6 +139,7 @@ def main():
         print(
             f"2^{log2_n:<5} {r['rows']:<9} {r['fwd_ms']:6.1f}  {r['fwd_bwd_ms']:10.1f}  "
             f"{r['floor_ms']:8.1f}  {r['fwd_bwd_ms'] / r['floor_ms']:5.2f}  "
+            f"{r['floor_prealloc_ms']:18.1f}  {r['fwd_bwd_ms'] / r['floor_prealloc_ms']:5.2f}  "
             f"{r['floor_complex_ms']:25.1f}  {r['floor_point_major_ms']:21.1f}"
         )
 

@@ -122,6 +122,26 @@ def test_matches_naive_reference_values_and_gradients(n_input_dims, n_features):
     assert torch.allclose(grad_x, ref_x, atol=1e-8)
 
 
+def test_blocks_of_points_and_transpose_blocks_match_reference(monkeypatch):
+    # large inputs are processed in blocks of points; small blocks here, and a point count
+    # that is no multiple of them, run that path against the reference
+    from threestudio.models import networks
+
+    monkeypatch.setattr(networks, "POINT_BLOCK", 128)
+    monkeypatch.setattr(networks, "_TRANSPOSE_BLOCK", 48)
+    encoding = make_grid()
+    core = grid_core(encoding)
+    x = torch.rand(300, 3, dtype=torch.float64, requires_grad=True)
+    out = encoding(x)
+    ref = naive_hash_grid(x, core.params, core.layout)
+    assert torch.allclose(out, ref, atol=1e-12)
+    upstream = torch.randn_like(out)
+    grads = torch.autograd.grad(out, [x, core.params], upstream)
+    refs = torch.autograd.grad(ref, [x, core.params], upstream)
+    for grad, expected in zip(grads, refs):
+        assert torch.allclose(grad, expected, atol=1e-8)
+
+
 def test_int32_hash_matches_uint32_reference_at_fine_levels():
     # resolutions up to ~4000: coordinates times the primes overflow 32 bits
     encoding = make_grid(n_levels=3, base_resolution=64, per_level_scale=8.0, log2_hashmap_size=12)

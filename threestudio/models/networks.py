@@ -173,17 +173,20 @@ class HashGridTensors:
         self.sizes = layout.sizes
         self.offsets = layout.offsets[:-1]
         self.scales = layout.scales
-        # python ints: dense levels use row-major strides (x + y * res + z * res^2), hashed ones
-        # tcnn's primes as int32 (multiplication wraps like tcnn's uint32 arithmetic, and the low
-        # bits, all that the power-of-two mask keeps, agree)
-        self.multipliers: List[List[int]] = [
-            [layout.resolutions[level] ** i for i in range(d)]
-            if layout.dense[level]
-            else [_as_int32(p) for p in HASH_PRIMES[:d]]
+        # dense levels use row-major strides (x + y * res + z * res^2), hashed ones tcnn's
+        # primes as int32 (multiplication wraps like tcnn's uint32 arithmetic, and the low bits,
+        # all that the power-of-two mask keeps, agree); one [D, 1] column per level
+        self.multipliers: List[Tensor] = [
+            torch.tensor(
+                [layout.resolutions[level] ** i for i in range(d)]
+                if layout.dense[level]
+                else [_as_int32(p) for p in HASH_PRIMES[:d]],
+                dtype=torch.int32,
+                device=device,
+            ).view(d, 1)
             for level in range(layout.n_levels)
         ]
-        self.corner_bits = torch.arange(2, dtype=torch.int32, device=device)
-        self.sign = torch.tensor([-1.0, 1.0], device=device)
+        self.sign = torch.tensor([[-1.0], [1.0]], device=device)  # d(1 - t, t)/dt, as [2, 1]
         self.n_entries = layout.offsets[-1]
 
     def level_table(self, table: Tensor, level: int) -> Tensor:
@@ -196,48 +199,55 @@ class HashGridTensors:
 
 
 def _combine_corners(terms: List[Tensor], op, out: Optional[Tensor] = None) -> Tensor:
-    """``[..., 2]`` per-axis terms -> ``[..., 2, ..., 2]``, one entry per corner; corner bit ``i``
-    (counted from the last axis of the result) belongs to input axis ``i``."""
+    """Per-axis ``[2, N]`` terms -> ``[2, ..., 2, N]`` (corner-major), one row per corner;
+    corner bit ``i`` (counted from the last corner axis) belongs to input axis ``i``.
+
+    Corner-major keeps the points on the innermost, contiguous axis: the broadcasting ops then
+    run as long vectorised loops (point-major ``[N, 2, 2, 2]`` loops over runs of two and is
+    ~30x slower on CPU).
+    """
     d = len(terms)
     result = None
     for i, term in enumerate(terms):
-        shape = term.shape[:-1] + tuple(2 if j == d - 1 - i else 1 for j in range(d))
+        shape = tuple(2 if j == d - 1 - i else 1 for j in range(d)) + term.shape[-1:]
         term = term.view(shape)
         if result is None:
             result = term
         elif i == d - 1 and out is not None:
-            result = op(result, term, out=out.view(out.shape[:-1] + (2,) * d))
+            result = op(result, term, out=out.view((2,) * d + out.shape[-1:]))
         else:
             result = op(result, term)
     return result
 
 
 def _level_indices_and_weights(
-    x: Float[Tensor, "N D"],
+    xt: Float[Tensor, "D N"],
     level: int,
     consts: HashGridTensors,
-    index: Int[Tensor, "N C"],
-    weights: Float[Tensor, "N C"],
-    axis_weights: Float[Tensor, "N D 2"],
+    index: Int[Tensor, "C N"],
+    weights: Float[Tensor, "C N"],
+    axis_weights: Float[Tensor, "D 2 N"],
 ) -> None:
     """Fills one level's corner rows (relative to the level's table), trilinear weights and
-    per-axis weights ``(1 - frac, frac)``."""
-    d = x.shape[1]
-    pos = x * consts.scales[level] + 0.5
+    per-axis weights ``(1 - frac, frac)``, all corner-major."""
+    d = xt.shape[0]
+    pos = xt * consts.scales[level] + 0.5
     grid = torch.floor(pos)
-    torch.sub(pos, grid, out=axis_weights[:, :, 1])
-    torch.sub(1.0, axis_weights[:, :, 1], out=axis_weights[:, :, 0])
-    _combine_corners([axis_weights[:, i] for i in range(d)], torch.mul, out=weights)
-    grid = grid.to(torch.int32)
+    torch.sub(pos, grid, out=axis_weights[:, 1])
+    torch.sub(1.0, axis_weights[:, 1], out=axis_weights[:, 0])
+    _combine_corners([axis_weights[i] for i in range(d)], torch.mul, out=weights)
+    # per-axis terms (g * m, (g + 1) * m); (g + 1) * m == g * m + m also under int32 wrapping
     mult = consts.multipliers[level]
-    terms = [(grid[:, i, None] + consts.corner_bits) * mult[i] for i in range(d)]
+    terms = torch.empty(d, 2, xt.shape[1], dtype=torch.int32, device=xt.device)
+    torch.mul(grid.to(torch.int32), mult, out=terms[:, 0])
+    torch.add(terms[:, 0], mult, out=terms[:, 1])
     if consts.dense[level]:
-        _combine_corners(terms, torch.add, out=index)
+        _combine_corners(list(terms), torch.add, out=index)
         torch.remainder(index, consts.sizes[level], out=index)
     else:
         # (a ^ b ^ c) & m == (a & m) ^ (b & m) ^ (c & m)
-        mask = consts.sizes[level] - 1
-        _combine_corners([t.bitwise_and_(mask) for t in terms], torch.bitwise_xor, out=index)
+        terms.bitwise_and_(consts.sizes[level] - 1)
+        _combine_corners(list(terms), torch.bitwise_xor, out=index)
 
 
 def hash_grid_indices_and_weights(
@@ -245,18 +255,17 @@ def hash_grid_indices_and_weights(
 ) -> Tuple[Tensor, Tensor, Tensor]:
     """Table rows ``[L, N, 2^D]`` (int32, each relative to its level's table; see
     ``HashGridTensors.global_index``), trilinear weights ``[L, N, 2^D]`` and per-axis weights
-    ``[L, N, D, 2]``."""
+    ``[L, N, D, 2]``; corner ``c`` has bit ``i`` set where it takes axis ``i``'s upper vertex."""
     n, d = x.shape
-    n_levels, n_corners = layout.n_levels, 2**d
-    index = torch.empty(n_levels, n, n_corners, dtype=torch.int32, device=x.device)
-    weights = torch.empty(n_levels, n, n_corners, dtype=dtype, device=x.device)
-    axis_weights = torch.empty(n_levels, n, d, 2, dtype=dtype, device=x.device)
-    x = x.to(dtype)
-    for level in range(n_levels):
+    index = torch.empty(layout.n_levels, 2**d, n, dtype=torch.int32, device=x.device)
+    weights = torch.empty(layout.n_levels, 2**d, n, dtype=dtype, device=x.device)
+    axis_weights = torch.empty(layout.n_levels, d, 2, n, dtype=dtype, device=x.device)
+    xt = x.to(dtype).t().contiguous()
+    for level in range(layout.n_levels):
         _level_indices_and_weights(
-            x, level, consts, index[level], weights[level], axis_weights[level]
+            xt, level, consts, index[level], weights[level], axis_weights[level]
         )
-    return index, weights, axis_weights
+    return index.transpose(1, 2), weights.transpose(1, 2), axis_weights.permute(0, 3, 1, 2)
 
 
 def _scatter_add_rows(table: Tensor, index: Tensor, rows: Tensor) -> None:
@@ -276,76 +285,186 @@ def _scatter_add_rows(table: Tensor, index: Tensor, rows: Tensor) -> None:
         table.index_add_(0, index.long(), rows)
 
 
-class _HashGridInterpolation(torch.autograd.Function):
-    """Level by level, so every temporary of a level stays cache-sized. Forward: the level's
-    corner rows and weights, then one fused ``embedding_bag`` (no ``[N, 8, F]`` row tensor).
-    Backward: the weighted output gradient scattered with one ``index_add_`` per level; no
-    autograd graph over the gathers.
+_TRANSPOSE_BLOCK = 8192  # rows per block: a [block, <=32] slab of both sides stays in L1/L2
+POINT_BLOCK = 65536  # points per block: a block's temporaries (~10 MB for 3-D) stay in L3
 
-    The backward uses differentiable ops, so a ``create_graph=True`` backward (analytic normals
-    trained by an eikonal loss) differentiates the input gradient w.r.t. the parameters and the
-    upstream gradient. The second derivative w.r.t. the input itself is not formed (piecewise
-    trilinear: it is zero along each axis; tcnn does not provide it either).
+
+def _transposed(src: Tensor, out: Optional[Tensor] = None) -> Tensor:
+    """``src.t()`` made contiguous, copied in blocks along the long axis: a cache-sized block
+    transposes ~2.5x faster than one whole-tensor copy."""
+    if torch.is_grad_enabled() and src.requires_grad:
+        return src.t().contiguous()  # differentiable (double backward)
+    a, b = src.shape
+    if out is None:
+        out = src.new_empty(b, a)
+    for start in range(0, max(a, b), _TRANSPOSE_BLOCK):
+        block = slice(start, start + _TRANSPOSE_BLOCK)
+        if a >= b:
+            out[:, block].copy_(src[block].t())
+        else:
+            out[block].copy_(src[:, block].t())
+    return out
+
+
+def _set_level(out: Float[Tensor, "N L F"], level: int, value: Float[Tensor, "N F"]) -> None:
+    """``out[:, level] = value``; two features are written as one column of complex numbers (a
+    single strided loop instead of runs of two, ~5x faster) unless autograd records the write."""
+    fast = not (torch.is_grad_enabled() and value.requires_grad)
+    if fast and out.shape[-1] == 2 and out.dtype in (torch.float32, torch.float64):
+        torch.view_as_complex(out)[:, level] = torch.view_as_complex(value)
+    else:
+        out[:, level] = value
+
+
+def _weighted_rows(
+    weights: Float[Tensor, "C N"], grad: Float[Tensor, "F N"], differentiable: bool
+) -> Float[Tensor, "C N F"]:
+    """``weights[c, n] * grad[f, n]``. The fast path writes each feature plane with one long
+    loop over the points (a ``[C, N, 1] * [1, N, F]`` broadcast loops over runs of F and is ~5x
+    slower); ``out=`` is not differentiable, so a double backward takes the broadcast."""
+    if differentiable:
+        return weights.unsqueeze(-1) * grad.t().unsqueeze(0)
+    rows = weights.new_empty(*weights.shape, grad.shape[0])
+    for k in range(grad.shape[0]):
+        torch.mul(weights, grad[k], out=rows[..., k])
+    return rows
+
+
+def _projected_rows(
+    table: Float[Tensor, "T F"], index: Int[Tensor, "C B"], grad: Float[Tensor, "F B"]
+) -> Float[Tensor, "C B"]:
+    """``sum_f table[index[c, b], f] * grad[f, b]``: each corner's row contracted with the
+    upstream gradient of its point (the rows are gathered once, corner-major)."""
+    c, b = index.shape
+    if table.shape[-1] == 2 and table.dtype in (torch.float32, torch.float64):
+        # one gather of complex numbers; its real view reads as two strided planes
+        rows = torch.view_as_real(torch.view_as_complex(table).index_select(0, index.view(-1)))
+    else:
+        rows = table.index_select(0, index.view(-1))
+    rows = rows.view(c, b, -1)
+    projected = rows[..., 0] * grad[0]
+    for k in range(1, grad.shape[0]):
+        projected = projected + rows[..., k] * grad[k]
+    return projected
+
+
+class _BlockScratch:
+    """One block of points at one level: corner-major rows and weights, and the point-major
+    copies ``embedding_bag`` reads. The buffers are reused from block to block and level to
+    level, so they stay in cache and never fault in fresh pages; the backward recomputes a
+    block's rows from the input instead of keeping ``[L, 2^D, N]`` tensors (cheaper than
+    writing and re-reading them, and far less memory)."""
+
+    def __init__(self, n: int, d: int, dtype: torch.dtype, device: torch.device):
+        self.d, self.c = d, 2**d
+        self._index = torch.empty(self.c * n, dtype=torch.int32, device=device)
+        self._weights = torch.empty(self.c * n, dtype=dtype, device=device)
+        self._axis_weights = torch.empty(d * 2 * n, dtype=dtype, device=device)
+        self._bag_index = torch.empty(n * self.c, dtype=torch.int32, device=device)
+        self._bag_weights = torch.empty(n * self.c, dtype=dtype, device=device)
+
+    def fill(self, xt: Float[Tensor, "D B"], level: int, consts: HashGridTensors) -> None:
+        b, c, d = xt.shape[1], self.c, self.d
+        self.index = self._index[: c * b].view(c, b)
+        self.weights = self._weights[: c * b].view(c, b)
+        self.axis_weights = self._axis_weights[: d * 2 * b].view(d, 2, b)
+        _level_indices_and_weights(xt, level, consts, self.index, self.weights, self.axis_weights)
+
+    def bag_index(self) -> Int[Tensor, "B C"]:
+        b = self.index.shape[1]
+        return _transposed(self.index, out=self._bag_index[: b * self.c].view(b, self.c))
+
+    def bag_weights(self) -> Float[Tensor, "B C"]:
+        b = self.weights.shape[1]
+        return _transposed(self.weights, out=self._bag_weights[: b * self.c].view(b, self.c))
+
+
+def _point_blocks(n: int):
+    for start in range(0, n, POINT_BLOCK):
+        yield slice(start, min(start + POINT_BLOCK, n))
+
+
+class _HashGridInterpolation(torch.autograd.Function):
+    """Level by level (a level's table stays in cache) and block by block of points (the
+    temporaries stay in cache), corner-major (``[2^D, N]``, so the index and weight arithmetic
+    runs as long vectorised loops). Forward: one fused ``embedding_bag`` per block (no
+    ``[N, 8, F]`` row tensor). Backward: the block's rows and weights recomputed from the input,
+    the weighted output gradient scattered with one ``index_add_``; no autograd graph over the
+    gathers.
+
+    The backward uses differentiable ops when a graph is being built, so a ``create_graph=True``
+    backward (analytic normals trained by an eikonal loss) differentiates the input gradient
+    w.r.t. the parameters and the upstream gradient. The second derivative w.r.t. the input
+    itself is not formed (piecewise trilinear: it is zero along each axis; tcnn does not provide
+    it either).
     """
 
     @staticmethod
     def forward(ctx, x, params, layout, consts):
         n, d = x.shape
         n_levels, f = layout.n_levels, layout.n_features
-        dtype = params.dtype
-        index = torch.empty(n_levels, n, 2**d, dtype=torch.int32, device=x.device)
-        weights = torch.empty(n_levels, n, 2**d, dtype=dtype, device=x.device)
-        axis_weights = torch.empty(n_levels, n, d, 2, dtype=dtype, device=x.device)
-        out = torch.empty(n, n_levels, f, dtype=dtype, device=x.device)
+        out = torch.empty(n, n_levels, f, dtype=params.dtype, device=x.device)
         table = params.view(-1, f)
-        xd = x.detach().to(dtype)
+        xt = x.detach().to(params.dtype).t().contiguous()
+        scratch = _BlockScratch(min(n, POINT_BLOCK), d, params.dtype, x.device)
         for level in range(n_levels):
-            _level_indices_and_weights(
-                xd, level, consts, index[level], weights[level], axis_weights[level]
-            )
-            out[:, level] = F.embedding_bag(
-                index[level],
-                consts.level_table(table, level),
-                per_sample_weights=weights[level],
-                mode="sum",
-            )
+            table_l = consts.level_table(table, level)
+            for block in _point_blocks(n):
+                scratch.fill(xt[:, block], level, consts)
+                value = F.embedding_bag(
+                    scratch.bag_index(),
+                    table_l,
+                    per_sample_weights=scratch.bag_weights(),
+                    mode="sum",
+                )
+                _set_level(out[block], level, value)
         ctx.layout, ctx.consts = layout, consts
-        ctx.save_for_backward(params, index, weights, axis_weights)
+        ctx.save_for_backward(params, xt)
         return out.view(n, n_levels * f)
 
     @staticmethod
     def backward(ctx, grad_out):
-        params, index, weights, axis_weights = ctx.saved_tensors
+        params, xt = ctx.saved_tensors
         layout, consts = ctx.layout, ctx.consts
         n_levels, f, d = layout.n_levels, layout.n_features, layout.n_input_dims
-        grad = grad_out.reshape(-1, n_levels, f).to(params.dtype)  # [N, L, F]
-        grad_x = grad_params = None
-        if ctx.needs_input_grad[1]:
-            grad_table = params.new_zeros(params.numel() // f, f)
-            for level in range(n_levels):
-                contributions = weights[level].unsqueeze(-1) * grad[:, level].unsqueeze(1)
-                _scatter_add_rows(
-                    consts.level_table(grad_table, level), index[level].view(-1), contributions
-                )
-            grad_params = grad_table.view(-1)
-        if ctx.needs_input_grad[0]:
-            # d out / d frac_i is the same interpolation with axis i's weights (1 - t, t)
-            # replaced by (-1, +1): one more fused embedding_bag per axis, no row tensor
-            table = params.view(-1, f)
-            sign = consts.sign.to(params.dtype)
-            per_axis: List[List[Tensor]] = [[] for _ in range(d)]
-            for level in range(n_levels):
-                table_l = consts.level_table(table, level)
-                for i in range(d):
-                    factors = [axis_weights[level, :, j] for j in range(d)]
-                    factors[i] = sign.expand_as(factors[i])
-                    d_weights = _combine_corners(factors, torch.mul).reshape(index[level].shape)
-                    d_out = F.embedding_bag(
-                        index[level], table_l, per_sample_weights=d_weights, mode="sum"
+        n = xt.shape[1]
+        # create_graph=True: every op below is recorded, so nothing may be reused or written
+        # with out=
+        differentiable = torch.is_grad_enabled()
+        grad = grad_out.reshape(n, n_levels * f).to(params.dtype)
+        grad_planes = _transposed(grad).view(n_levels, f, n)  # long loops over the points
+        want_x, want_params = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        table = params.view(-1, f)
+        grad_table = params.new_zeros(table.shape) if want_params else None
+        grad_xt = params.new_zeros(d, n) if want_x else None
+        sign = consts.sign.to(params.dtype)
+        scratch = None
+        for level in range(n_levels):
+            for block in _point_blocks(n):
+                if scratch is None or differentiable:
+                    scratch = _BlockScratch(min(n, POINT_BLOCK), d, params.dtype, xt.device)
+                scratch.fill(xt[:, block], level, consts)
+                grad_block = grad_planes[level, :, block]  # [F, B]
+                if want_params:
+                    rows = _weighted_rows(scratch.weights, grad_block, differentiable)
+                    _scatter_add_rows(
+                        consts.level_table(grad_table, level), scratch.index.view(-1), rows
                     )
-                    term = (d_out * grad[:, level]).sum(-1) * consts.scales[level]
-                    per_axis[i].append(term)
-            grad_x = torch.stack([sum(terms) for terms in per_axis], dim=-1)
+                if want_x:
+                    # d out / d frac_i is the interpolation with axis i's weights (1 - t, t)
+                    # replaced by (-1, +1); contracted with the upstream gradient first, each
+                    # corner row becomes one number, so every axis costs a few [2^D, B] ops
+                    projected = _projected_rows(
+                        consts.level_table(table, level), scratch.index, grad_block
+                    )
+                    for i in range(d):
+                        factors = list(scratch.axis_weights)
+                        factors[i] = sign
+                        d_weights = _combine_corners(factors, torch.mul).view_as(projected)
+                        term = (d_weights * projected).sum(0)
+                        grad_xt[i, block] += term * consts.scales[level]  # d frac / d x
+        grad_x = grad_xt.t() if want_x else None
+        grad_params = grad_table.view(-1) if want_params else None
         return grad_x, grad_params, None, None
 
 
