@@ -13,6 +13,7 @@ import argparse
 import glob
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -77,7 +78,9 @@ def main() -> None:
     summary = (
         f"{len(done)} runs ({len(rows) - len(done)} failed): mean R-precision {mean_r:.3f} "
         f"(views), {100 * hit:.0f}% of runs read as their prompt by most views; wall time "
-        f"mean {sum(walls) / max(1, len(walls)):.0f} s, max {max(walls, default=0):.0f} s"
+        f"median {statistics.median(walls) if walls else 0:.0f} s, mean "
+        f"{sum(walls) / max(1, len(walls)):.0f} s, min {min(walls, default=0):.0f} s, "
+        f"max {max(walls, default=0):.0f} s"
     )
     print(summary)
     machine = (
