@@ -168,7 +168,6 @@ class HashGridTensors:
     def __init__(self, layout: HashGridLayout, device: torch.device):
         d = layout.n_input_dims
         assert layout.offsets[-1] < 2**31, "hash grid too large for int32 indices"
-        self.device = device
         self.dense = layout.dense
         self.sizes = layout.sizes
         self.offsets = layout.offsets[:-1]
@@ -187,7 +186,6 @@ class HashGridTensors:
             for level in range(layout.n_levels)
         ]
         self.sign = torch.tensor([[-1.0], [1.0]], device=device)  # d(1 - t, t)/dt, as [2, 1]
-        self.n_entries = layout.offsets[-1]
 
     def level_table(self, table: Tensor, level: int) -> Tensor:
         return table[self.offsets[level] : self.offsets[level] + self.sizes[level]]
@@ -360,8 +358,7 @@ class _BlockScratch:
         self._index = torch.empty(self.c * n, dtype=torch.int32, device=device)
         self._weights = torch.empty(self.c * n, dtype=dtype, device=device)
         self._axis_weights = torch.empty(d * 2 * n, dtype=dtype, device=device)
-        self._bag_index = torch.empty(n * self.c, dtype=torch.int32, device=device)
-        self._bag_weights = torch.empty(n * self.c, dtype=dtype, device=device)
+        self._bag_index = self._bag_weights = None  # the forward's only; made on first use
 
     def fill(self, xt: Float[Tensor, "D B"], level: int, consts: HashGridTensors) -> None:
         b, c, d = xt.shape[1], self.c, self.d
@@ -371,10 +368,14 @@ class _BlockScratch:
         _level_indices_and_weights(xt, level, consts, self.index, self.weights, self.axis_weights)
 
     def bag_index(self) -> Int[Tensor, "B C"]:
+        if self._bag_index is None:
+            self._bag_index = torch.empty_like(self._index)
         b = self.index.shape[1]
         return _transposed(self.index, out=self._bag_index[: b * self.c].view(b, self.c))
 
     def bag_weights(self) -> Float[Tensor, "B C"]:
+        if self._bag_weights is None:
+            self._bag_weights = torch.empty_like(self._weights)
         b = self.weights.shape[1]
         return _transposed(self.weights, out=self._bag_weights[: b * self.c].view(b, self.c))
 

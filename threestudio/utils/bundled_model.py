@@ -261,8 +261,8 @@ def sample_images(
     scheduler,
     cond: Float[Tensor, "B 77 D"],
     uncond: Float[Tensor, "1 77 D"],
-    guidance_scale: float = 2.0,
-    steps: int = 100,
+    guidance_scale: float = 3.0,
+    steps: int = 50,
     seed: int = 0,
     progress: bool = False,
 ) -> Float[Tensor, "B H W 3"]:
