@@ -14,11 +14,8 @@ import time
 
 import torch
 
-from threestudio.models.networks import (
-    HashGridTensors,
-    get_encoding,
-    hash_grid_indices_and_weights,
-)
+from threestudio.kernels.hash_grid import HashGridTensors, hash_grid_indices_and_weights
+from threestudio.models.networks import get_encoding
 
 CONFIG = {
     "otype": "HashGrid",

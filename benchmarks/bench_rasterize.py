@@ -18,7 +18,7 @@ import trimesh
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from threestudio.utils.rasterize import NVDiffRasterizerContext
+from threestudio.kernels.rasterizer import NVDiffRasterizerContext
 
 
 def perspective(fovy=math.radians(40), near=0.1, far=10.0):

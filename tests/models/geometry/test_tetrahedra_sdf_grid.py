@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 
 import threestudio
+from threestudio.kernels.rasterizer import NVDiffRasterizerContext
 from threestudio.utils.errors import ConfigError, UserError
 from threestudio.utils.ops import get_mvp_matrix, get_projection_matrix
-from threestudio.utils.rasterize import NVDiffRasterizerContext
 
 TINY_ENCODING = {
     "otype": "HashGrid",

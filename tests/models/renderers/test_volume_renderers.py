@@ -10,7 +10,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import threestudio
-import threestudio.models.estimators as estimators
+import threestudio.kernels.ray_marching as estimators
 from threestudio.models.background.base import BaseBackground
 from threestudio.models.geometry.base import BaseImplicitGeometry
 from threestudio.models.materials.base import BaseMaterial

@@ -12,13 +12,13 @@ import torch
 import torch.nn.functional as F
 
 import threestudio
+from threestudio.kernels.rasterizer import NVDiffRasterizerContext
 from threestudio.models.background.base import BaseBackground
 from threestudio.models.exporters.base import Exporter, ExporterOutput
 from threestudio.models.geometry.base import BaseImplicitGeometry
 from threestudio.models.materials.base import BaseMaterial
 from threestudio.models.mesh import Mesh
 from threestudio.utils.errors import ConfigError
-from threestudio.utils.rasterize import NVDiffRasterizerContext
 from threestudio.utils.typing import Bool, Dict, Float, List, Tensor
 
 FORMATS = ("obj-mtl", "obj", "glb")

@@ -9,12 +9,12 @@ import torch
 import torch.nn.functional as F
 
 import threestudio
+from threestudio.kernels.rasterizer import NVDiffRasterizerContext
 from threestudio.models.background.base import BaseBackground
 from threestudio.models.geometry.base import BaseGeometry
 from threestudio.models.materials.base import BaseMaterial
 from threestudio.models.renderers.base import Rasterizer
 from threestudio.utils.errors import ConfigError
-from threestudio.utils.rasterize import NVDiffRasterizerContext
 from threestudio.utils.typing import Any, Dict, Float, Optional, Tensor
 
 CONTEXT_TYPES = ("gl", "cuda")

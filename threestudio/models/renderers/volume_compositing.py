@@ -4,7 +4,7 @@ material on packed samples, and compositing per-sample weights into images."""
 import torch
 import torch.nn.functional as F
 
-from threestudio.models.estimators import accumulate_along_rays
+from threestudio.kernels.ray_marching import accumulate_along_rays
 from threestudio.utils.ops import chunk_batch, validate_empty_rays
 from threestudio.utils.typing import Any, Dict, Float, Int, Optional, Tensor
 

@@ -4,7 +4,7 @@ paths (the parts of nerfacc 0.5.3 that run without CUDA)."""
 import nerfacc
 import torch
 
-from threestudio.models.estimators import (
+from threestudio.kernels.ray_marching import (
     ImportanceEstimator,
     OccGridEstimator,
     accumulate_along_rays,

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from threestudio.utils.rasterize import NVDiffRasterizerContext, _nvdiffrast_available
+from threestudio.kernels.rasterizer import NVDiffRasterizerContext, _nvdiffrast_available
 
 
 @pytest.fixture
@@ -110,7 +110,7 @@ def test_interpolate_gradient_matches_finite_differences(ctx):
         pos = ctx.vertex_transform(v, proj)
         rast, _ = ctx.rasterize(pos.float(), tri, (16, 16))
         # recompute with double precision positions through the same pixels
-        from threestudio.utils.rasterize import torch_rasterize
+        from threestudio.kernels.rasterizer import torch_rasterize
 
         rast, _ = torch_rasterize(pos, tri, (16, 16))
         out, _ = ctx.interpolate_one(attr, rast, tri)
@@ -174,7 +174,7 @@ def test_antialias_blends_only_at_silhouette(ctx):
     reason="needs CUDA and nvdiffrast to compare the backends",
 )
 def test_torch_backend_matches_nvdiffrast():
-    from threestudio.utils.rasterize import torch_interpolate, torch_rasterize
+    from threestudio.kernels.rasterizer import torch_interpolate, torch_rasterize
 
     cuda = NVDiffRasterizerContext("cuda", "cuda")
     verts = torch.tensor([[-1.0, -1.0, -2.0], [1.0, -0.5, -4.0], [0.0, 1.0, -3.0]], device="cuda")
@@ -192,7 +192,7 @@ def test_torch_backend_matches_nvdiffrast():
 
 
 def test_antialias_gradient_matches_finite_differences(ctx):
-    from threestudio.utils.rasterize import torch_antialias, torch_rasterize
+    from threestudio.kernels.rasterizer import torch_antialias, torch_rasterize
 
     pos0 = torch.tensor(
         [[[-0.52, -0.47, 0.0, 1.0], [0.61, -0.43, 0.0, 1.0], [-0.37, 0.58, 0.0, 1.0]]],
@@ -234,7 +234,7 @@ def test_batched_attributes_and_images(ctx):
 def test_chunked_depth_test_matches_single_chunk(ctx, monkeypatch):
     import trimesh
 
-    from threestudio.utils import rasterize as R
+    from threestudio.kernels import rasterizer as R
 
     sphere = trimesh.creation.icosphere(subdivisions=3, radius=0.7)
     verts = torch.tensor(sphere.vertices, dtype=torch.float32)
