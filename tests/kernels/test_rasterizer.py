@@ -276,3 +276,10 @@ def test_threestudio_camera_puts_up_at_row_zero(ctx):
     rast, _ = ctx.rasterize(ctx.vertex_transform(above, mvp), torch.tensor([[0, 1, 2]]), (32, 32))
     rows = torch.nonzero(rast[0, ..., 3] > 0)[:, 0]
     assert rows.numel() > 0 and rows.max() < 16  # the upper half of the view is the first rows
+
+
+def test_unknown_context_type_is_a_config_error_on_any_device():
+    from threestudio.utils.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="context_type"):
+        NVDiffRasterizerContext("vulkan", "cpu")

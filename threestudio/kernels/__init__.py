@@ -5,9 +5,12 @@ backend (the only place that decides):
 
 - ``hash_grid``: the multiresolution hash grid (tiny-cuda-nn, or pure PyTorch); ``use_tcnn``;
 - ``rasterizer``: triangle rasterisation, interpolation, antialiasing (nvdiffrast, or pure
-  PyTorch); ``NVDiffRasterizerContext`` picks once, at construction;
+  PyTorch); ``make_rasterizer``, once per ``NVDiffRasterizerContext``;
 - ``ray_marching``: occupancy-grid and importance sampling, packed volume-rendering ops (nerfacc's
   CUDA kernels, or pure PyTorch); ``use_nerfacc_kernels``.
+
+``backend.report_fallback`` is the one line (logged once per process and kernel) that says an
+accelerated backend was asked for and the pure-PyTorch one runs instead.
 
 Both backends of a kernel give the same results; the tests compare them where both run.
 

@@ -5,7 +5,6 @@ decides. Both backends read and train the same flat ``params``, so a checkpoint 
 loads into the other. Inputs are expected in [0, 1].
 """
 
-import functools
 import math
 from dataclasses import dataclass
 
@@ -14,6 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from threestudio.kernels.backend import report_fallback, tinycudann
 from threestudio.utils.errors import ConfigError
 from threestudio.utils.typing import Dict, Float, Int, List, Optional, Tensor, Tuple
 
@@ -22,19 +22,9 @@ from threestudio.utils.typing import Dict, Float, Int, List, Optional, Tensor, T
 # ---------------------------------------------------------------------------------------------
 
 
-@functools.cache
-def _tinycudann():
-    """The ``tinycudann`` module, or None when it is not installed or cannot load."""
-    try:
-        import tinycudann  # noqa: PLC0415 - CUDA-only extension, imported lazily on purpose
-    except Exception:  # ImportError, or an OSError/RuntimeError from a broken CUDA install
-        return None
-    return tinycudann
-
-
 def use_tcnn(x: Tensor) -> bool:
     """Run on tiny-cuda-nn when it imports and the input lives on a CUDA device."""
-    return x.is_cuda and _tinycudann() is not None
+    return x.is_cuda and tinycudann() is not None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -428,6 +418,10 @@ class HashGridEncoding(nn.Module):
         self.params = nn.Parameter((torch.rand(self.layout.n_params) * 2 - 1) * 1e-4)
         self._consts: Dict[torch.device, HashGridTensors] = {}
         self._tcnn_encoding = None  # built on first CUDA call; not a submodule (no extra state)
+        if tinycudann() is None:
+            report_fallback(
+                "HashGrid", "tiny-cuda-nn", "tinycudann is not installed or does not load"
+            )
 
     def forward(self, x: Float[Tensor, "*B Di"]) -> Float[Tensor, "*B Do"]:
         batch_shape = x.shape[:-1]
@@ -443,7 +437,7 @@ class HashGridEncoding(nn.Module):
 
     def _forward_tcnn(self, x: Tensor) -> Tensor:
         if self._tcnn_encoding is None:
-            tcnn = _tinycudann()
+            tcnn = tinycudann()
             with torch.cuda.device(x.device):
                 encoding = tcnn.Encoding(self.n_input_dims, self.config, dtype=torch.float32)
             assert encoding.params.numel() == self.params.numel(), (

@@ -1,7 +1,8 @@
-"""Differentiable rasterisation behind one interface.
+"""Differentiable rasterisation behind one interface, with two backends.
 
 ``NVDiffRasterizerContext`` uses nvdiffrast when it is importable AND the device is CUDA; otherwise a
-pure-PyTorch rasteriser with the same conventions:
+pure-PyTorch rasteriser with the same conventions (``make_rasterizer`` is the one place that
+picks, once per context):
 
 * ``rast[..., :4] = (u, v, z/w, triangle_id + 1)``, all zero where no triangle covers the pixel;
   an attribute interpolates as ``u * a0 + v * a1 + (1 - u - v) * a2`` (perspective-correct);
@@ -17,10 +18,12 @@ neighbouring pixel centres (an analogue of nvdiffrast's analytic antialiasing), 
 gradients to silhouette vertices so that a mask loss moves the mesh.
 """
 
+import functools
 import weakref
 
 import torch
 
+from threestudio.kernels.backend import report_fallback
 from threestudio.utils.typing import Float, Integer, List, Optional, Tensor, Tuple, Union
 
 # rasterise in chunks of at most this many candidate (triangle, pixel) pairs
@@ -29,6 +32,7 @@ CANDIDATE_BUDGET = 1 << 22
 MAX_SILHOUETTE_WALK = 8
 
 
+@functools.cache
 def _nvdiffrast_available() -> bool:
     try:
         import nvdiffrast.torch  # noqa: F401
@@ -348,30 +352,86 @@ def torch_antialias(
 
 
 # ---------------------------------------------------------------------------------------------
+# the two backends, one interface, and the one place that picks between them
+# ---------------------------------------------------------------------------------------------
+CONTEXT_TYPES = ("gl", "cuda")
+
+
+class TorchRasterizer:
+    """The pure-PyTorch backend (any device; ``context_type`` does not apply)."""
+
+    name = "torch"
+    ctx = None
+
+    def rasterize(self, pos, tri, resolution):
+        return torch_rasterize(pos.float(), tri, resolution)
+
+    def antialias(self, color, rast, pos, tri):
+        return torch_antialias(color.float(), rast, pos.float(), tri)
+
+    def interpolate(self, attr, rast, tri, rast_db, diff_attrs):
+        return torch_interpolate(attr.float(), rast, tri, rast_db=rast_db, diff_attrs=diff_attrs)
+
+
+class NVDiffrastRasterizer:
+    """nvdiffrast's kernels through an OpenGL (``gl``) or CUDA (``cuda``) context."""
+
+    name = "nvdiffrast"
+
+    def __init__(self, context_type: str, device: torch.device) -> None:
+        import nvdiffrast.torch as dr  # noqa: PLC0415 - CUDA-only extension, imported lazily
+
+        self.dr = dr
+        if context_type == "gl":
+            self.ctx = dr.RasterizeGLContext(device=device)
+        else:
+            self.ctx = dr.RasterizeCudaContext(device=device)
+
+    def rasterize(self, pos, tri, resolution):
+        return self.dr.rasterize(self.ctx, pos.float(), tri.int(), resolution, grad_db=True)
+
+    def antialias(self, color, rast, pos, tri):
+        return self.dr.antialias(color.float(), rast, pos.float(), tri.int())
+
+    def interpolate(self, attr, rast, tri, rast_db, diff_attrs):
+        return self.dr.interpolate(
+            attr.float(), rast, tri.int(), rast_db=rast_db, diff_attrs=diff_attrs
+        )
+
+
+def make_rasterizer(
+    context_type: str, device: torch.device
+) -> Union[TorchRasterizer, NVDiffrastRasterizer]:
+    """nvdiffrast when it imports and ``device`` is CUDA, else the pure-PyTorch backend."""
+    if context_type not in CONTEXT_TYPES:
+        from threestudio.utils.errors import ConfigError  # noqa: PLC0415
+
+        raise ConfigError(
+            f"context_type: unknown rasterizer context '{context_type}' (use 'gl' or 'cuda')"
+        )
+    available = _nvdiffrast_available()
+    if device.type == "cuda" and available:
+        return NVDiffrastRasterizer(context_type, device)
+    reasons = [] if available else ["nvdiffrast is not installed"]
+    if device.type != "cuda":
+        reasons.append(f"the device is {device.type}")
+    report_fallback("rasterizer", f"nvdiffrast ('{context_type}' context)", " and ".join(reasons))
+    return TorchRasterizer()
+
+
+# ---------------------------------------------------------------------------------------------
 # the public context
 # ---------------------------------------------------------------------------------------------
 class NVDiffRasterizerContext:
-    """nvdiffrast on CUDA when installed (``context_type`` "gl" or "cuda"), else pure PyTorch."""
+    """nvdiffrast on CUDA when installed (``context_type`` "gl" or "cuda"), else pure PyTorch;
+    ``backend`` names the one in use."""
 
     def __init__(self, context_type: str, device: Union[str, torch.device]) -> None:
         self.device = torch.device(device)
         self.context_type = context_type
-        self.ctx = None
-        self.backend = "torch"
-        if self.device.type == "cuda" and _nvdiffrast_available():
-            import nvdiffrast.torch as dr
-
-            if context_type == "gl":
-                self.ctx = dr.RasterizeGLContext(device=self.device)
-            elif context_type == "cuda":
-                self.ctx = dr.RasterizeCudaContext(device=self.device)
-            else:
-                from threestudio.utils.errors import ConfigError
-
-                raise ConfigError(
-                    f"context_type: unknown rasterizer context '{context_type}' (use 'gl' or 'cuda')"
-                )
-            self.backend = "nvdiffrast"
+        self.impl = make_rasterizer(context_type, self.device)
+        self.backend = self.impl.name
+        self.ctx = self.impl.ctx  # nvdiffrast's context, None for the torch backend
 
     def vertex_transform(
         self, verts: Float[Tensor, "Nv 3"], mvp_mtx: Float[Tensor, "B 4 4"]
@@ -387,11 +447,7 @@ class NVDiffRasterizerContext:
     ) -> Tuple[Float[Tensor, "B H W 4"], Float[Tensor, "B H W 4"]]:
         if isinstance(resolution, int):
             resolution = (resolution, resolution)
-        if self.backend == "nvdiffrast":
-            import nvdiffrast.torch as dr
-
-            return dr.rasterize(self.ctx, pos.float(), tri.int(), resolution, grad_db=True)
-        return torch_rasterize(pos.float(), tri, resolution)
+        return self.impl.rasterize(pos, tri, resolution)
 
     def rasterize_one(
         self,
@@ -409,11 +465,7 @@ class NVDiffRasterizerContext:
         pos: Float[Tensor, "B Nv 4"],
         tri: Integer[Tensor, "Nf 3"],
     ) -> Float[Tensor, "B H W C"]:
-        if self.backend == "nvdiffrast":
-            import nvdiffrast.torch as dr
-
-            return dr.antialias(color.float(), rast, pos.float(), tri.int())
-        return torch_antialias(color.float(), rast, pos.float(), tri)
+        return self.impl.antialias(color, rast, pos, tri)
 
     def interpolate(
         self,
@@ -423,13 +475,7 @@ class NVDiffRasterizerContext:
         rast_db: Optional[Float[Tensor, "B H W 4"]] = None,
         diff_attrs: Optional[Union[str, List[int]]] = None,
     ) -> Tuple[Float[Tensor, "B H W C"], Tensor]:
-        if self.backend == "nvdiffrast":
-            import nvdiffrast.torch as dr
-
-            return dr.interpolate(
-                attr.float(), rast, tri.int(), rast_db=rast_db, diff_attrs=diff_attrs
-            )
-        return torch_interpolate(attr.float(), rast, tri, rast_db=rast_db, diff_attrs=diff_attrs)
+        return self.impl.interpolate(attr, rast, tri, rast_db, diff_attrs)
 
     def interpolate_one(
         self,

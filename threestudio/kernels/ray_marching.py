@@ -15,6 +15,7 @@ import functools
 import torch
 import torch.nn as nn
 
+from threestudio.kernels.backend import report_fallback
 from threestudio.utils.typing import Callable, Float, Int, List, Literal, Optional, Tensor, Tuple
 
 _FORCE_TORCH_BACKEND = False  # tests set this to compare the two backends on CUDA
@@ -36,7 +37,12 @@ def use_nerfacc_kernels(tensor: Tensor) -> bool:
     """True when ``tensor`` lives on CUDA and nerfacc's CUDA extension is usable."""
     if _FORCE_TORCH_BACKEND or not tensor.is_cuda:
         return False
-    return _nerfacc_cuda_loads()
+    if not _nerfacc_cuda_loads():
+        report_fallback(
+            "ray marching", "nerfacc's CUDA kernels", "nerfacc's CUDA extension does not load"
+        )
+        return False
+    return True
 
 
 # --------------------------------------------------------------------------- ray geometry

@@ -11,6 +11,7 @@ import torch
 import torch.nn as nn
 
 import threestudio
+from threestudio.kernels.backend import report_fallback, tinycudann
 from threestudio.kernels.hash_grid import (  # noqa: F401 - re-exported: the established paths
     HashGrid,
     HashGridEncoding,
@@ -215,7 +216,7 @@ HIDDEN_ACTIVATIONS = {  # tcnn's activation names (lower-cased) -> module factor
 
 
 class VanillaMLP(nn.Module):
-    """Bias-free MLP; also the pure-PyTorch stand-in for tcnn's ``FullyFusedMLP``."""
+    """Bias-free MLP with PyTorch's default initialisation."""
 
     def __init__(self, dim_in: int, dim_out: int, config: dict):
         super().__init__()
@@ -306,11 +307,25 @@ class SphereInitVanillaMLP(nn.Module):
         return nn.Softplus(beta=100)
 
 
+class FusedMLP(VanillaMLP):
+    """``otype: FullyFusedMLP`` / ``CutlassMLP``: tiny-cuda-nn's MLPs, run as the same bias-free
+    architecture in pure PyTorch (there is no tcnn backend for MLPs here; the state-dict keys are
+    VanillaMLP's)."""
+
+    def __init__(self, dim_in: int, dim_out: int, config: dict):
+        otype = str(config.get("otype"))
+        if tinycudann() is None:
+            reason = "tinycudann is not installed or does not load"
+        else:
+            reason = "threestudio has no tiny-cuda-nn MLP backend"
+        report_fallback(otype, "tiny-cuda-nn's MLP", reason)
+        super().__init__(dim_in, dim_out, config)
+
+
 NETWORKS = {
     "VanillaMLP": VanillaMLP,
-    # the pure-PyTorch stand-in for tcnn's FullyFusedMLP: the same architecture
-    "FullyFusedMLP": VanillaMLP,
-    "CutlassMLP": VanillaMLP,
+    "FullyFusedMLP": FusedMLP,
+    "CutlassMLP": FusedMLP,
     "SphereInitVanillaMLP": SphereInitVanillaMLP,
 }
 
