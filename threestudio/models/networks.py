@@ -216,17 +216,13 @@ HIDDEN_ACTIVATIONS = {  # tcnn's activation names (lower-cased) -> module factor
 
 
 class VanillaMLP(nn.Module):
-    """Bias-free MLP with PyTorch's default initialisation."""
+    """Bias-free MLP with PyTorch's default initialisation. Subclasses change how a layer is made
+    (``make_linear``, ``make_activation``) and which options they read (``read_options``)."""
 
     def __init__(self, dim_in: int, dim_out: int, config: dict):
         super().__init__()
         self.n_neurons, self.n_hidden_layers = config["n_neurons"], config["n_hidden_layers"]
-        self.activation = str(config.get("activation", "ReLU")).lower()
-        if self.activation not in HIDDEN_ACTIVATIONS:
-            raise ConfigError(
-                f"unknown MLP activation '{config['activation']}'"
-                f"{did_you_mean(self.activation, HIDDEN_ACTIVATIONS)}"
-            )
+        self.read_options(config)
         layers = [self.make_linear(dim_in, self.n_neurons, is_first=True, is_last=False)]
         layers.append(self.make_activation())
         for _ in range(self.n_hidden_layers - 1):
@@ -237,6 +233,15 @@ class VanillaMLP(nn.Module):
         layers.append(self.make_linear(self.n_neurons, dim_out, is_first=False, is_last=True))
         self.layers = nn.Sequential(*layers)
         self.output_activation = get_activation(config.get("output_activation", None))
+
+    def read_options(self, config: dict) -> None:
+        """The options ``make_linear``/``make_activation`` use; read before any layer is made."""
+        self.activation = str(config.get("activation", "ReLU")).lower()
+        if self.activation not in HIDDEN_ACTIVATIONS:
+            raise ConfigError(
+                f"unknown MLP activation '{config['activation']}'"
+                f"{did_you_mean(self.activation, HIDDEN_ACTIVATIONS)}"
+            )
 
     def forward(self, x):
         # disable autocast: with it, parameters of this MLP receive no gradients (a known
@@ -253,31 +258,14 @@ class VanillaMLP(nn.Module):
         return HIDDEN_ACTIVATIONS[self.activation]()
 
 
-class SphereInitVanillaMLP(nn.Module):
-    """MLP initialised so its output approximates the SDF of a sphere (geometric init)."""
+class SphereInitVanillaMLP(VanillaMLP):
+    """MLP with biases, weight norm and softplus(beta=100), initialised so that its output
+    approximates the SDF of a sphere (geometric init); ``activation`` is not read."""
 
-    def __init__(self, dim_in, dim_out, config):
-        super().__init__()
-        self.n_neurons, self.n_hidden_layers = config["n_neurons"], config["n_hidden_layers"]
+    def read_options(self, config: dict) -> None:
         self.sphere_init, self.weight_norm = True, True
         self.sphere_init_radius = config["sphere_init_radius"]
         self.sphere_init_inside_out = config.get("inside_out", False)
-        self.layers = [self.make_linear(dim_in, self.n_neurons, is_first=True, is_last=False)]
-        self.layers += [self.make_activation()]
-        for _ in range(self.n_hidden_layers - 1):
-            self.layers += [
-                self.make_linear(self.n_neurons, self.n_neurons, is_first=False, is_last=False),
-                self.make_activation(),
-            ]
-        self.layers += [self.make_linear(self.n_neurons, dim_out, is_first=False, is_last=True)]
-        self.layers = nn.Sequential(*self.layers)
-        self.output_activation = get_activation(config.get("output_activation", None))
-
-    def forward(self, x):
-        with torch.autocast(device_type=x.device.type, enabled=False):
-            x = self.layers(x.float())
-            x = self.output_activation(x)
-        return x
 
     def make_linear(self, dim_in, dim_out, is_first, is_last):
         layer = nn.Linear(dim_in, dim_out, bias=True)
