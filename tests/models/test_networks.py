@@ -151,3 +151,23 @@ def test_hash_grid_and_mlp_train_under_bf16_autocast():
     out.float().sum().backward()
     assert grid_core(encoding).params.grad.abs().sum() > 0
     assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+@pytest.mark.parametrize("otype", ["FullyFusedMLP", "CutlassMLP"])
+def test_fused_mlp_fallback_initialises_like_tcnn(otype):
+    # tcnn: Xavier-uniform on its padded widths (input 3 -> 16, output 1 -> 16), scale 1
+    torch.manual_seed(0)
+    mlp = get_mlp(3, 1, {"otype": otype, "n_neurons": 64, "n_hidden_layers": 2})
+    weights = [m.weight for m in mlp.layers if isinstance(m, torch.nn.Linear)]
+    assert [tuple(w.shape) for w in weights] == [(64, 3), (64, 64), (1, 64)]
+    for w, (fan_in, fan_out) in zip(weights, [(16, 64), (64, 64), (64, 16)]):
+        bound = math.sqrt(6.0 / (fan_in + fan_out))
+        assert w.abs().max() <= bound
+        if w.numel() >= 192:  # the output layer has only 64 weights
+            assert w.abs().max() > 0.95 * bound
+            assert w.std().item() == pytest.approx(bound / math.sqrt(3), rel=0.1)
+    # the plain VanillaMLP keeps PyTorch's default (kaiming-uniform, bound 1 / sqrt(fan_in))
+    torch.manual_seed(0)
+    vanilla = get_mlp(3, 1, {"otype": "VanillaMLP", "n_neurons": 64, "n_hidden_layers": 2})
+    hidden = vanilla.layers[2].weight
+    assert hidden.abs().max() <= 1 / math.sqrt(64) < 0.95 * math.sqrt(6.0 / 128)

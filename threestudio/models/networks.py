@@ -295,10 +295,23 @@ class SphereInitVanillaMLP(VanillaMLP):
         return nn.Softplus(beta=100)
 
 
+TCNN_MLP_ALIGNMENT = 16  # tcnn pads an MLP's input and output widths to multiples of 16
+
+
+def _next_multiple(value: int, multiple: int) -> int:
+    return (value + multiple - 1) // multiple * multiple
+
+
 class FusedMLP(VanillaMLP):
     """``otype: FullyFusedMLP`` / ``CutlassMLP``: tiny-cuda-nn's MLPs, run as the same bias-free
     architecture in pure PyTorch (there is no tcnn backend for MLPs here; the state-dict keys are
-    VanillaMLP's)."""
+    VanillaMLP's).
+
+    Initialised as tcnn initialises them: every weight matrix uniform in ``[-b, b]`` with
+    ``b = sqrt(6 / (fan_in + fan_out))`` (Xavier-uniform), where tcnn's fans are its padded
+    widths: the input layer's ``fan_in`` and the output layer's ``fan_out`` rounded up to a
+    multiple of 16.
+    """
 
     def __init__(self, dim_in: int, dim_out: int, config: dict):
         otype = str(config.get("otype"))
@@ -308,6 +321,14 @@ class FusedMLP(VanillaMLP):
             reason = "threestudio has no tiny-cuda-nn MLP backend"
         report_fallback(otype, "tiny-cuda-nn's MLP", reason)
         super().__init__(dim_in, dim_out, config)
+
+    def make_linear(self, dim_in, dim_out, is_first, is_last):
+        layer = nn.Linear(dim_in, dim_out, bias=False)
+        fan_in = _next_multiple(dim_in, TCNN_MLP_ALIGNMENT) if is_first else dim_in
+        fan_out = _next_multiple(dim_out, TCNN_MLP_ALIGNMENT) if is_last else dim_out
+        bound = math.sqrt(6.0 / (fan_in + fan_out))
+        nn.init.uniform_(layer.weight, -bound, bound)
+        return layer
 
 
 NETWORKS = {
