@@ -168,29 +168,36 @@ class OccGridEstimator(nn.Module):
         warmup_steps: int = 256,
         n: int = 16,
     ) -> None:
-        """Every ``n`` steps: re-evaluate the occupancy (all cells during warm-up, then a quarter
-        of the cells at random plus as many occupied ones), decay the old value by ``ema_decay``
-        and keep the larger; a cell is occupied above ``min(mean occupancy, occ_thre)``."""
+        """Every ``n`` steps, nerfacc's update (``OccGridEstimator._update``, same random draws):
+        re-evaluate the occupancy at one jittered point per chosen cell, decay the old value by
+        ``ema_decay`` and keep the larger; a cell is occupied above ``min(mean occupancy,
+        occ_thre)``."""
         if step % n != 0:
             return
-        if step < warmup_steps:
-            indices = torch.arange(self.cells, device=self.occs.device)
-        else:
-            n_pick = self.cells // 4
-            uniform = torch.randint(self.cells, (n_pick,), device=self.occs.device)
-            occupied = torch.nonzero(self.occs > 0)[:, 0]
-            if occupied.numel() > n_pick:
-                occupied = occupied[
-                    torch.randint(occupied.numel(), (n_pick,), device=occupied.device)
-                ]
-            indices = torch.cat([uniform, occupied])
+        indices = self._cells_to_update(step, warmup_steps)
         coords = self.grid_coords[indices].float()
-        x = (coords + torch.rand_like(coords)) / self.res
+        x = (coords + torch.rand_like(coords)) / self.res  # one uniform point inside each cell
         x = self.aabb[:3] + x * (self.aabb[3:] - self.aabb[:3])
         occ = occ_eval_fn(x).reshape(-1).float()
         self.occs[indices] = torch.maximum(self.occs[indices] * ema_decay, occ)
         thre = torch.clamp(self.occs[self.occs >= 0].mean(), max=occ_thre)
         self.binaries.copy_((self.occs > thre).view(self.binaries.shape))
+
+    def _cells_to_update(self, step: int, warmup_steps: int) -> Int[Tensor, "N"]:
+        """All cells during warm-up; then a quarter of the cells drawn uniformly plus as many
+        drawn from the occupied ones (``binaries``, the thresholded grid: under a softplus
+        density nearly every cell has ``occs > 0``). Cells marked invisible (``occs < 0``) are
+        never re-evaluated."""
+        device = self.occs.device
+        if step < warmup_steps:
+            return torch.arange(self.cells, device=device)[self.occs >= 0]
+        n_pick = self.cells // 4
+        uniform = torch.randint(self.cells, (n_pick,), device=device)
+        uniform = uniform[self.occs[uniform] >= 0]
+        occupied = torch.nonzero(self.binaries.view(-1))[:, 0]
+        if occupied.numel() > n_pick:
+            occupied = occupied[torch.randint(occupied.numel(), (n_pick,), device=device)]
+        return torch.cat([uniform, occupied])
 
     # ---- sampling
 
@@ -231,9 +238,11 @@ class OccGridEstimator(nn.Module):
         alpha_thre: float = 0.0,
         stratified: bool = False,
     ) -> Tuple[Int[Tensor, "Ns"], Float[Tensor, "Ns"], Float[Tensor, "Ns"]]:
-        """Packed samples ``(ray_indices, t_starts, t_ends)`` of step ``render_step_size`` inside
-        occupied cells; with ``sigma_fn``/``alpha_fn`` also drop samples whose alpha is below
-        ``alpha_thre`` or whose transmittance fell below ``early_stop_eps``."""
+        """Packed samples ``(ray_indices, t_starts, t_ends)`` of nerfacc's ``sampling``: intervals
+        ``[near + k * step, near + (k + 1) * step]`` (``near`` jittered by up to one step when
+        ``stratified``) whose midpoint lies in the scene box and in an occupied cell. With
+        ``sigma_fn``/``alpha_fn`` also drop samples whose transmittance fell below
+        ``early_stop_eps`` or whose alpha is below ``min(alpha_thre, occs.mean())``."""
         if use_nerfacc_kernels(rays_o):
             return self._nerfacc_estimator().sampling(
                 rays_o,
@@ -289,31 +298,35 @@ class OccGridEstimator(nn.Module):
         device = rays_o.device
         n_rays = rays_o.shape[0]
         empty = torch.zeros(0, device=device)
+        # nerfacc marches every ray on the lattice near + k * step from its (jittered) near
+        # plane; the jitter is drawn first, as nerfacc does, even when nothing is occupied
+        near = torch.full((n_rays,), float(near_plane), dtype=rays_o.dtype, device=device)
+        if stratified:
+            near = near + torch.rand_like(near) * step
         occupied_box = self._occupied_box()
         if occupied_box is None or n_rays == 0:
             return empty.long(), empty, empty
         t_near, t_far, hit = ray_aabb_intersect(rays_o, rays_d, self.aabb)
-        t_min = t_near.clamp(min=near_plane)
+        t_min = torch.maximum(t_near, near)
         t_max = t_far.clamp(max=far_plane)
-        # march only where the ray crosses the box around the occupied cells; the samples stay
-        # on the lattice t_min + (k + offset) * step that starts where the ray enters the scene
+        # only where the ray crosses the box around the occupied cells can a midpoint be occupied
         o_near, o_far, o_hit = ray_aabb_intersect(rays_o, rays_d, occupied_box)
-        hit = hit & o_hit & (t_max > t_min)
-        offset = (
-            torch.rand(n_rays, device=device) if stratified else torch.zeros(n_rays, device=device)
-        )
-        k_first = torch.floor((torch.maximum(o_near, t_min) - t_min) / step - offset).clamp(min=0)
-        k_last = torch.ceil((torch.minimum(o_far, t_max) - t_min) / step - offset)
+        lo, hi = torch.maximum(o_near, t_min), torch.minimum(o_far, t_max)
+        hit = hit & o_hit & (hi > lo)
+        # k whose midpoint near + (k + 0.5) * step lies in [lo, hi), one wider on each side
+        # (rounding); the exact test on the midpoints follows
+        k_first = torch.floor((lo - near) / step - 0.5)
+        k_last = torch.ceil((hi - near) / step - 0.5)
         k_first = torch.where(hit, k_first, torch.zeros_like(k_first))
         k_last = torch.where(hit, k_last, k_first - 1)
         n_steps = int((k_last - k_first).max().item()) + 1
         if n_steps <= 0:
             return empty.long(), empty, empty
-        k = torch.arange(n_steps, device=device, dtype=rays_o.dtype)
-        k = k_first[:, None] + k[None, :]
-        t_starts = t_min[:, None] + (k + offset[:, None]) * step
+        k = k_first[:, None] + torch.arange(n_steps, device=device, dtype=rays_o.dtype)
+        t_starts = near[:, None] + k * step
         t_mid = t_starts + 0.5 * step
-        valid = (k <= k_last[:, None]) & (t_mid < t_max[:, None])
+        valid = (k <= k_last[:, None]) & (t_mid >= t_min[:, None]) & (t_mid < t_max[:, None])
+        valid &= hit[:, None]
         ray_ids, sample_ids = torch.nonzero(valid, as_tuple=True)
         ts = t_starts[ray_ids, sample_ids]
         x = rays_o[ray_ids] + rays_d[ray_ids] * (ts + 0.5 * step)[:, None]
@@ -321,19 +334,26 @@ class OccGridEstimator(nn.Module):
         ray_ids, ts = ray_ids[keep], ts[keep]
         te = ts + step
 
-        if (sigma_fn is not None or alpha_fn is not None) and ray_ids.numel() > 0:
+        if (alpha_thre > 0.0 or early_stop_eps > 0.0) and (
+            sigma_fn is not None or alpha_fn is not None
+        ):
+            # as nerfacc: a threshold above the mean occupancy would empty a faint scene
+            alpha_thre = min(alpha_thre, self.occs.mean().item())
             if sigma_fn is not None:
-                sigmas = sigma_fn(ts, te, ray_ids).reshape(-1)
-                alphas = 1.0 - torch.exp(-sigmas * (te - ts))
+                if ray_ids.numel() > 0:
+                    sigmas = sigma_fn(ts, te, ray_ids).reshape(-1)
+                else:
+                    sigmas = empty
+                sigma_dt = sigmas * (te - ts)
+                alphas = 1.0 - torch.exp(-sigma_dt)
+                trans = torch.exp(-packed_exclusive_sum(sigma_dt, ray_ids, n_rays))
             else:
-                alphas = alpha_fn(ts, te, ray_ids).reshape(-1)
-            neg_log = -torch.log1p(-alphas.clamp(max=1.0 - 1e-7))
-            trans = torch.exp(-packed_exclusive_sum(neg_log, ray_ids, n_rays))
-            keep = torch.ones_like(alphas, dtype=torch.bool)
+                alphas = alpha_fn(ts, te, ray_ids).reshape(-1) if ray_ids.numel() > 0 else empty
+                neg_log = -torch.log1p(-alphas.clamp(max=1.0 - 1e-7))
+                trans = torch.exp(-packed_exclusive_sum(neg_log, ray_ids, n_rays))
+            keep = trans >= early_stop_eps
             if alpha_thre > 0:
                 keep &= alphas >= alpha_thre
-            if early_stop_eps > 0:
-                keep &= trans >= early_stop_eps
             ray_ids, ts, te = ray_ids[keep], ts[keep], te[keep]
         return ray_ids, ts, te
 
