@@ -23,8 +23,8 @@ import torch
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from threestudio.data.shapes import all_prompts  # noqa: E402
-from threestudio.utils.evaluation import ClassifierScorer, evaluate_trial  # noqa: E402
+from threestudio.bundled.evaluation import ClassifierScorer, evaluate_trial  # noqa: E402
+from threestudio.bundled.shapes import all_prompts  # noqa: E402
 
 
 def spread(n: int):

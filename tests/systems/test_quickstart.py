@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from threestudio.utils import evaluation
+from threestudio.bundled import evaluation
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
