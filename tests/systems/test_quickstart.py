@@ -9,8 +9,7 @@ import sys
 import pytest
 
 from threestudio.bundled import evaluation
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from threestudio.utils.paths import REPO_ROOT as REPO
 
 
 @pytest.mark.slow

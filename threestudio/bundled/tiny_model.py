@@ -19,15 +19,12 @@ import torch.nn as nn
 from tqdm import tqdm
 
 from threestudio.bundled.shapes import COLORS, DIRECTIONS, SHAPES, ShapeDataset, known_words
+from threestudio.models.prompt_processors.base import VOCABULARY_FILE
+from threestudio.models.prompt_processors.deepfloyd_prompt_processor import IF_MAX_LENGTH
+from threestudio.utils.paths import LOAD_DIR
 from threestudio.utils.typing import Callable, Dict, Float, List, Optional, Tensor, Tuple
 
-MAX_LENGTH = 77  # the prompt processor pads T5 prompts to 77 tokens, as DeepFloyd IF does
-BUNDLED_MODEL_PATH = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-    "load",
-    "tiny-shapes",
-)
-VOCABULARY_FILE = "vocabulary.json"
+BUNDLED_MODEL_PATH = os.path.join(LOAD_DIR, "tiny-shapes")
 
 
 # ============ the pipeline's parts ============
@@ -41,7 +38,7 @@ def build_tokenizer():
     pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -5.0), (",", -1.0)]
     pieces += [("▁" + w, -1.0) for w in known_words()]
     tokenizer = T5Tokenizer(vocab=pieces, extra_ids=0)
-    tokenizer.model_max_length = MAX_LENGTH
+    tokenizer.model_max_length = IF_MAX_LENGTH
     return tokenizer
 
 
@@ -104,7 +101,7 @@ def tokenize(tokenizer, prompts: List[str]) -> Dict[str, Tensor]:
     return tokenizer(
         prompts,
         padding="max_length",
-        max_length=MAX_LENGTH,
+        max_length=IF_MAX_LENGTH,
         truncation=True,
         add_special_tokens=True,
         return_tensors="pt",
