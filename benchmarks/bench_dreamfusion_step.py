@@ -24,6 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import threestudio  # noqa: E402
 from threestudio.utils.config import load_config  # noqa: E402
+from threestudio.utils.paths import REPO_ROOT  # noqa: E402
 
 
 def build_models(root: Path, sd21: bool) -> str:
@@ -78,9 +79,8 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         model = build_models(Path(tmp) / "model", args.sd21)
         os.environ["THREESTUDIO_CACHE_DIR"] = str(Path(tmp) / "cache")
-        repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         cfg = load_config(
-            os.path.join(repo, "configs", "dreamfusion-sd.yaml"),
+            os.path.join(REPO_ROOT, "configs", "dreamfusion-sd.yaml"),
             cli_args=[
                 "system.prompt_processor.prompt=a hamburger",
                 f"system.prompt_processor.pretrained_model_name_or_path={model}",

@@ -20,11 +20,11 @@ import time
 
 import torch
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from threestudio.data.shapes import all_prompts  # noqa: E402
-from threestudio.utils.evaluation import ClassifierScorer, evaluate_trial  # noqa: E402
+from threestudio.bundled.evaluation import ClassifierScorer, evaluate_trial  # noqa: E402
+from threestudio.bundled.shapes import all_prompts  # noqa: E402
+from threestudio.utils.paths import REPO_ROOT  # noqa: E402
 
 
 def spread(n: int):
@@ -41,7 +41,7 @@ def main() -> None:
     p.add_argument("--prompts", type=int, default=30, help="how many of the 30 prompts")
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--exp-root", default="outputs/bench-quickstart")
-    p.add_argument("--out", default=os.path.join(REPO, "benchmarks", "results_quickstart.md"))
+    p.add_argument("--out", default=os.path.join(REPO_ROOT, "benchmarks", "results_quickstart.md"))
     p.add_argument("overrides", nargs="*", help="extra config overrides, after --")
     args = p.parse_args()
 
@@ -56,15 +56,15 @@ def main() -> None:
                 f"exp_root_dir={args.exp_root}", f"tag={tag}", *args.overrides,
             ]  # fmt: skip
             t0 = time.time()
-            proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+            proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True)
             wall = time.time() - t0
             if proc.returncode != 0:
                 print(f"{prompt} seed {seed}: FAILED\n{proc.stderr[-2000:]}")
                 rows.append((prompt, seed, wall, float("nan"), "failed"))
                 continue
-            trial = sorted(glob.glob(os.path.join(REPO, args.exp_root, "quickstart", tag + "@*")))[
-                -1
-            ]
+            trial = sorted(
+                glob.glob(os.path.join(REPO_ROOT, args.exp_root, "quickstart", tag + "@*"))
+            )[-1]
             r = evaluate_trial(trial, scorer)
             best = next(iter(r["top_prompts"]))
             rows.append((prompt, seed, wall, r["r_precision"], best))

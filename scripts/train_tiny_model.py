@@ -3,7 +3,7 @@
     python scripts/train_tiny_model.py                 # data, classifier, diffusion model, card
     python scripts/train_tiny_model.py --steps 200     # a quick, worse model (for trying it out)
 
-1. renders the synthetic world (``threestudio.data.shapes``): views of 5 shapes x 6 colours;
+1. renders the synthetic world (``threestudio.bundled.shapes``): views of 5 shapes x 6 colours;
 2. trains the shape-and-colour classifier and measures it on held-out renders;
 3. trains the pixel-space diffusion model (T5 text encoder + UNet, jointly, from scratch);
 4. samples every prompt, scores the samples with the classifier, and writes the pipeline folder,
@@ -22,7 +22,13 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from threestudio.data.shapes import (  # noqa: E402
+from threestudio.bundled import tiny_model as bm  # noqa: E402
+from threestudio.bundled.classifier import (  # noqa: E402
+    ShapeColorClassifier,
+    classifier_accuracy,
+    train_classifier,
+)
+from threestudio.bundled.shapes import (  # noqa: E402
     CAMERA_CONFIG,
     COLORS,
     SHADING,
@@ -32,7 +38,6 @@ from threestudio.data.shapes import (  # noqa: E402
     known_words,
     render_shape_dataset,
 )
-from threestudio.utils import bundled_model as bm  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -151,8 +156,8 @@ def build(args, argv):
 
     # 2. classifier
     t0 = time.time()
-    classifier = bm.train_classifier(train, epochs=args.classifier_epochs, seed=args.seed)
-    clf_metrics = bm.classifier_accuracy(classifier, heldout)
+    classifier = train_classifier(train, epochs=args.classifier_epochs, seed=args.seed)
+    clf_metrics = classifier_accuracy(classifier, heldout)
     t_clf = time.time() - t0
     print(f"classifier on held-out renders: {clf_metrics} ({t_clf:.0f} s)")
 
@@ -195,7 +200,7 @@ def load_built(folder: str):
     text_encoder = T5EncoderModel.from_pretrained(folder, subfolder="text_encoder").eval()
     unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet").eval()
     scheduler = DDPMScheduler.from_pretrained(folder, subfolder="scheduler")
-    classifier = bm.ShapeColorClassifier.load(os.path.join(folder, "classifier"))
+    classifier = ShapeColorClassifier.load(os.path.join(folder, "classifier"))
     with open(os.path.join(folder, "training_stats.json")) as f:
         stats = json.load(f)
     return tokenizer, text_encoder, unet, scheduler, classifier, stats
@@ -223,7 +228,7 @@ A prompt with any other word gets a warning listing these words: the model has n
 
 ## Data
 {s["training_images"]} renders ({s["training_images"] // 30} per object), made by
-`threestudio.data.shapes.render_shape_dataset`: meshes of the shapes rasterised by the project's
+`threestudio.bundled.shapes.render_shape_dataset`: meshes of the shapes rasterised by the project's
 `nvdiff-rasterizer` (pure-PyTorch backend), shaded by `diffuse-with-point-light-material`
 (ambient {SHADING["ambient_light_color"][0]}, diffuse {SHADING["diffuse_light_color"][0]}) under
 a point light drawn as the random-camera datamodule draws it, on a white background. Cameras:
@@ -252,7 +257,7 @@ Rebuild from scratch (seeded):
 
 ## Samples
 Ancestral (DDPM) sampling, {s["sample_steps"]} steps, guidance scale {s["sample_guidance_scale"]},
-seeds 0-{s["sample_seeds"] - 1} (`threestudio.utils.bundled_model.sample_images`); one
+seeds 0-{s["sample_seeds"] - 1} (`threestudio.bundled.tiny_model.sample_images`); one
 row per colour, shapes in the order {", ".join(SHAPES)}:
 
 ![samples](samples.png)
@@ -262,7 +267,7 @@ The bundled classifier names shape and colour correctly for
 
 ## Classifier (`classifier/`)
 A small CNN naming shape and colour, trained on the same renders; used by
-`python -m threestudio.utils.evaluation` for R-precision in this world. On
+`python -m threestudio.bundled.evaluation` for R-precision in this world. On
 {30 * 32} held-out renders: shape {100 * clf["shape_accuracy"]:.1f}%, colour
 {100 * clf["color_accuracy"]:.1f}%, both {100 * clf["accuracy"]:.1f}%.
 

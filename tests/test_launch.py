@@ -10,7 +10,8 @@ import imageio.v2 as imageio
 import pytest
 import torch
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from threestudio.utils.paths import REPO_ROOT as REPO
+
 LAUNCH = os.path.join(REPO, "launch.py")
 CONFIG = os.path.join(REPO, "tests", "fixtures", "tiny_fit.yaml")
 QUIET = ["trainer.enable_progress_bar=false"]

@@ -1,8 +1,7 @@
-import os
 import subprocess
 import sys
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from threestudio.utils.paths import REPO_ROOT as REPO
 
 SNIPPET = """
 import sys

@@ -9,7 +9,8 @@ import pytest
 import torch
 import yaml
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from threestudio.utils.paths import REPO_ROOT as REPO
+
 LAUNCH = os.path.join(REPO, "launch.py")
 QUICK = [
     "data.width=16",

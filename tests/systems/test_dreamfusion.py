@@ -15,8 +15,8 @@ import trimesh
 
 from tests.tiny_pipelines import build_tiny_if, build_tiny_sd
 from tests.tiny_text import make_tiny_clip_text, make_tiny_t5_text
+from threestudio.utils.paths import REPO_ROOT as REPO
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 LAUNCH = os.path.join(REPO, "launch.py")
 
 SMALL = [

@@ -8,9 +8,8 @@ import sys
 
 import pytest
 
-from threestudio.utils import evaluation
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from threestudio.bundled import evaluation
+from threestudio.utils.paths import REPO_ROOT as REPO
 
 
 @pytest.mark.slow

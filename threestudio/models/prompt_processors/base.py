@@ -29,6 +29,7 @@ import threestudio
 from threestudio.utils.base import BaseObject
 from threestudio.utils.errors import ConfigError, MissingModelError, UserError
 from threestudio.utils.misc import barrier, cleanup, get_device, get_rank
+from threestudio.utils.paths import LOAD_DIR
 from threestudio.utils.typing import (
     Any,
     Callable,
@@ -61,8 +62,7 @@ def default_cache_dir() -> str:
 
 def default_prompt_library_path() -> str:
     """The library shipped with the code (``load/prompt_library.json`` beside the package)."""
-    package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    return os.path.join(os.path.dirname(package_root), "load", "prompt_library.json")
+    return os.path.join(LOAD_DIR, "prompt_library.json")
 
 
 def shift_azimuth_deg(azimuth: Float[Tensor, "..."]) -> Float[Tensor, "..."]:

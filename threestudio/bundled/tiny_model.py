@@ -1,36 +1,30 @@
-"""The bundled tiny text-to-image model and its shape-and-colour classifier.
+"""The recipe of the bundled tiny text-to-image model (``load/tiny-shapes``): its parts, training
+and sampling.
 
 The model is a DeepFloyd-IF-style pixel-space pipeline at 32x32 built from the real classes
 (``T5Tokenizer``, ``T5EncoderModel``, ``UNet2DConditionModel``, ``DDPMScheduler``) and saved with
 ``IFPipeline.save_pretrained``, so ``deep-floyd-guidance`` and ``deep-floyd-prompt-processor``
 load it unchanged through ``pretrained_model_name_or_path``. It is trained from scratch on the
-synthetic world of ``threestudio.data.shapes`` by ``scripts/train_tiny_model.py``.
-
-The classifier (``classifier/`` in the same folder) names the shape and colour of a 32x32 image;
-``threestudio.utils.evaluation`` uses it to score text-to-3D results in that world.
+synthetic world of ``threestudio.bundled.shapes`` by ``scripts/train_tiny_model.py``, which also
+trains the world's classifier (``threestudio.bundled.classifier``) into ``classifier/`` beside it.
 """
 
 import copy
 import json
 import math
 import os
-from pathlib import Path
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from tqdm import tqdm
 
-from threestudio.data.shapes import COLORS, DIRECTIONS, SHAPES, ShapeDataset, known_words
+from threestudio.bundled.shapes import COLORS, DIRECTIONS, SHAPES, ShapeDataset, known_words
+from threestudio.models.prompt_processors.base import VOCABULARY_FILE
+from threestudio.models.prompt_processors.deepfloyd_prompt_processor import IF_MAX_LENGTH
+from threestudio.utils.paths import LOAD_DIR
 from threestudio.utils.typing import Callable, Dict, Float, List, Optional, Tensor, Tuple
 
-MAX_LENGTH = 77  # the prompt processor pads T5 prompts to 77 tokens, as DeepFloyd IF does
-BUNDLED_MODEL_PATH = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-    "load",
-    "tiny-shapes",
-)
-VOCABULARY_FILE = "vocabulary.json"
+BUNDLED_MODEL_PATH = os.path.join(LOAD_DIR, "tiny-shapes")
 
 
 # ============ the pipeline's parts ============
@@ -44,7 +38,7 @@ def build_tokenizer():
     pieces = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁", -5.0), (",", -1.0)]
     pieces += [("▁" + w, -1.0) for w in known_words()]
     tokenizer = T5Tokenizer(vocab=pieces, extra_ids=0)
-    tokenizer.model_max_length = MAX_LENGTH
+    tokenizer.model_max_length = IF_MAX_LENGTH
     return tokenizer
 
 
@@ -107,7 +101,7 @@ def tokenize(tokenizer, prompts: List[str]) -> Dict[str, Tensor]:
     return tokenizer(
         prompts,
         padding="max_length",
-        max_length=MAX_LENGTH,
+        max_length=IF_MAX_LENGTH,
         truncation=True,
         add_special_tokens=True,
         return_tensors="pt",
@@ -281,113 +275,3 @@ def sample_images(
         c, u = pred.chunk(2)
         x = ddpm.step(u + guidance_scale * (c - u), t, x, generator=gen).prev_sample
     return (x.permute(0, 2, 3, 1) * 0.5 + 0.5).clamp(0.0, 1.0)
-
-
-# ============ the shape-and-colour classifier ============
-
-
-class ShapeColorClassifier(nn.Module):
-    """A small CNN naming the shape (of ``SHAPES``) and colour (of ``COLORS``) of an image."""
-
-    def __init__(self, width: int = 32) -> None:
-        super().__init__()
-
-        def block(cin: int, cout: int) -> nn.Sequential:
-            return nn.Sequential(
-                nn.Conv2d(cin, cout, 3, padding=1), nn.GroupNorm(8, cout), nn.SiLU(),
-                nn.Conv2d(cout, cout, 3, padding=1), nn.GroupNorm(8, cout), nn.SiLU(),
-            )  # fmt: skip
-
-        self.features = nn.Sequential(
-            block(3, width), nn.AvgPool2d(2),
-            block(width, 2 * width), nn.AvgPool2d(2),
-            block(2 * width, 4 * width), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-        )  # fmt: skip
-        self.shape_head = nn.Linear(4 * width, len(SHAPES))
-        self.color_head = nn.Linear(4 * width, len(COLORS))
-        self.size = 32
-
-    def forward(self, images: Float[Tensor, "B H W 3"]) -> Tuple[Tensor, Tensor]:
-        """Logits of shape and colour for images in [0, 1] of any size (resized to 32x32)."""
-        x = images.permute(0, 3, 1, 2).float()
-        if x.shape[-2:] != (self.size, self.size):
-            x = F.interpolate(x, (self.size, self.size), mode="area")
-        h = self.features(x * 2.0 - 1.0)
-        return self.shape_head(h), self.color_head(h)
-
-    def prompt_log_probs(self, images: Float[Tensor, "B H W 3"]) -> Float[Tensor, "B P"]:
-        """log p(prompt | image) for the 30 prompts of ``threestudio.data.shapes.all_prompts``
-        (colour-major), assuming shape and colour independent."""
-        shape_logits, color_logits = self(images)
-        ls = F.log_softmax(shape_logits, -1)
-        lc = F.log_softmax(color_logits, -1)
-        return (lc[:, :, None] + ls[:, None, :]).flatten(1)
-
-    def save(self, folder: str, metrics: Optional[dict] = None) -> None:
-        from safetensors.torch import save_file
-
-        Path(folder).mkdir(parents=True, exist_ok=True)
-        save_file(self.state_dict(), os.path.join(folder, "model.safetensors"))
-        config = {"shapes": list(SHAPES), "colors": list(COLORS), "size": self.size}
-        config.update(metrics or {})
-        with open(os.path.join(folder, "config.json"), "w") as f:
-            json.dump(config, f, indent=1)
-
-    @classmethod
-    def load(cls, folder: str) -> "ShapeColorClassifier":
-        from safetensors.torch import load_file
-
-        with open(os.path.join(folder, "config.json")) as f:
-            config = json.load(f)
-        if config["shapes"] != list(SHAPES) or config["colors"] != list(COLORS):
-            raise ValueError(f"classifier in {folder} was trained on other shapes or colours")
-        model = cls()
-        model.load_state_dict(load_file(os.path.join(folder, "model.safetensors")))
-        return model.eval()
-
-
-def train_classifier(
-    data: ShapeDataset,
-    epochs: int = 3,
-    batch_size: int = 64,
-    lr: float = 2e-3,
-    seed: int = 0,
-    progress: bool = True,
-) -> ShapeColorClassifier:
-    torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
-    model = ShapeColorClassifier()
-    opt = torch.optim.AdamW(model.parameters(), lr=lr)
-    n_steps = epochs * math.ceil(len(data) / batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=n_steps)
-    bar = tqdm(total=n_steps, desc="training classifier", disable=not progress)
-    model.train()
-    for _ in range(epochs):
-        order = torch.randperm(len(data), generator=gen)
-        for i in range(0, len(data), batch_size):
-            idx = order[i : i + batch_size]
-            images = data.images[idx].float() / 255.0
-            shape_logits, color_logits = model(images)
-            loss = F.cross_entropy(shape_logits, data.shape_idx[idx]) + F.cross_entropy(
-                color_logits, data.color_idx[idx]
-            )
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            bar.update()
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-    bar.close()
-    return model.eval()
-
-
-@torch.no_grad()
-def classifier_accuracy(model: ShapeColorClassifier, data: ShapeDataset) -> Dict[str, float]:
-    shape_logits, color_logits = model(data.images.float() / 255.0)
-    shape_ok = shape_logits.argmax(-1) == data.shape_idx
-    color_ok = color_logits.argmax(-1) == data.color_idx
-    return {
-        "shape_accuracy": shape_ok.float().mean().item(),
-        "color_accuracy": color_ok.float().mean().item(),
-        "accuracy": (shape_ok & color_ok).float().mean().item(),
-    }

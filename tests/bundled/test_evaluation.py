@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 
 from tests.tiny_text import make_tiny_clip
-from threestudio.data.shapes import all_prompts, render_shape_dataset
-from threestudio.utils import evaluation
+from threestudio.bundled import evaluation
+from threestudio.bundled.shapes import all_prompts, render_shape_dataset
 from threestudio.utils.errors import UserError
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -11,8 +11,8 @@ views (DreamFields, DreamFusion). Two scorers:
 
 Command line (prints one line per trial and writes ``evaluation.json`` into each trial folder):
 
-    python -m threestudio.utils.evaluation outputs/quickstart/a_blue_cone@...
-    python -m threestudio.utils.evaluation TRIAL --scorer clip --clip-model openai/clip-vit-base-patch32
+    python -m threestudio.bundled.evaluation outputs/quickstart/a_blue_cone@...
+    python -m threestudio.bundled.evaluation TRIAL --scorer clip --clip-model openai/clip-vit-base-patch32
 """
 
 import argparse
@@ -26,7 +26,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from threestudio.data.shapes import COLORS, SHAPES, all_prompts
+from threestudio.bundled.classifier import ShapeColorClassifier
+from threestudio.bundled.shapes import COLORS, SHAPES, all_prompts
+from threestudio.bundled.tiny_model import BUNDLED_MODEL_PATH
+from threestudio.models.prompt_processors.base import (
+    default_prompt_library_path,
+    find_library_prompt,
+    load_prompt_library,
+)
 from threestudio.utils.errors import UserError
 from threestudio.utils.typing import Dict, Float, List, Optional, Tensor, Tuple
 
@@ -84,12 +91,6 @@ def trial_prompt(trial_dir: str) -> str:
     if prompt is None:
         raise UserError(f"{path}: no system.prompt_processor.prompt; pass --prompt")
     if str(prompt).startswith("lib:"):
-        from threestudio.models.prompt_processors.base import (
-            default_prompt_library_path,
-            find_library_prompt,
-            load_prompt_library,
-        )
-
         library = OmegaConf.select(cfg, "system.prompt_processor.prompt_library")
         library = library or default_prompt_library_path()
         prompt = find_library_prompt(str(prompt)[4:], load_prompt_library(library), library)
@@ -111,8 +112,6 @@ class ClassifierScorer:
     name = "classifier"
 
     def __init__(self, folder: Optional[str] = None) -> None:
-        from threestudio.utils.bundled_model import BUNDLED_MODEL_PATH, ShapeColorClassifier
-
         self.folder = folder or os.path.join(BUNDLED_MODEL_PATH, "classifier")
         if not os.path.exists(os.path.join(self.folder, "model.safetensors")):
             raise UserError(
@@ -161,11 +160,6 @@ class CLIPScorer:
             self.std = tuple(pre.get("image_std", self.std))
 
     def default_prompts(self) -> List[str]:
-        from threestudio.models.prompt_processors.base import (
-            default_prompt_library_path,
-            load_prompt_library,
-        )
-
         return load_prompt_library(default_prompt_library_path())
 
     @torch.no_grad()
@@ -251,7 +245,7 @@ def read_prompts(path: str) -> List[str]:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(
-        prog="python -m threestudio.utils.evaluation",
+        prog="python -m threestudio.bundled.evaluation",
         description="R-precision of trials' test views against a prompt set.",
     )
     p.add_argument("trials", nargs="+", help="trial folders (outputs/<name>/<tag>@<time>)")
