@@ -3,7 +3,6 @@
 import gc
 import os
 import re
-from bisect import bisect_right
 from pathlib import Path
 
 import torch
@@ -72,51 +71,61 @@ def _interp(start: float, end: float, frac: float, interpolation: str) -> float:
     raise ConfigError(f"unknown interpolation '{interpolation}'; use 'linear' or 'exp'")
 
 
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
 def C(value: Any, epoch: int, global_step: int, interpolation: str = "linear") -> float:
-    """Evaluate a scheduled value.
+    """Evaluate a scheduled value, read as the established threestudio reads it.
 
     Forms:
     - a number: constant;
-    - ``[start_value, end_value, end_step]``: from step 0 to ``end_step``;
-    - ``[start_step, start_value, end_value, end_step]``: held at ``start_value`` until
-      ``start_step``, then interpolated to ``end_value`` at ``end_step``;
-    - a piecewise list of 6 or more items ``[v0, s1, v1, s2, v2, ...]`` or (even length)
-      ``[s0, v0, s1, v1, ...]``: values at milestones, interpolated in between.
-    An int end step counts global steps, a float end step counts epochs.
+    - ``[start_value, end_value, end_step]``: the same as ``[0, start_value, end_value, end_step]``;
+    - ``[start_step, start_value, end_value, end_step]``: ``start_value`` until ``start_step``,
+      interpolated to ``end_value`` at ``end_step``, then held;
+    - ``[start_step, start_value, value_1, step_1, value_2, step_2, ...]`` (even length, 6 or
+      more): a chain of the 4-item form, each value reached at the step after it. The published
+      stable-zero123 ``lambda_normal_smooth: [100, 7.0, 5.0, 150, 10.0, 200]`` is 7 until step
+      100, 7 -> 5 by step 150, 5 -> 10 by step 200, then 10.
+    An int step counts global steps, a float step epochs.
     """
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+    if _is_number(value):
         return value
     value = config_to_primitive(value)
     if not isinstance(value, (list, tuple)):
         raise ConfigError(f"scheduled value must be a number or a list, got {value!r}")
+    value = list(value)
+    if not all(_is_number(v) for v in value):
+        raise ConfigError(f"scheduled value {value!r} must hold only numbers")
     if len(value) == 3:
-        value = [0] + list(value)
-    if len(value) == 4:
-        start_step, start_value, end_value, end_step = value
-        current = epoch if isinstance(end_step, float) else global_step
-        if end_step == start_step:
-            return end_value if current >= end_step else start_value
-        frac = (current - start_step) / (end_step - start_step)
-        return _interp(start_value, end_value, frac, interpolation)
-    if len(value) >= 6:
-        if len(value) % 2 == 1:
-            value = [0] + list(value)
-        steps = value[0::2]
-        values = value[1::2]
-        if any(b < a for a, b in zip(steps, steps[1:])):
-            raise ConfigError(f"piecewise schedule milestones must increase: {steps}")
-        current = epoch if isinstance(steps[-1], float) else global_step
-        i = bisect_right(steps, current) - 1
-        if i < 0:
-            return values[0]
-        if i >= len(steps) - 1:
-            return values[-1]
-        frac = (current - steps[i]) / max(steps[i + 1] - steps[i], 1e-12)
-        return _interp(values[i], values[i + 1], frac, interpolation)
-    raise ConfigError(
-        f"cannot read scheduled value {value!r}: use a number, [start, end, end_step], "
-        "[start_step, start, end, end_step] or a piecewise list of 6+ items"
-    )
+        value = [0] + value
+    if len(value) < 4 or (len(value) > 4 and (len(value) < 6 or len(value) % 2 == 1)):
+        raise ConfigError(
+            f"cannot read scheduled value {value!r}: use a number, [start, end, end_step], "
+            "[start_step, start, end, end_step] or [start_step, start, value_1, step_1, "
+            "value_2, step_2, ...]"
+        )
+    # the milestones (step, value): (start_step, start_value), (step_1, value_1), ...
+    steps = [value[0]] + value[3::2]
+    values = [value[1]] + value[2::2]
+    if any(b < a for a, b in zip(steps, steps[1:])):
+        raise ConfigError(f"scheduled value {value!r}: its steps {steps} must not decrease")
+
+    def counter(step: Union[int, float]) -> Union[int, float]:
+        return epoch if isinstance(step, float) else global_step
+
+    # the segment that holds the current step: the last whose start (after the first) is reached
+    i = 0
+    for k in range(1, len(steps) - 1):
+        if counter(steps[k]) >= steps[k]:
+            i = k
+    start_step, start_value = steps[i], values[i]
+    end_step, end_value = steps[i + 1], values[i + 1]
+    current = counter(end_step)
+    if end_step == start_step:
+        return end_value if current >= end_step else start_value
+    frac = (current - start_step) / (end_step - start_step)
+    return _interp(start_value, end_value, frac, interpolation)
 
 
 def split_weights_spec(spec: str) -> Tuple[str, Optional[str]]:
