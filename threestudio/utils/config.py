@@ -3,11 +3,16 @@
 Every user mistake in a config becomes one ``ConfigError`` line naming the full dotted key:
 unknown keys (with the closest valid key), wrong types (key, value, expected type), missing
 ``???`` values, and YAML syntax errors (file and line).
+
+A field declared ``float`` or ``int`` also takes a schedule, a list of numbers such as
+``[0, 0.98, 0.02, 8000]`` that is read through ``misc.C`` later, as the established parsing does.
 """
 
+import functools
 import os
 import re
-from dataclasses import dataclass, field, fields, is_dataclass
+import typing
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass, make_dataclass
 from datetime import datetime
 
 import yaml
@@ -224,14 +229,83 @@ def _valid_keys(object_type: Any):
     return []
 
 
+def _is_number_type(annotation: Any) -> bool:
+    """``float``/``int`` or an ``Optional`` of one (not ``bool``)."""
+    if annotation in (float, int):
+        return True
+    if typing.get_origin(annotation) is Union:
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return len(args) == 1 and args[0] in (float, int)
+    return False
+
+
+def _is_schedule(value: Any) -> bool:
+    """A list of numbers, the form ``misc.C`` reads as a schedule."""
+    if not isinstance(value, (list, tuple, ListConfig)):
+        return False
+    items = config_to_primitive(value)
+    return len(items) > 0 and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in items
+    )
+
+
+def _schedule_fields(fields_cls: Any, cfg: Any) -> tuple:
+    """Names of ``fields_cls``'s number-typed fields that ``cfg`` gives a schedule list."""
+    if not is_dataclass(fields_cls) or not isinstance(cfg, (dict, DictConfig)):
+        return ()
+    try:
+        hints = typing.get_type_hints(fields_cls)
+    except Exception:  # unresolvable string annotations: use them as written
+        hints = {}
+    names = []
+    for f in fields(fields_cls):
+        if f.name not in cfg or not _is_number_type(hints.get(f.name, f.type)):
+            continue
+        try:
+            value = cfg[f.name]
+        except oc_errors.OmegaConfBaseException:  # reported by the merge below
+            continue
+        if _is_schedule(value):
+            names.append(f.name)
+    return tuple(names)
+
+
+@functools.cache
+def _with_schedule_fields(fields_cls: Any, names: tuple) -> Any:
+    """``fields_cls`` with the fields ``names`` re-declared ``Any`` so they hold a schedule list
+    (the fields keep their place, defaults and ``__post_init__``)."""
+    redeclared = []
+    for f in fields(fields_cls):
+        if f.name in names:
+            if f.default is not MISSING:
+                spec = field(default=f.default)
+            elif f.default_factory is not MISSING:
+                spec = field(default_factory=f.default_factory)
+            else:
+                spec = field()
+            redeclared.append((f.name, Any, spec))
+    cls = make_dataclass(fields_cls.__name__, redeclared, bases=(fields_cls,))
+    cls.__qualname__ = fields_cls.__qualname__
+    cls.__module__ = fields_cls.__module__
+    return cls
+
+
 def parse_structured(fields_cls: Any, cfg: Optional[Union[dict, DictConfig]] = None) -> Any:
     """Parse ``cfg`` into an instance of the dataclass ``fields_cls``, strictly: unknown keys,
-    wrong types and missing values raise ``ConfigError`` naming the full dotted key."""
+    wrong types and missing values raise ``ConfigError`` naming the full dotted key. A ``float``
+    or ``int`` field may hold a schedule list (``[start_step, start, end, end_step]``)."""
     prefix = _prefix_of(cfg)
     if cfg is None:
         cfg = {}
+    schema_cls = fields_cls
+    schedules = _schedule_fields(fields_cls, cfg)
+    if schedules:
+        schema_cls = _with_schedule_fields(fields_cls, schedules)
     try:
-        merged = OmegaConf.merge(OmegaConf.structured(fields_cls), cfg)
+        if schedules and isinstance(cfg, DictConfig) and OmegaConf.get_type(cfg) is not dict:
+            # a parsed ``fields_cls`` config does not merge into its re-declared copy
+            cfg = OmegaConf.to_container(cfg, resolve=True)
+        merged = OmegaConf.merge(OmegaConf.structured(schema_cls), cfg)
     except oc_errors.ConfigKeyError as e:
         key = _full_key(e, prefix)
         bad = str(getattr(e, "key", "") or key.split(".")[-1])
@@ -258,6 +332,9 @@ def parse_structured(fields_cls: Any, cfg: Optional[Union[dict, DictConfig]] = N
     except (ValueError, TypeError) as e:  # raised by a Config's __post_init__
         where = f"{prefix}: " if prefix else ""
         raise ConfigError(f"{where}{e}") from e
+    if schema_cls is not fields_cls:
+        # the config is still a ``fields_cls`` (get_type, to_object, pickling name it)
+        parsed._metadata.object_type = fields_cls
     return _anchor(parsed, prefix)
 
 
