@@ -76,6 +76,7 @@ def warn(*args):
 
 def _import_builtin_modules():
     from threestudio import data, models, systems  # noqa: F401
+    from threestudio.utils import perceptual  # noqa: F401  (registers perceptual-loss)
 
 
 _import_builtin_modules()
