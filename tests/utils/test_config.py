@@ -266,3 +266,24 @@ def test_a_scalar_field_still_rejects_what_is_not_a_number_or_schedule(value, sh
     msg = str(e.value)
     assert msg.startswith("min_step_percent: expected float, got ") and shown in msg
     assert "\n" not in msg
+
+
+def test_interpolation_of_a_missing_key_names_both_keys():
+    with pytest.raises(ConfigError) as e:
+        load_config(BASE.replace("${system.prompt}", "${system.promt}"), from_string=True)
+    assert str(e.value) == (
+        "tag: the interpolation in '${rmspace:${system.promt},_}' names 'system.promt', "
+        "which is not a config key; did you mean 'system.prompt'?"
+    )
+    with pytest.raises(ConfigError) as e:  # relative, inside a list
+        load_config(
+            BASE.replace("  lr: 0.01\n", "  lr: 0.01\n  steps: [1, '${..lrr}']\n"), from_string=True
+        )
+    assert str(e.value) == (
+        "system.steps[1]: the interpolation in '${..lrr}' names 'system.lrr', which is not a "
+        "config key; did you mean 'system.lr'?"
+    )
+    with pytest.raises(
+        ConfigError, match=r"^radius: the interpolation in '\$\{nope\}' names 'nope'"
+    ):
+        parse_structured(GeometryConfig, OmegaConf.create({"radius": "${nope}"}))

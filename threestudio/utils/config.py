@@ -19,7 +19,7 @@ import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf import errors as oc_errors
 
-from threestudio.utils.errors import ConfigError, did_you_mean
+from threestudio.utils.errors import ConfigError, closest, did_you_mean
 from threestudio.utils.typing import Any, Optional, Union
 
 # ============ resolvers ============
@@ -164,9 +164,11 @@ def load_config(*yamls: str, cli_args: list = [], from_string: bool = False, **k
         yaml_confs = [_load_yaml(f) for f in yamls]
     cli_conf = _parse_cli_args(cli_args)
     cfg = OmegaConf.merge(*yaml_confs, cli_conf, kwargs)
-    _check_missing(cfg)
     try:
+        _check_missing(cfg)
         OmegaConf.resolve(cfg)
+    except oc_errors.InterpolationKeyError as e:
+        raise ConfigError(_interpolation_key_message(e, cfg)) from e
     except oc_errors.InterpolationResolutionError as e:
         raise ConfigError(f"{_full_key(e)}: cannot resolve interpolation: {_first_line(e)}") from e
     except oc_errors.OmegaConfBaseException as e:
@@ -209,6 +211,37 @@ def _prefix_of(cfg: Any) -> str:
         except Exception:
             return ""
     return ""
+
+
+def _flatten(value: Any, prefix: str = "") -> dict:
+    """Every dotted key of a plain container (dicts and lists alike) -> its raw value."""
+    items = {}
+    if isinstance(value, dict):
+        children = [(f"{prefix}.{k}" if prefix else str(k), v) for k, v in value.items()]
+    elif isinstance(value, list):
+        children = [(f"{prefix}[{i}]", v) for i, v in enumerate(value)]
+    else:
+        return items
+    for key, child in children:
+        items[key] = child
+        items.update(_flatten(child, key))
+    return items
+
+
+def _interpolation_key_message(e: Exception, cfg: DictConfig, prefix: str = "") -> str:
+    """One line naming the key being resolved and the key its ``${...}`` names but that does
+    not exist (with the closest existing keys)."""
+    key = _full_key(e, prefix)
+    match = re.search(
+        r"Interpolation key '([^']*)' not found(?: \(resolved to '([^']*)'\))?", str(e)
+    )
+    missing = (match.group(2) or match.group(1)) if match else _first_line(e)
+    keys = _flatten(OmegaConf.to_container(cfg, resolve=False))
+    raw = keys.get(_full_key(e))
+    where = f" in '{raw}'" if isinstance(raw, str) and "${" in raw else ""
+    close = closest(missing, [k for k in keys if "[" not in k], n=1, cutoff=0.8)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    return f"{key}: the interpolation{where} names '{missing}', which is not a config key{hint}"
 
 
 def _check_missing(cfg: DictConfig, prefix: str = "") -> None:
@@ -323,7 +356,10 @@ def parse_structured(fields_cls: Any, cfg: Optional[Union[dict, DictConfig]] = N
         raise ConfigError(f"{key}: {_first_line(e)}") from e
     except oc_errors.OmegaConfBaseException as e:
         raise ConfigError(f"{_full_key(e, prefix)}: {_first_line(e)}") from e
-    _check_missing(merged, prefix)
+    try:
+        _check_missing(merged, prefix)
+    except oc_errors.InterpolationKeyError as e:
+        raise ConfigError(_interpolation_key_message(e, merged, prefix)) from e
     try:
         # instantiate once so the dataclass's __post_init__ sees the merged values
         parsed = OmegaConf.structured(OmegaConf.to_object(merged))
