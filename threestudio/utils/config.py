@@ -286,21 +286,20 @@ def _schedule_fields(fields_cls: Any, cfg: Any) -> tuple:
     """Names of ``fields_cls``'s number-typed fields that ``cfg`` gives a schedule list."""
     if not is_dataclass(fields_cls) or not isinstance(cfg, (dict, DictConfig)):
         return ()
+    listed = []
+    for f in fields(fields_cls):
+        try:
+            if f.name in cfg and _is_schedule(cfg[f.name]):
+                listed.append(f)
+        except oc_errors.OmegaConfBaseException:  # reported by the merge below
+            continue
+    if not listed:
+        return ()
     try:
         hints = typing.get_type_hints(fields_cls)
     except Exception:  # unresolvable string annotations: use them as written
         hints = {}
-    names = []
-    for f in fields(fields_cls):
-        if f.name not in cfg or not _is_number_type(hints.get(f.name, f.type)):
-            continue
-        try:
-            value = cfg[f.name]
-        except oc_errors.OmegaConfBaseException:  # reported by the merge below
-            continue
-        if _is_schedule(value):
-            names.append(f.name)
-    return tuple(names)
+    return tuple(f.name for f in listed if _is_number_type(hints.get(f.name, f.type)))
 
 
 @functools.cache
