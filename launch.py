@@ -119,6 +119,7 @@ def load_custom_modules(verbose: bool = False):
                 threestudio.warn(
                     f"custom extension '{name}' failed to import ({reason}); skipping it"
                 )
+                threestudio.__failed_extensions__[name] = reason
                 if verbose:
                     traceback.print_exc()
                 failed.append(name)
@@ -190,6 +191,23 @@ def resolve_trial_dir(cfg, args, load):
     return cfg
 
 
+def find_configured(cfg, key: str, suffix: str):
+    """The class registered as ``cfg.<key>``; errors name the key (and the choices when empty)."""
+    import threestudio
+    from threestudio.utils.errors import UserError
+
+    name = getattr(cfg, key)
+    if not name:
+        choices = ", ".join(sorted(n for n in threestudio.__modules__ if n.endswith(suffix)))
+        raise UserError(
+            f"{key} is empty: set it to a registered name" + (f" ({choices})" if choices else "")
+        )
+    try:
+        return threestudio.find(name)
+    except UserError as e:
+        raise UserError(f"{key}: {e}") from e
+
+
 def run(args, extras) -> int:
     import pytorch_lightning as pl
     from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
@@ -223,8 +241,10 @@ def run(args, extras) -> int:
     os.environ.setdefault("THREESTUDIO_TIMESTAMP", cfg.timestamp or "")
 
     pl.seed_everything(cfg.seed + get_rank(), workers=True)
-    dm = threestudio.find(cfg.data_type)(cfg.data)
-    system = threestudio.find(cfg.system_type)(cfg.system, resumed=cfg.resume is not None)
+    dm = find_configured(cfg, "data_type", "-datamodule")(cfg.data)
+    system = find_configured(cfg, "system_type", "-system")(
+        cfg.system, resumed=cfg.resume is not None
+    )
     system.set_save_dir(os.path.join(cfg.trial_dir, "save"))
 
     trainer_cfg = dict(config_to_primitive(cfg.trainer))

@@ -179,3 +179,64 @@ def test_ctrl_c_once_stops_training_and_tests_twice_quits(workdir, monkeypatch):
     assert proc.returncode == 130, proc.stderr
     assert "interrupted: quitting" in proc.stderr
     assert len(trials(workdir)) == 2
+
+
+def write_config(tmp_path, old=None, new=None):
+    """tiny_fit.yaml with one line replaced, in tmp_path."""
+    text = open(CONFIG).read()
+    if old is not None:
+        assert old in text
+        text = text.replace(old, new)
+    path = tmp_path / "config.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+def error_lines(proc):
+    assert "Traceback" not in proc.stderr, proc.stderr
+    return [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+
+
+def test_unregistered_name_names_the_extension_that_failed_to_import(tmp_path):
+    (tmp_path / "custom" / "broken_ext").mkdir(parents=True)
+    (tmp_path / "custom" / "broken_ext" / "__init__.py").write_text(
+        "import a_package_that_does_not_exist\n"
+    )
+    config = write_config(tmp_path, "system_type: tiny-fit-system", "system_type: broken-system")
+    proc = launch(tmp_path, "--config", config, "--train")
+    assert proc.returncode == 2, proc.stderr
+    (line,) = error_lines(proc)
+    assert line.startswith("error: system_type: no module is registered as 'broken-system'")
+    assert line.endswith(
+        "; custom extension 'broken_ext' (ModuleNotFoundError: No module named "
+        "'a_package_that_does_not_exist') failed to import, which may be why"
+    )
+
+
+def test_an_empty_type_names_its_key(tmp_path):
+    config = write_config(tmp_path, "data_type: random-camera-datamodule", 'data_type: ""')
+    proc = launch(tmp_path, "--config", config, "--train")
+    assert proc.returncode == 2, proc.stderr
+    (line,) = error_lines(proc)
+    assert line.startswith("error: data_type is empty: set it to a registered name (")
+    assert "random-camera-datamodule" in line
+
+    config = write_config(tmp_path, "system_type: tiny-fit-system", "system_type: ''")
+    proc = launch(tmp_path, "--config", config, "--train")
+    assert proc.returncode == 2, proc.stderr
+    (line,) = error_lines(proc)
+    assert line.startswith("error: system_type is empty: set it to a registered name (")
+    assert "dreamfusion-system" in line
+
+
+def test_an_interpolation_of_a_missing_key_is_one_line(tmp_path):
+    config = write_config(
+        tmp_path, 'tag: "${rmspace:${system.label},_}"', 'tag: "${rmspace:${system.prompt},_}"'
+    )
+    proc = launch(tmp_path, "--config", config, "--train")
+    assert proc.returncode == 2, proc.stderr
+    assert error_lines(proc) == [
+        "error: tag: the interpolation in '${rmspace:${system.prompt},_}' names 'system.prompt', "
+        "which is not a config key"
+    ]
+    assert not (tmp_path / "outputs").exists()

@@ -59,3 +59,17 @@ def test_mixin_class():
 def test_builtins_registered_on_import():
     assert "random-camera-datamodule" in threestudio.__modules__
     assert "dummy-exporter" in threestudio.__modules__
+
+
+def test_unknown_name_names_extensions_that_failed_to_import(monkeypatch):
+    with pytest.raises(UserError) as e:
+        threestudio.find("test-registry-nowhere")
+    assert "must be importable" in str(e.value)
+    monkeypatch.setitem(threestudio.__failed_extensions__, "my_ext", "ImportError: no cv3")
+    with pytest.raises(UserError) as e:
+        threestudio.find("test-registry-nowhere")
+    assert str(e.value).endswith(
+        "; custom extension 'my_ext' (ImportError: no cv3) failed to import, which may be why"
+    )
+    with pytest.raises(UserError, match="an empty module name"):
+        threestudio.find("")

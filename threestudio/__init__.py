@@ -7,6 +7,9 @@ __version__ = "0.2.3"
 
 __modules__ = {}
 
+# custom extension name -> its import error, one line (filled by launch.py); named by find()
+__failed_extensions__ = {}
+
 logger = logging.getLogger("threestudio")
 
 
@@ -41,10 +44,16 @@ def find(name):
         mixins = [find(m.strip()) for m in mixin_names.split(",") if m.strip()]
         class_name = main_cls.__name__ + "With" + "".join(m.__name__ for m in mixins)
         return type(class_name, tuple(mixins + [main_cls]), {})
+    if not name:
+        raise UserError("an empty module name was given: set it to a registered name")
     if name not in __modules__:
+        hint = " (extensions in custom/ must be importable and use @threestudio.register)"
+        if __failed_extensions__:
+            failed = ", ".join(f"'{n}' ({why})" for n, why in __failed_extensions__.items())
+            plural = "s" if len(__failed_extensions__) > 1 else ""
+            hint = f"; custom extension{plural} {failed} failed to import, which may be why"
         raise UserError(
-            f"no module is registered as '{name}'{did_you_mean(name, __modules__.keys())}"
-            " (extensions in custom/ must be importable and use @threestudio.register)"
+            f"no module is registered as '{name}'{did_you_mean(name, __modules__.keys())}{hint}"
         )
     return __modules__[name]
 
@@ -76,6 +85,7 @@ def warn(*args):
 
 def _import_builtin_modules():
     from threestudio import data, models, systems  # noqa: F401
+    from threestudio.utils import perceptual  # noqa: F401  (registers perceptual-loss)
 
 
 _import_builtin_modules()

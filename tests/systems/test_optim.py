@@ -1,3 +1,5 @@
+import logging
+
 import pytest
 import torch
 import torch.nn as nn
@@ -15,22 +17,83 @@ class Model(nn.Module):
         self.scale = nn.Parameter(torch.ones(1))
 
 
-def test_param_groups_by_dotted_name():
+def test_param_groups_by_dotted_name(caplog):
     model = Model()
-    opt = parse_optimizer(
-        {
-            "name": "Adam",
-            "args": {"lr": 0.01, "betas": [0.9, 0.99]},
-            "params": {"geometry.0": {"lr": 0.1}, "background": {"lr": 0.001}, "scale": {}},
-        },
-        model,
-    )
+    with caplog.at_level(logging.WARNING, logger="threestudio"):
+        opt = parse_optimizer(
+            {
+                "name": "Adam",
+                "args": {"lr": 0.01, "betas": [0.9, 0.99]},
+                "params": {"geometry.0": {"lr": 0.1}, "background": {"lr": 0.001}, "scale": {}},
+            },
+            model,
+        )
     lrs = {g["name"]: g["lr"] for g in opt.param_groups}
-    assert lrs["geometry.0"] == 0.1 and lrs["background"] == 0.001 and lrs["scale"] == 0.01
-    # geometry.1 was not listed: it still trains, with the default arguments
-    assert lrs["__rest__"] == 0.01
-    n_params = sum(len(g["params"]) for g in opt.param_groups)
-    assert n_params == len(list(model.parameters()))
+    # only the listed groups, as the established API does; geometry.1 is left out
+    assert lrs == {"geometry.0": 0.1, "background": 0.001, "scale": 0.01}
+    grouped = {id(p) for g in opt.param_groups for p in g["params"]}
+    assert grouped == {id(p) for n, p in model.named_parameters() if not n.startswith("geometry.1")}
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert "does not list geometry.1 (2 trainable parameter tensors)" in warning
+
+
+def test_left_out_parameters_are_named_by_their_shortest_prefixes(caplog):
+    model = Model()
+    model.background.weight.requires_grad_(False)  # frozen: never reported
+    with caplog.at_level(logging.WARNING, logger="threestudio"):
+        parse_optimizer({"name": "Adam", "args": {"lr": 0.01}, "params": {"scale": {}}}, model)
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert "does not list geometry, background (5 trainable" in warning
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="threestudio"):
+        parse_optimizer({"name": "Adam", "args": {"lr": 0.01}}, model)  # everything: no warning
+        parse_optimizer(
+            {
+                "name": "Adam",
+                "args": {"lr": 0.01},
+                "params": {"geometry": {}, "background": {}, "scale": {}},
+            },
+            model,
+        )
+    assert not [r for r in caplog.records if r.levelno == logging.WARNING]
+
+
+class Splats(nn.Module):
+    """A Gaussian-splatting style geometry that adds its own parameters to the optimiser."""
+
+    def __init__(self):
+        super().__init__()
+        self.xyz = nn.Parameter(torch.zeros(4, 3))
+        self.opacity = nn.Parameter(torch.zeros(4, 1))
+
+    def setup_optimizer(self, optimizer):
+        optimizer.add_param_group({"params": [self.xyz], "name": "xyz", "lr": 0.001})
+        optimizer.add_param_group({"params": [self.opacity], "name": "opacity", "lr": 0.05})
+
+
+def test_extensions_add_param_groups_for_parameters_not_listed():
+    model = nn.Module()
+    model.geometry = Splats()
+    model.background = nn.Linear(2, 3)
+    opt = parse_optimizer(
+        {"name": "Adam", "args": {"lr": 0.01}, "params": {"background": {"lr": 0.1}}}, model
+    )
+    model.geometry.setup_optimizer(opt)  # no "more than one parameter group" error
+    assert [g["name"] for g in opt.param_groups] == ["background", "xyz", "opacity"]
+    loss = model.geometry.xyz.sum() + model.geometry.opacity.sum() + model.background.bias.sum()
+    loss.backward()
+    opt.step()
+    assert torch.all(model.geometry.xyz < 0) and torch.all(model.geometry.opacity < 0)
+
+
+def test_without_params_every_trainable_parameter_is_optimised():
+    model = Model()
+    model.scale.requires_grad_(False)
+    opt = parse_optimizer({"name": "SGD", "args": {"lr": 0.1}}, model)
+    (group,) = opt.param_groups
+    assert {id(p) for p in group["params"]} == {
+        id(p) for p in model.parameters() if p.requires_grad
+    }
 
 
 def test_unknown_names_are_user_errors():

@@ -1,13 +1,16 @@
 import os
+import pickle
 from dataclasses import dataclass
+from typing import Optional
 
 import pytest
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 import threestudio
 from threestudio.utils.base import BaseModule
 from threestudio.utils.config import ExperimentConfig, load_config, parse_structured
 from threestudio.utils.errors import ConfigError
+from threestudio.utils.misc import C
 
 BASE = """
 name: exp
@@ -194,3 +197,93 @@ def test_experiment_config_fields():
     ]:
         assert required in names
     assert threestudio.__version__ >= "0.2.3"
+
+
+@dataclass
+class GuidanceConfig(BaseModule.Config):
+    min_step_percent: float = 0.02
+    max_step_percent: float = 0.98
+    n_steps: int = 1
+    scale: Optional[float] = None
+
+
+class Guidance(BaseModule):
+    Config = GuidanceConfig
+
+
+def test_schedule_list_in_a_scalar_field_is_read_through_C():
+    # published extension configs give schedules to fields their Config declares as scalars
+    yaml = BASE.replace(
+        "trainer:",
+        "  guidance:\n    min_step_percent: [0, 0.98, 0.02, 8000]\n    n_steps: [0, 1, 5, 10]\n"
+        "trainer:",
+    )
+    cfg = load_config(yaml, from_string=True, cli_args=["system.guidance.scale=[0, 1.0, 2.0, 4]"])
+    guidance = Guidance(cfg.system.guidance)
+    assert OmegaConf.get_type(guidance.cfg) is GuidanceConfig
+    assert list(guidance.cfg.min_step_percent) == [0, 0.98, 0.02, 8000]
+    assert C(guidance.cfg.min_step_percent, 0, 0) == pytest.approx(0.98)
+    assert C(guidance.cfg.min_step_percent, 0, 4000) == pytest.approx(0.5)
+    assert C(guidance.cfg.min_step_percent, 0, 8000) == pytest.approx(0.02)
+    assert C(guidance.cfg.n_steps, 0, 10) == 5
+    assert C(guidance.cfg.scale, 0, 2) == pytest.approx(1.5)
+    assert guidance.cfg.max_step_percent == 0.98  # the scalar fields are untouched
+    # the parsed config parses again, still names full keys, and pickles as its class
+    again = parse_structured(GuidanceConfig, guidance.cfg)
+    assert list(again.min_step_percent) == [0, 0.98, 0.02, 8000]
+    assert again._get_full_key("n_steps") == "system.guidance.n_steps"
+    assert isinstance(pickle.loads(pickle.dumps(guidance.cfg)), DictConfig)
+    assert type(OmegaConf.to_object(guidance.cfg)) is GuidanceConfig
+
+
+def test_post_init_sees_the_schedule():
+    seen = []
+
+    @dataclass
+    class Checked:
+        weight: float = 1.0
+
+        def __post_init__(self):
+            seen.append(self.weight)
+
+    parse_structured(Checked, {"weight": [0, 1.0, 0.0, 10]})
+    assert seen[-1] == [0, 1.0, 0.0, 10]
+
+
+@pytest.mark.parametrize(
+    "value,shown",
+    [
+        ("abc", "'abc' (str)"),
+        ([0, "a", 0.1, 10], "[0, 'a', 0.1, 10]"),
+        ([], "[]"),
+        ([0, True, 0.1, 10], "[0, True, 0.1, 10]"),
+        (True, "True (bool)"),
+    ],
+)
+def test_a_scalar_field_still_rejects_what_is_not_a_number_or_schedule(value, shown):
+    with pytest.raises(ConfigError) as e:
+        parse_structured(GuidanceConfig, {"min_step_percent": value})
+    msg = str(e.value)
+    assert msg.startswith("min_step_percent: expected float, got ") and shown in msg
+    assert "\n" not in msg
+
+
+def test_interpolation_of_a_missing_key_names_both_keys():
+    with pytest.raises(ConfigError) as e:
+        load_config(BASE.replace("${system.prompt}", "${system.promt}"), from_string=True)
+    assert str(e.value) == (
+        "tag: the interpolation in '${rmspace:${system.promt},_}' names 'system.promt', "
+        "which is not a config key; did you mean 'system.prompt'?"
+    )
+    with pytest.raises(ConfigError) as e:  # relative, inside a list
+        load_config(
+            BASE.replace("  lr: 0.01\n", "  lr: 0.01\n  steps: [1, '${..lrr}']\n"), from_string=True
+        )
+    assert str(e.value) == (
+        "system.steps[1]: the interpolation in '${..lrr}' names 'system.lrr', which is not a "
+        "config key; did you mean 'system.lr'?"
+    )
+    with pytest.raises(
+        ConfigError, match=r"^radius: the interpolation in '\$\{nope\}' names 'nope'"
+    ):
+        parse_structured(GeometryConfig, OmegaConf.create({"radius": "${nope}"}))

@@ -3,8 +3,8 @@
 optimizer:
   name: Adam            # any torch.optim name, or Adan
   args: {lr: 0.01, betas: [0.9, 0.99], eps: 1.e-15}
-  params:               # optional param groups by dotted module name
-    geometry.encoding: {lr: 0.01}
+  params:               # optional param groups by dotted module name; with it, only the
+    geometry.encoding: {lr: 0.01}           # listed modules are optimised
     geometry.density_network: {lr: 0.001}
 scheduler:
   name: SequentialLR    # any torch.optim.lr_scheduler name; SequentialLR/ChainedScheduler nest
@@ -55,7 +55,27 @@ def _optimizer_class(name: str):
     )
 
 
+def _left_out_prefixes(model: nn.Module, left_out: set) -> list:
+    """The shortest dotted prefixes that cover exactly the parameter names in ``left_out``."""
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    prefixes = []
+    for name in trainable:
+        if name not in left_out or any(name.startswith(p + ".") for p in prefixes):
+            continue
+        parts = name.split(".")
+        for i in range(1, len(parts) + 1):
+            prefix = ".".join(parts[:i])
+            under = [n for n in trainable if n == prefix or n.startswith(prefix + ".")]
+            if all(n in left_out for n in under):
+                prefixes.append(prefix)
+                break
+    return prefixes
+
+
 def parse_optimizer(config, model: nn.Module):
+    """The optimiser for ``model``. With ``params:``, one group per listed dotted module (each
+    group carries ``name``) and nothing else, as the established API does; systems may
+    ``add_param_group`` the rest. Without it, every trainable parameter."""
     config = config_to_primitive(config)
     args = dict(config.get("args") or {})
     if config.get("params") is not None:
@@ -65,11 +85,19 @@ def parse_optimizer(config, model: nn.Module):
             group_params = [p for p in get_parameters(model, name) if id(p) not in assigned]
             assigned.update(id(p) for p in group_params)
             params.append({"params": group_params, "name": name, **(group_args or {})})
-        # parameters outside the listed groups would otherwise never train; give them a group
-        rest = [p for p in model.parameters() if id(p) not in assigned and p.requires_grad]
-        if rest:
-            threestudio.debug(f"optimizer: {len(rest)} parameters outside the listed groups")
-            params.append({"params": rest, "name": "__rest__"})
+        left_out = {
+            n for n, p in model.named_parameters() if p.requires_grad and id(p) not in assigned
+        }
+        if left_out:
+            prefixes = _left_out_prefixes(model, left_out)
+            shown = ", ".join(prefixes[:8]) + (
+                f" and {len(prefixes) - 8} more" if len(prefixes) > 8 else ""
+            )
+            threestudio.warn(
+                f"system.optimizer.params does not list {shown} ({len(left_out)} trainable "
+                f"parameter tensor{'s' if len(left_out) > 1 else ''}): they are not optimised "
+                "unless the system adds them"
+            )
     else:
         params = [p for p in model.parameters() if p.requires_grad]
     return _optimizer_class(config["name"])(params, **args)

@@ -3,18 +3,23 @@
 Every user mistake in a config becomes one ``ConfigError`` line naming the full dotted key:
 unknown keys (with the closest valid key), wrong types (key, value, expected type), missing
 ``???`` values, and YAML syntax errors (file and line).
+
+A field declared ``float`` or ``int`` also takes a schedule, a list of numbers such as
+``[0, 0.98, 0.02, 8000]`` that is read through ``misc.C`` later, as the established parsing does.
 """
 
+import functools
 import os
 import re
-from dataclasses import dataclass, field, fields, is_dataclass
+import typing
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass, make_dataclass
 from datetime import datetime
 
 import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf import errors as oc_errors
 
-from threestudio.utils.errors import ConfigError, did_you_mean
+from threestudio.utils.errors import ConfigError, closest, did_you_mean
 from threestudio.utils.typing import Any, Optional, Union
 
 # ============ resolvers ============
@@ -159,9 +164,11 @@ def load_config(*yamls: str, cli_args: list = [], from_string: bool = False, **k
         yaml_confs = [_load_yaml(f) for f in yamls]
     cli_conf = _parse_cli_args(cli_args)
     cfg = OmegaConf.merge(*yaml_confs, cli_conf, kwargs)
-    _check_missing(cfg)
     try:
+        _check_missing(cfg)
         OmegaConf.resolve(cfg)
+    except oc_errors.InterpolationKeyError as e:
+        raise ConfigError(_interpolation_key_message(e, cfg)) from e
     except oc_errors.InterpolationResolutionError as e:
         raise ConfigError(f"{_full_key(e)}: cannot resolve interpolation: {_first_line(e)}") from e
     except oc_errors.OmegaConfBaseException as e:
@@ -206,6 +213,37 @@ def _prefix_of(cfg: Any) -> str:
     return ""
 
 
+def _flatten(value: Any, prefix: str = "") -> dict:
+    """Every dotted key of a plain container (dicts and lists alike) -> its raw value."""
+    items = {}
+    if isinstance(value, dict):
+        children = [(f"{prefix}.{k}" if prefix else str(k), v) for k, v in value.items()]
+    elif isinstance(value, list):
+        children = [(f"{prefix}[{i}]", v) for i, v in enumerate(value)]
+    else:
+        return items
+    for key, child in children:
+        items[key] = child
+        items.update(_flatten(child, key))
+    return items
+
+
+def _interpolation_key_message(e: Exception, cfg: DictConfig, prefix: str = "") -> str:
+    """One line naming the key being resolved and the key its ``${...}`` names but that does
+    not exist (with the closest existing keys)."""
+    key = _full_key(e, prefix)
+    match = re.search(
+        r"Interpolation key '([^']*)' not found(?: \(resolved to '([^']*)'\))?", str(e)
+    )
+    missing = (match.group(2) or match.group(1)) if match else _first_line(e)
+    keys = _flatten(OmegaConf.to_container(cfg, resolve=False))
+    raw = keys.get(_full_key(e))
+    where = f" in '{raw}'" if isinstance(raw, str) and "${" in raw else ""
+    close = closest(missing, [k for k in keys if "[" not in k], n=1, cutoff=0.8)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    return f"{key}: the interpolation{where} names '{missing}', which is not a config key{hint}"
+
+
 def _check_missing(cfg: DictConfig, prefix: str = "") -> None:
     missing = sorted(OmegaConf.missing_keys(cfg))
     if missing:
@@ -224,14 +262,82 @@ def _valid_keys(object_type: Any):
     return []
 
 
+def _is_number_type(annotation: Any) -> bool:
+    """``float``/``int`` or an ``Optional`` of one (not ``bool``)."""
+    if annotation in (float, int):
+        return True
+    if typing.get_origin(annotation) is Union:
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return len(args) == 1 and args[0] in (float, int)
+    return False
+
+
+def _is_schedule(value: Any) -> bool:
+    """A list of numbers, the form ``misc.C`` reads as a schedule."""
+    if not isinstance(value, (list, tuple, ListConfig)):
+        return False
+    items = config_to_primitive(value)
+    return len(items) > 0 and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in items
+    )
+
+
+def _schedule_fields(fields_cls: Any, cfg: Any) -> tuple:
+    """Names of ``fields_cls``'s number-typed fields that ``cfg`` gives a schedule list."""
+    if not is_dataclass(fields_cls) or not isinstance(cfg, (dict, DictConfig)):
+        return ()
+    listed = []
+    for f in fields(fields_cls):
+        try:
+            if f.name in cfg and _is_schedule(cfg[f.name]):
+                listed.append(f)
+        except oc_errors.OmegaConfBaseException:  # reported by the merge below
+            continue
+    if not listed:
+        return ()
+    try:
+        hints = typing.get_type_hints(fields_cls)
+    except Exception:  # unresolvable string annotations: use them as written
+        hints = {}
+    return tuple(f.name for f in listed if _is_number_type(hints.get(f.name, f.type)))
+
+
+@functools.cache
+def _with_schedule_fields(fields_cls: Any, names: tuple) -> Any:
+    """``fields_cls`` with the fields ``names`` re-declared ``Any`` so they hold a schedule list
+    (the fields keep their place, defaults and ``__post_init__``)."""
+    redeclared = []
+    for f in fields(fields_cls):
+        if f.name in names:
+            if f.default is not MISSING:
+                spec = field(default=f.default)
+            elif f.default_factory is not MISSING:
+                spec = field(default_factory=f.default_factory)
+            else:
+                spec = field()
+            redeclared.append((f.name, Any, spec))
+    cls = make_dataclass(fields_cls.__name__, redeclared, bases=(fields_cls,))
+    cls.__qualname__ = fields_cls.__qualname__
+    cls.__module__ = fields_cls.__module__
+    return cls
+
+
 def parse_structured(fields_cls: Any, cfg: Optional[Union[dict, DictConfig]] = None) -> Any:
     """Parse ``cfg`` into an instance of the dataclass ``fields_cls``, strictly: unknown keys,
-    wrong types and missing values raise ``ConfigError`` naming the full dotted key."""
+    wrong types and missing values raise ``ConfigError`` naming the full dotted key. A ``float``
+    or ``int`` field may hold a schedule list (``[start_step, start, end, end_step]``)."""
     prefix = _prefix_of(cfg)
     if cfg is None:
         cfg = {}
+    schema_cls = fields_cls
+    schedules = _schedule_fields(fields_cls, cfg)
+    if schedules:
+        schema_cls = _with_schedule_fields(fields_cls, schedules)
     try:
-        merged = OmegaConf.merge(OmegaConf.structured(fields_cls), cfg)
+        if schedules and isinstance(cfg, DictConfig) and OmegaConf.get_type(cfg) is not dict:
+            # a parsed ``fields_cls`` config does not merge into its re-declared copy
+            cfg = OmegaConf.to_container(cfg, resolve=True)
+        merged = OmegaConf.merge(OmegaConf.structured(schema_cls), cfg)
     except oc_errors.ConfigKeyError as e:
         key = _full_key(e, prefix)
         bad = str(getattr(e, "key", "") or key.split(".")[-1])
@@ -249,7 +355,10 @@ def parse_structured(fields_cls: Any, cfg: Optional[Union[dict, DictConfig]] = N
         raise ConfigError(f"{key}: {_first_line(e)}") from e
     except oc_errors.OmegaConfBaseException as e:
         raise ConfigError(f"{_full_key(e, prefix)}: {_first_line(e)}") from e
-    _check_missing(merged, prefix)
+    try:
+        _check_missing(merged, prefix)
+    except oc_errors.InterpolationKeyError as e:
+        raise ConfigError(_interpolation_key_message(e, merged, prefix)) from e
     try:
         # instantiate once so the dataclass's __post_init__ sees the merged values
         parsed = OmegaConf.structured(OmegaConf.to_object(merged))
@@ -258,6 +367,9 @@ def parse_structured(fields_cls: Any, cfg: Optional[Union[dict, DictConfig]] = N
     except (ValueError, TypeError) as e:  # raised by a Config's __post_init__
         where = f"{prefix}: " if prefix else ""
         raise ConfigError(f"{where}{e}") from e
+    if schema_cls is not fields_cls:
+        # the config is still a ``fields_cls`` (get_type, to_object, pickling name it)
+        parsed._metadata.object_type = fields_cls
     return _anchor(parsed, prefix)
 
 
