@@ -26,23 +26,23 @@ def _load_pretrained(cls, name: str, **kwargs):
     return load_pretrained(cls, name, **kwargs)
 
 
-def load_ddpm_and_ddim(cfg, name: str) -> Tuple[Any, Any]:
-    """The training scheduler (DDPM) and the one edits and ``guidance_eval`` sample with (DDIM,
-    from ``cfg.ddim_scheduler_name_or_path`` or built from the DDPM config)."""
-    from diffusers import DDIMScheduler, DDPMScheduler
+def load_scheduler(name: str, cache_dir: Optional[str] = None) -> Any:
+    """The training scheduler (DDPM) from the ``scheduler`` folder of model ``name``."""
+    from diffusers import DDPMScheduler
 
-    scheduler = _load_pretrained(
-        DDPMScheduler, name, subfolder="scheduler", cache_dir=cfg.cache_dir
-    )
-    if cfg.ddim_scheduler_name_or_path is None:
-        return scheduler, DDIMScheduler.from_config(scheduler.config)
-    scheduler_ddim = _load_pretrained(
-        DDIMScheduler,
-        cfg.ddim_scheduler_name_or_path,
-        subfolder="scheduler",
-        cache_dir=cfg.cache_dir,
-    )
-    return scheduler, scheduler_ddim
+    return _load_pretrained(DDPMScheduler, name, subfolder="scheduler", cache_dir=cache_dir)
+
+
+def ddim_scheduler(
+    scheduler: Any, ddim_name: Optional[str] = None, cache_dir: Optional[str] = None
+) -> Any:
+    """The DDIM scheduler that edits and ``guidance_eval`` sample with: loaded from model
+    ``ddim_name`` when given, else built from the training ``scheduler``'s config."""
+    from diffusers import DDIMScheduler
+
+    if ddim_name is None:
+        return DDIMScheduler.from_config(scheduler.config)
+    return _load_pretrained(DDIMScheduler, ddim_name, subfolder="scheduler", cache_dir=cache_dir)
 
 
 _said_cpu_float32 = False

@@ -13,8 +13,9 @@ from threestudio.models.guidance.base import (
     VAELatentsMixin,
     _load_pretrained,
     ddim_edit,
+    ddim_scheduler,
     freeze,
-    load_ddpm_and_ddim,
+    load_scheduler,
     place_models,
     resize_image_pair,
     weights_dtype,
@@ -102,7 +103,10 @@ class ControlNetGuidance(DiffusionGuidanceMixin, VAELatentsMixin, BaseObject):
         )
         self.controlnet = freeze(_load_pretrained(ControlNetModel, controlnet_name, **load))
         place_models(self.cfg, self.device, [self.unet, self.controlnet], [self.vae])
-        self.scheduler, self.scheduler_ddim = load_ddpm_and_ddim(self.cfg, name)
+        self.scheduler = load_scheduler(name, self.cfg.cache_dir)
+        self.scheduler_ddim = ddim_scheduler(
+            self.scheduler, self.cfg.ddim_scheduler_name_or_path, self.cfg.cache_dir
+        )
         self.setup_schedule(self.scheduler)
         self.normal_detector = None
         if self.cfg.control_type == "normal":

@@ -2,7 +2,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from diffusers import DDIMScheduler, DDPMScheduler, UNet2DConditionModel
+from diffusers import UNet2DConditionModel
 
 import threestudio
 from threestudio.models.guidance.base import (
@@ -11,7 +11,9 @@ from threestudio.models.guidance.base import (
     SpeedupConfig,
     _load_pretrained,
     ddim_inspection,
+    ddim_scheduler,
     freeze,
+    load_scheduler,
     place_models,
     weights_dtype,
 )
@@ -47,8 +49,8 @@ class DeepFloydGuidance(DiffusionGuidanceMixin, BaseObject):
             unet = _load_pretrained(UNet2DConditionModel, name, **kwargs)
         self.unet = freeze(unet)
         place_models(self.cfg, self.device, [self.unet], [])
-        self.scheduler = _load_pretrained(DDPMScheduler, name, subfolder="scheduler")
-        self.scheduler_eval = DDIMScheduler.from_config(self.scheduler.config)
+        self.scheduler = load_scheduler(name)
+        self.scheduler_ddim = ddim_scheduler(self.scheduler)
         self.setup_schedule(self.scheduler)
         threestudio.info("Loaded DeepFloyd IF!")
 
@@ -114,7 +116,7 @@ class DeepFloydGuidance(DiffusionGuidanceMixin, BaseObject):
                 )["noise_pred"]
 
             out["eval"] = ddim_inspection(
-                self.scheduler_eval,
+                self.scheduler_ddim,
                 predict_guided,
                 lambda x: (x * 0.5 + 0.5).clamp(0, 1),
                 images_noisy,

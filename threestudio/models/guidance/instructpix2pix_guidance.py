@@ -12,8 +12,9 @@ from threestudio.models.guidance.base import (
     VAELatentsMixin,
     _load_pretrained,
     ddim_edit,
+    ddim_scheduler,
     freeze,
-    load_ddpm_and_ddim,
+    load_scheduler,
     place_models,
     resize_image_pair,
     weights_dtype,
@@ -52,7 +53,10 @@ class InstructPix2PixGuidance(DiffusionGuidanceMixin, VAELatentsMixin, BaseObjec
         self.unet = freeze(_load_pretrained(UNet2DConditionModel, name, subfolder="unet", **load))
         self.vae = freeze(_load_pretrained(AutoencoderKL, name, subfolder="vae", **load))
         place_models(self.cfg, self.device, [self.unet], [self.vae])
-        self.scheduler, self.scheduler_ddim = load_ddpm_and_ddim(self.cfg, name)
+        self.scheduler = load_scheduler(name, self.cfg.cache_dir)
+        self.scheduler_ddim = ddim_scheduler(
+            self.scheduler, self.cfg.ddim_scheduler_name_or_path, self.cfg.cache_dir
+        )
         self.setup_schedule(self.scheduler)
         threestudio.info("Loaded InstructPix2Pix!")
 

@@ -1,7 +1,7 @@
 from dataclasses import dataclass
 
 import torch
-from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, UNet2DConditionModel
+from diffusers import AutoencoderKL, UNet2DConditionModel
 
 import threestudio
 from threestudio.models.guidance.base import (
@@ -11,7 +11,9 @@ from threestudio.models.guidance.base import (
     VAELatentsMixin,
     _load_pretrained,
     ddim_inspection,
+    ddim_scheduler,
     freeze,
+    load_scheduler,
     place_models,
     weights_dtype,
 )
@@ -45,8 +47,8 @@ class StableDiffusionGuidance(DiffusionGuidanceMixin, VAELatentsMixin, BaseObjec
         load = dict(torch_dtype=self.weights_dtype)
         self.unet = freeze(_load_pretrained(UNet2DConditionModel, name, subfolder="unet", **load))
         self.vae = freeze(_load_pretrained(AutoencoderKL, name, subfolder="vae", **load))
-        self.scheduler = _load_pretrained(DDPMScheduler, name, subfolder="scheduler")
-        self.scheduler_eval = DDIMScheduler.from_config(self.scheduler.config)
+        self.scheduler = load_scheduler(name)
+        self.scheduler_ddim = ddim_scheduler(self.scheduler)
         if self.cfg.token_merging:
             threestudio.warn("token_merging is not implemented; running without it")
         if self.cfg.sqrt_anneal and not isinstance(self.cfg.max_step_percent, (int, float)):
@@ -161,7 +163,7 @@ class StableDiffusionGuidance(DiffusionGuidanceMixin, VAELatentsMixin, BaseObjec
             sigma = self.us[t].view(-1, 1, 1, 1)
             latents_noisy = latents_noisy / torch.sqrt(1 + sigma**2)
         return ddim_inspection(
-            self.scheduler_eval,
+            self.scheduler_ddim,
             predict_guided,
             self.decode_latents,
             latents_noisy,

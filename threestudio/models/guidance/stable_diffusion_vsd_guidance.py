@@ -4,7 +4,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+from diffusers import AutoencoderKL, UNet2DConditionModel
 from diffusers.models.embeddings import TimestepEmbedding
 
 import threestudio
@@ -15,6 +15,7 @@ from threestudio.models.guidance.base import (
     VAELatentsMixin,
     _load_pretrained,
     freeze,
+    load_scheduler,
     place_models,
     weights_dtype,
 )
@@ -70,7 +71,7 @@ class StableDiffusionVSDGuidance(DiffusionGuidanceMixin, VAELatentsMixin, BaseMo
         load = {"torch_dtype": self.weights_dtype}
         unet = freeze(_load_pretrained(UNet2DConditionModel, name, subfolder="unet", **load))
         vae = freeze(_load_pretrained(AutoencoderKL, name, subfolder="vae", **load))
-        self.scheduler = _load_pretrained(DDPMScheduler, name, subfolder="scheduler")
+        self.scheduler = load_scheduler(name)
         if name_lora == name:
             unet_lora = copy.deepcopy(unet)
             self.scheduler_lora = copy.deepcopy(self.scheduler)
@@ -78,7 +79,7 @@ class StableDiffusionVSDGuidance(DiffusionGuidanceMixin, VAELatentsMixin, BaseMo
             unet_lora = freeze(
                 _load_pretrained(UNet2DConditionModel, name_lora, subfolder="unet", **load)
             )
-            self.scheduler_lora = _load_pretrained(DDPMScheduler, name_lora, subfolder="scheduler")
+            self.scheduler_lora = load_scheduler(name_lora)
 
         # camera (flattened 4x4 matrix) -> class embedding added to the timestep embedding
         time_embed_dim = unet_lora.config.block_out_channels[0] * 4
