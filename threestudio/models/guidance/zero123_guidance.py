@@ -135,13 +135,9 @@ class Zero123Guidance(DiffusionGuidanceMixin, VAELatentsMixin, BaseObject):
             return self.pipe.predict_noise(x, t, cross_attention, cond["concat"])
 
         t = self.sample_timesteps(batch_size)
+        guided = self.guided_predictor(predict, cond["cross_attention"], None)
         # the SDS step: noise the latents, predict the noise with image-and-camera CFG, compare
-        with torch.no_grad():
-            noise = torch.randn_like(latents)
-            latents_noisy = self.scheduler.add_noise(latents, noise, t)
-            noise_pred = self.guided_noise(
-                predict, latents_noisy, t, cond["cross_attention"], None, self.cfg.guidance_scale
-            )["noise_pred"]
+        noise, latents_noisy, noise_pred = self.noise_and_predict(latents, t, guided)
         grad = self.sds_weight(t) * (noise_pred - noise)
 
         out = self.sds_loss(latents, grad)
