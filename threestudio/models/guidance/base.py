@@ -1,8 +1,10 @@
-"""Pieces every diffusion guidance shares: loading pretrained parts offline-safely, the timestep
-schedule, the SDS weighting w(t), classifier-free guidance (plain or Perp-Neg), the
-detach-target loss and DDIM-based inspection images.
+"""Pieces every diffusion guidance shares: loading pretrained parts offline-safely (one path
+for UNet/VAE and one for the schedulers), the timestep schedule, the SDS weighting w(t),
+noising and classifier-free guidance (plain or Perp-Neg), the detach-target loss and DDIM-based
+inspection and editing.
 
-Each guidance file keeps its own SDS step in one function and calls these helpers for the rest.
+Each text or image guidance keeps its own SDS step in one function and calls these helpers for
+the rest; the editing guidances (InstructPix2Pix, ControlNet) share one call, ``ImageEditMixin``.
 """
 
 from dataclasses import dataclass
