@@ -64,17 +64,15 @@ def _as_list(value) -> List:
     return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
-def camera_from_spherical(
+def spherical_to_cartesian(
     elevation_deg: Float[Tensor, "B"],
     azimuth_deg: Float[Tensor, "B"],
     camera_distances: Float[Tensor, "B"],
-    center: Optional[Float[Tensor, "B 3"]] = None,
-    up: Optional[Float[Tensor, "B 3"]] = None,
-) -> Tuple[Float[Tensor, "B 3"], Float[Tensor, "B 4 4"]]:
-    """Camera positions and OpenGL camera-to-world matrices looking at ``center``."""
+) -> Float[Tensor, "B 3"]:
+    """Camera positions on spheres around the origin (azimuth 0 on +x, elevation towards +z)."""
     elevation = elevation_deg * math.pi / 180
     azimuth = azimuth_deg * math.pi / 180
-    camera_positions = torch.stack(
+    return torch.stack(
         [
             camera_distances * torch.cos(elevation) * torch.cos(azimuth),
             camera_distances * torch.cos(elevation) * torch.sin(azimuth),
@@ -82,7 +80,6 @@ def camera_from_spherical(
         ],
         dim=-1,
     )
-    return look_at(camera_positions, center, up)
 
 
 def make_camera_batch(
@@ -100,10 +97,9 @@ def make_camera_batch(
     rays_d_normalize: bool = True,
 ) -> Dict[str, Any]:
     """Everything a renderer and a guidance need for a batch of cameras (see API.md)."""
-    cam_pos, c2w = camera_from_spherical(elevation_deg, azimuth_deg, camera_distances, center, up)
-    if camera_positions is not None:  # perturbed positions still look at the centre
-        _, c2w = look_at(camera_positions, center, up)
-        cam_pos = camera_positions
+    if camera_positions is None:  # given positions (perturbed ones) still look at the centre
+        camera_positions = spherical_to_cartesian(elevation_deg, azimuth_deg, camera_distances)
+    cam_pos, c2w = look_at(camera_positions, center, up)
     fovy = fovy_deg * math.pi / 180
     if directions_unit_focal is None:
         directions_unit_focal = get_ray_directions(H=height, W=width, focal=1.0)
@@ -253,16 +249,7 @@ class RandomCameraIterableDataset(IterableDataset, Updateable):
         camera_distances = self._uniform(*self.camera_distance_range, B)
         fovy_deg = self._uniform(*self.fovy_range, B)
 
-        elevation = elevation_deg * math.pi / 180
-        azimuth = azimuth_deg * math.pi / 180
-        camera_positions = torch.stack(
-            [
-                camera_distances * torch.cos(elevation) * torch.cos(azimuth),
-                camera_distances * torch.cos(elevation) * torch.sin(azimuth),
-                camera_distances * torch.sin(elevation),
-            ],
-            dim=-1,
-        )
+        camera_positions = spherical_to_cartesian(elevation_deg, azimuth_deg, camera_distances)
         center = torch.zeros_like(camera_positions)
         up = torch.as_tensor([0, 0, 1], dtype=torch.float32)[None, :].repeat(B, 1)
         camera_positions = camera_positions + (self._rand(B, 3) * 2 - 1) * self.cfg.camera_perturb
@@ -326,7 +313,7 @@ class RandomCameraDataset(Dataset):
         elevation_deg = torch.full_like(azimuth_deg, self.cfg.eval_elevation_deg)
         camera_distances = torch.full_like(azimuth_deg, self.cfg.eval_camera_distance)
         fovy_deg = torch.full_like(azimuth_deg, self.cfg.eval_fovy_deg)
-        cam_pos, _ = camera_from_spherical(elevation_deg, azimuth_deg, camera_distances)
+        cam_pos = spherical_to_cartesian(elevation_deg, azimuth_deg, camera_distances)
         self.batch = make_camera_batch(
             elevation_deg,
             azimuth_deg,

@@ -11,7 +11,8 @@ import torch
 import threestudio
 from threestudio.systems.base import BaseLift3DSystem
 from threestudio.utils.errors import ConfigError
-from threestudio.utils.ops import binary_cross_entropy, dot
+from threestudio.utils.loss import binary_entropy
+from threestudio.utils.ops import dot
 from threestudio.utils.typing import Any, Dict
 
 
@@ -39,10 +40,7 @@ class DreamFusion(BaseLift3DSystem):
         if self.lambda_of("sparsity", default=0) > 0:
             terms["loss_sparsity"] = (out["opacity"] ** 2 + 0.01).sqrt().mean()
         if self.lambda_of("opaque", default=0) > 0:
-            # binary entropy of each ray's opacity: pushes rays to fully empty or fully opaque
-            # instead of letting the field fade away as a plain opacity penalty does
-            opacity = out["opacity"].clamp(1.0e-3, 1.0 - 1.0e-3)
-            terms["loss_opaque"] = binary_cross_entropy(opacity, opacity)
+            terms["loss_opaque"] = binary_entropy(out["opacity"], eps=1.0e-3)
         if self.lambda_of("z_variance", default=0) > 0:
             # HiFA: a thin surface along each ray, where the ray is mostly opaque
             mask = out["opacity"] > 0.5

@@ -2,6 +2,7 @@
 
 import torch
 
+from threestudio.utils.ops import binary_cross_entropy
 from threestudio.utils.typing import Float, Tensor
 
 
@@ -13,6 +14,8 @@ def tv_loss(input_t: Float[Tensor, "B C H W"], beta: float = 2.0) -> Float[Tenso
 
 
 def binary_entropy(opacity: Float[Tensor, "..."], eps: float = 1e-5) -> Float[Tensor, ""]:
-    """Mean binary entropy of opacities: zero when every ray is fully empty or fully opaque."""
+    """Mean binary entropy of opacities (clamped to ``[eps, 1 - eps]``): zero when every ray is
+    fully empty or fully opaque. The opaque loss: it pushes rays to either end instead of
+    letting the field fade away as a plain opacity penalty does."""
     x = opacity.clamp(eps, 1.0 - eps)
-    return (-x * torch.log(x) - (1 - x) * torch.log(1 - x)).mean()
+    return binary_cross_entropy(x, x)

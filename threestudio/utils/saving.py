@@ -28,6 +28,23 @@ def _to_numpy(data) -> Any:
     return data
 
 
+def _format_rows(row_format: str, values: np.ndarray) -> str:
+    """``row_format`` applied to every row of ``values``, rows joined by newlines, in one
+    ``str.format`` call over the whole array (as trimesh's ``util.array_to_string`` writes its
+    OBJ text) rather than a Python loop per row."""
+    values = np.asarray(values)
+    return "\n".join([row_format] * len(values)).format(*values.reshape(-1))
+
+
+def _build_trimesh(v_pos, t_pos_idx, v_rgb=None, **kwargs):
+    """A ``trimesh.Trimesh`` as given (no merging or reordering), with 8-bit vertex colours."""
+    import trimesh
+
+    if v_rgb is not None:
+        kwargs["vertex_colors"] = (np.clip(_to_numpy(v_rgb), 0, 1) * 255).astype(np.uint8)
+    return trimesh.Trimesh(vertices=v_pos, faces=t_pos_idx, process=False, **kwargs)
+
+
 def _atomic_write_bytes(path: str, data: bytes) -> None:
     tmp = f"{path}.tmp{os.getpid()}"
     with open(tmp, "wb") as f:
@@ -289,13 +306,10 @@ class SaverMixin:
         self, filename: str, v_pos, t_pos_idx, v_tex=None, t_tex_idx=None, v_rgb=None
     ) -> str:
         """Any format trimesh writes (``.glb``, ``.ply``, ``.obj`` ...), chosen by the extension."""
-        import trimesh
-
         v_pos, t_pos_idx = _to_numpy(v_pos), _to_numpy(t_pos_idx).astype(np.int64)
-        kwargs = {}
-        if v_rgb is not None:
-            kwargs["vertex_colors"] = (np.clip(_to_numpy(v_rgb), 0, 1) * 255).astype(np.uint8)
-        mesh = trimesh.Trimesh(vertices=v_pos, faces=t_pos_idx, process=False, **kwargs)
+        return self._save_trimesh(filename, _build_trimesh(v_pos, t_pos_idx, v_rgb))
+
+    def _save_trimesh(self, filename: str, mesh) -> str:
         path = self.get_save_path(filename)
         mesh.export(path)
         return path
@@ -316,30 +330,17 @@ class SaverMixin:
         if not filename.endswith(".glb"):
             filename += ".glb"
         v_pos, t_pos_idx = _to_numpy(v_pos), _to_numpy(t_pos_idx).astype(np.int64)
-        if v_tex is not None and map_Kd is not None:
-            v_tex, t_tex_idx = _to_numpy(v_tex), _to_numpy(t_tex_idx).astype(np.int64)
-            # glTF stores one UV per vertex: split vertices where position/UV indices differ
-            corners = np.stack([t_pos_idx.reshape(-1), t_tex_idx.reshape(-1)], 1)
-            uniq, inverse = np.unique(corners, axis=0, return_inverse=True)
-            texture = Image.fromarray(self.get_rgb_image_(map_Kd, "HWC", (0, 1)))
-            material = trimesh.visual.material.PBRMaterial(baseColorTexture=texture)
-            visual = trimesh.visual.TextureVisuals(uv=v_tex[uniq[:, 1]], material=material)
-            mesh = trimesh.Trimesh(
-                vertices=v_pos[uniq[:, 0]],
-                faces=inverse.reshape(-1, 3),
-                visual=visual,
-                process=False,
-            )
-        else:
-            colors = None
-            if v_rgb is not None:
-                colors = (np.clip(_to_numpy(v_rgb), 0, 1) * 255).astype(np.uint8)
-            mesh = trimesh.Trimesh(
-                vertices=v_pos, faces=t_pos_idx, vertex_colors=colors, process=False
-            )
-        path = self.get_save_path(filename)
-        mesh.export(path)
-        return path
+        if v_tex is None or map_Kd is None:
+            return self._save_trimesh(filename, _build_trimesh(v_pos, t_pos_idx, v_rgb))
+        v_tex, t_tex_idx = _to_numpy(v_tex), _to_numpy(t_tex_idx).astype(np.int64)
+        # glTF stores one UV per vertex: split vertices where position/UV indices differ
+        corners = np.stack([t_pos_idx.reshape(-1), t_tex_idx.reshape(-1)], 1)
+        uniq, inverse = np.unique(corners, axis=0, return_inverse=True)
+        texture = Image.fromarray(self.get_rgb_image_(map_Kd, "HWC", (0, 1)))
+        material = trimesh.visual.material.PBRMaterial(baseColorTexture=texture)
+        visual = trimesh.visual.TextureVisuals(uv=v_tex[uniq[:, 1]], material=material)
+        mesh = _build_trimesh(v_pos[uniq[:, 0]], inverse.reshape(-1, 3), visual=visual)
+        return self._save_trimesh(filename, mesh)
 
     def save_obj_arrays(
         self,
@@ -378,30 +379,29 @@ class SaverMixin:
         if save_mat:
             matname = matname or "default"
             lines.append(f"mtllib {stem}.mtl")
-        for i, v in enumerate(v_pos):
-            if v_rgb is not None:
-                c = np.clip(v_rgb[i], 0, 1)
-                lines.append(f"v {v[0]:.6f} {v[1]:.6f} {v[2]:.6f} {c[0]:.4f} {c[1]:.4f} {c[2]:.4f}")
-            else:
-                lines.append(f"v {v[0]:.6f} {v[1]:.6f} {v[2]:.6f}")
+        if v_rgb is not None:
+            rows = np.concatenate([v_pos[:, :3], np.clip(v_rgb[:, :3], 0, 1)], axis=1)
+            lines.append(_format_rows("v {:.6f} {:.6f} {:.6f} {:.4f} {:.4f} {:.4f}", rows))
+        else:
+            lines.append(_format_rows("v {:.6f} {:.6f} {:.6f}", v_pos[:, :3]))
         if v_nrm is not None:
-            lines += [f"vn {n[0]:.6f} {n[1]:.6f} {n[2]:.6f}" for n in v_nrm]
+            lines.append(_format_rows("vn {:.6f} {:.6f} {:.6f}", v_nrm[:, :3]))
         if v_tex is not None:
-            lines += [f"vt {t[0]:.6f} {t[1]:.6f}" for t in v_tex]
+            lines.append(_format_rows("vt {:.6f} {:.6f}", v_tex[:, :2]))
         if save_mat:
             lines.append(f"usemtl {matname}")
-        for fi, f in enumerate(t_pos_idx + 1):
-            corners = []
-            for k in range(3):
-                vt = str(t_tex_idx[fi, k] + 1) if v_tex is not None else ""
-                vn = str(f[k]) if v_nrm is not None else ""
-                if vn:
-                    corners.append(f"{f[k]}/{vt}/{vn}")
-                elif vt:
-                    corners.append(f"{f[k]}/{vt}")
-                else:
-                    corners.append(f"{f[k]}")
-            lines.append("f " + " ".join(corners))
+        # each corner is v, v/vt, v//vn or v/vt/vn (1-based; normals share the position index)
+        corner_indices = [t_pos_idx + 1]
+        corner_format = "{}"
+        if v_tex is not None:
+            corner_indices.append(t_tex_idx + 1)
+            corner_format += "/{}"
+        if v_nrm is not None:
+            corner_indices.append(t_pos_idx + 1)
+            corner_format += "/{}" if v_tex is not None else "//{}"
+        faces = np.stack(corner_indices, axis=-1).reshape(len(t_pos_idx), 3 * len(corner_indices))
+        lines.append(_format_rows("f " + " ".join([corner_format] * 3), faces))
+        lines = [line for line in lines if line]  # an empty block writes no line
         obj_path = self.get_save_path(filename)
         _atomic_write_bytes(obj_path, ("\n".join(lines) + "\n").encode())
         written.append(obj_path)

@@ -3,6 +3,7 @@ from dataclasses import dataclass
 from threestudio.models.background.base import BaseBackground
 from threestudio.models.geometry.base import BaseImplicitGeometry
 from threestudio.models.materials.base import BaseMaterial
+from threestudio.models.sub_modules import HoldsSubModules
 from threestudio.utils.base import BaseObject
 from threestudio.utils.typing import List
 
@@ -17,7 +18,10 @@ class ExporterOutput:
     params: dict
 
 
-class Exporter(BaseObject):
+class Exporter(HoldsSubModules, BaseObject):
+    """Turns the held geometry, material and background into files (``ExporterOutput``s).
+    Subclasses put their own set-up in ``configure_exporter``."""
+
     @dataclass
     class Config(BaseObject.Config):
         save_video: bool = False
@@ -30,20 +34,11 @@ class Exporter(BaseObject):
         material: BaseMaterial,
         background: BaseBackground,
     ) -> None:
-        # held in a plain container so the exporter never owns the modules
-        self.sub_modules = {"geometry": geometry, "material": material, "background": background}
+        self.hold(geometry, material, background)
+        self.configure_exporter()
 
-    @property
-    def geometry(self) -> BaseImplicitGeometry:
-        return self.sub_modules["geometry"]
-
-    @property
-    def material(self) -> BaseMaterial:
-        return self.sub_modules["material"]
-
-    @property
-    def background(self) -> BaseBackground:
-        return self.sub_modules["background"]
+    def configure_exporter(self) -> None:
+        """The subclass's set-up, once ``geometry``/``material``/``background`` are held."""
 
     def __call__(self, *args, **kwargs) -> List[ExporterOutput]:
         raise NotImplementedError

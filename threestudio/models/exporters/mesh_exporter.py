@@ -13,10 +13,7 @@ import torch.nn.functional as F
 
 import threestudio
 from threestudio.kernels.rasterizer import NVDiffRasterizerContext
-from threestudio.models.background.base import BaseBackground
 from threestudio.models.exporters.base import Exporter, ExporterOutput
-from threestudio.models.geometry.base import BaseImplicitGeometry
-from threestudio.models.materials.base import BaseMaterial
 from threestudio.models.mesh import Mesh
 from threestudio.utils.errors import ConfigError
 from threestudio.utils.typing import Bool, Dict, Float, List, Tensor
@@ -71,13 +68,7 @@ class MeshExporter(Exporter):
 
     cfg: Config
 
-    def configure(
-        self,
-        geometry: BaseImplicitGeometry,
-        material: BaseMaterial,
-        background: BaseBackground,
-    ) -> None:
-        super().configure(geometry, material, background)
+    def configure_exporter(self) -> None:
         if self.cfg.fmt not in FORMATS:
             raise ConfigError(f"fmt: unknown mesh format '{self.cfg.fmt}' (use one of {FORMATS})")
         if self.cfg.fmt in ("obj-mtl", "glb") and self.cfg.save_texture and not self.cfg.save_uv:

@@ -7,6 +7,7 @@ import torch
 
 import threestudio
 from threestudio.models.mesh import Mesh
+from threestudio.models.networks import get_encoding, get_mlp
 from threestudio.utils.base import BaseModule
 from threestudio.utils.errors import ConfigError, UserError
 from threestudio.utils.ops import chunk_batch, scale_tensor
@@ -89,6 +90,16 @@ def check_normal_type(normal_type: Optional[str], allowed=NORMAL_TYPES) -> None:
         )
 
 
+def wants_shape_init(cfg: Any) -> bool:
+    """Whether ``initialize_shape`` should set the shape from ``cfg.shape_init``: it is set, and
+    no pretrained ``weights`` take precedence (unless ``force_shape_init``)."""
+    if cfg.shape_init is None:
+        if cfg.force_shape_init:
+            raise ConfigError("force_shape_init is set but shape_init is not")
+        return False
+    return cfg.weights is None or cfg.force_shape_init
+
+
 class BaseGeometry(BaseModule):
     @dataclass
     class Config(BaseModule.Config):
@@ -111,6 +122,13 @@ class BaseGeometry(BaseModule):
     def export(self, *args, **kwargs) -> Dict[str, Any]:
         return {}
 
+    def _register_bbox(self, radius: float) -> None:
+        """The scene box ``[-radius, radius]^3``, a buffer so it moves and saves with the module."""
+        self.bbox: Float[Tensor, "2 3"]
+        self.register_buffer(
+            "bbox", torch.as_tensor([[-radius] * 3, [radius] * 3], dtype=torch.float32)
+        )
+
 
 class BaseImplicitGeometry(BaseGeometry):
     @dataclass
@@ -129,11 +147,7 @@ class BaseImplicitGeometry(BaseGeometry):
     cfg: Config
 
     def configure(self) -> None:
-        self.bbox: Float[Tensor, "2 3"]
-        self.register_buffer(
-            "bbox",
-            torch.as_tensor([[-self.cfg.radius] * 3, [self.cfg.radius] * 3], dtype=torch.float32),
-        )
+        self._register_bbox(self.cfg.radius)
         self.isosurface_helper: Optional[Any] = None
         self.unbounded: bool = False
 
@@ -161,6 +175,21 @@ class BaseImplicitGeometry(BaseGeometry):
     def forward(
         self, points: Float[Tensor, "*N Di"], output_normal: bool = False
     ) -> Dict[str, Float[Tensor, "..."]]:
+        """The field's outputs at ``points`` (see ``_forward``). Analytic normals differentiate the
+        field with autograd, also under ``torch.no_grad()`` (evaluation): autograd is on for the
+        call and the points are made a leaf that requires grad."""
+        grad_enabled = torch.is_grad_enabled()
+        analytic = output_normal and getattr(self.cfg, "normal_type", None) == "analytic"
+        with torch.set_grad_enabled(grad_enabled or analytic):
+            if analytic and not points.requires_grad:
+                points = points.detach().requires_grad_(True)
+            return self._forward(points, output_normal, create_graph=grad_enabled)
+
+    def _forward(
+        self, points: Float[Tensor, "*N Di"], output_normal: bool, create_graph: bool
+    ) -> Dict[str, Float[Tensor, "..."]]:
+        """The body of ``forward``: density or SDF, features and (``output_normal``) normals.
+        ``create_graph``: the caller had autograd on, so normals stay differentiable."""
         raise NotImplementedError
 
     def forward_field(
@@ -256,6 +285,50 @@ class DensityLevelMixin:
     ) -> Float[Tensor, "*N 1"]:
         return -(field - threshold)
 
+    def finite_difference_normal(
+        self, points: Float[Tensor, "*N 3"], raw_density: Float[Tensor, "*N 1"]
+    ) -> Float[Tensor, "*N 3"]:
+        """Minus the raw density's finite-difference gradient (density grows inwards), not yet
+        normalised; central differences for ``finite_difference_laplacian``."""
+        return -finite_difference_gradient(
+            self.forward_raw_density,
+            points,
+            self.cfg.finite_difference_normal_eps,
+            central=self.cfg.normal_type == "finite_difference_laplacian",
+            radius=self.cfg.radius,
+            field_at_points=raw_density,
+        )
+
+
+class EncodedFieldMixin:
+    """For implicit geometries that read everything off one positional encoding of the points:
+    ``encode``, the feature head (``n_feature_dims`` > 0) and the normal head (``pred``)."""
+
+    def configure_heads(self) -> None:
+        if self.cfg.n_feature_dims > 0:
+            self.feature_network = get_mlp(
+                self.encoding.n_output_dims, self.cfg.n_feature_dims, self.cfg.mlp_network_config
+            )
+        if self.cfg.normal_type == "pred":
+            self.normal_network = get_mlp(
+                self.encoding.n_output_dims, 3, self.cfg.mlp_network_config
+            )
+
+    def encode(self, points: Float[Tensor, "*N Di"]) -> Float[Tensor, "N Denc"]:
+        points_normalized = contract_to_unisphere(points, self.bbox, self.unbounded)
+        return self.encoding(points_normalized.reshape(-1, self.cfg.n_input_dims))
+
+    def features_from(
+        self, enc: Float[Tensor, "N Denc"], batch_shape: torch.Size
+    ) -> Dict[str, Float[Tensor, "*N Nf"]]:
+        """``{"features": ...}`` read off the encoding, or ``{}`` without a feature head."""
+        if self.cfg.n_feature_dims == 0:
+            return {}
+        return {"features": self.feature_network(enc).view(*batch_shape, self.cfg.n_feature_dims)}
+
+    def export(self, points: Float[Tensor, "*N Di"], **kwargs) -> Dict[str, Any]:
+        return self.features_from(self.encode(points), points.shape[:-1])
+
 
 class BaseExplicitGeometry(BaseGeometry):
     @dataclass
@@ -265,8 +338,39 @@ class BaseExplicitGeometry(BaseGeometry):
     cfg: Config
 
     def configure(self) -> None:
-        self.bbox: Float[Tensor, "2 3"]
-        self.register_buffer(
-            "bbox",
-            torch.as_tensor([[-self.cfg.radius] * 3, [self.cfg.radius] * 3], dtype=torch.float32),
+        self._register_bbox(self.cfg.radius)
+
+
+class TextureFieldMixin:
+    """For explicit geometries that carry a surface of their own: a texture field (encoding +
+    MLP over the scene box) queried at surface points. It has no normals (the mesh has)."""
+
+    def configure_texture_field(self) -> None:
+        self.encoding = get_encoding(self.cfg.n_input_dims, self.cfg.pos_encoding_config)
+        self.feature_network = get_mlp(
+            self.encoding.n_output_dims, self.cfg.n_feature_dims, self.cfg.mlp_network_config
         )
+
+    @property
+    def has_texture_field(self) -> bool:
+        return True
+
+    def texture_features(self, points: Float[Tensor, "*N Di"]) -> Float[Tensor, "*N Nf"]:
+        points_normalized = contract_to_unisphere(points, self.bbox)
+        enc = self.encoding(points_normalized.reshape(-1, self.cfg.n_input_dims))
+        return self.feature_network(enc).view(*points.shape[:-1], self.cfg.n_feature_dims)
+
+    def forward(
+        self, points: Float[Tensor, "*N Di"], output_normal: bool = False
+    ) -> Dict[str, Float[Tensor, "..."]]:
+        assert not output_normal, (
+            f"{self.__class__.__name__} has no normal field; use the mesh's normals"
+        )
+        if not self.has_texture_field:
+            return {}
+        return {"features": self.texture_features(points)}
+
+    def export(self, points: Float[Tensor, "*N Di"], **kwargs) -> Dict[str, Any]:
+        if not self.has_texture_field or self.cfg.n_feature_dims == 0:
+            return {}
+        return {"features": self.texture_features(points)}

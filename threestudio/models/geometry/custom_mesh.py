@@ -7,20 +7,19 @@ from dataclasses import dataclass, field
 import threestudio
 from threestudio.models.geometry.base import (
     BaseExplicitGeometry,
-    contract_to_unisphere,
+    TextureFieldMixin,
     default_mlp_network_config,
     default_pos_encoding_config,
 )
 from threestudio.models.geometry.implicit_sdf import load_mesh_for_init
 from threestudio.models.mesh import Mesh
-from threestudio.models.networks import get_encoding, get_mlp
 from threestudio.utils.config import config_to_primitive
 from threestudio.utils.errors import ConfigError
-from threestudio.utils.typing import Any, Dict, Float, Optional, Tensor
+from threestudio.utils.typing import Any, Float, Optional, Tensor
 
 
 @threestudio.register("custom-mesh")
-class CustomMesh(BaseExplicitGeometry):
+class CustomMesh(TextureFieldMixin, BaseExplicitGeometry):
     @dataclass
     class Config(BaseExplicitGeometry.Config):
         n_input_dims: int = 3
@@ -67,10 +66,7 @@ class CustomMesh(BaseExplicitGeometry):
         self.t_buffer: Tensor
         self.register_buffer("v_buffer", v_pos)
         self.register_buffer("t_buffer", t_pos_idx)
-        self.encoding = get_encoding(self.cfg.n_input_dims, self.cfg.pos_encoding_config)
-        self.feature_network = get_mlp(
-            self.encoding.n_output_dims, self.cfg.n_feature_dims, self.cfg.mlp_network_config
-        )
+        self.configure_texture_field()
         self.mesh: Optional[Mesh] = None
         self._mesh_key: tuple = ()
 
@@ -85,21 +81,3 @@ class CustomMesh(BaseExplicitGeometry):
             self.mesh.add_extra("bbox", self.bbox)
             self._mesh_key = key
         return self.mesh
-
-    def _features(self, points: Float[Tensor, "*N Di"]) -> Float[Tensor, "*N Nf"]:
-        points_normalized = contract_to_unisphere(points, self.bbox)
-        enc = self.encoding(points_normalized.reshape(-1, self.cfg.n_input_dims))
-        return self.feature_network(enc).view(*points.shape[:-1], self.cfg.n_feature_dims)
-
-    def forward(
-        self, points: Float[Tensor, "*N Di"], output_normal: bool = False
-    ) -> Dict[str, Float[Tensor, "..."]]:
-        assert not output_normal, (
-            f"{self.__class__.__name__} has no normal field; use the mesh's normals"
-        )
-        return {"features": self._features(points)}
-
-    def export(self, points: Float[Tensor, "*N Di"], **kwargs) -> Dict[str, Any]:
-        if self.cfg.n_feature_dims == 0:
-            return {}
-        return {"features": self._features(points)}

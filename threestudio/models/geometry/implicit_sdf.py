@@ -14,11 +14,12 @@ import threestudio
 from threestudio.models.geometry.base import (
     BaseGeometry,
     BaseImplicitGeometry,
+    EncodedFieldMixin,
     check_normal_type,
-    contract_to_unisphere,
     default_mlp_network_config,
     default_pos_encoding_config,
     finite_difference_gradient,
+    wants_shape_init,
 )
 from threestudio.models.networks import get_encoding, get_mlp
 from threestudio.utils.config import config_to_primitive
@@ -138,7 +139,7 @@ def load_shape_init_mesh(cfg) -> Tuple[Float[Tensor, "Nv 3"], Int[Tensor, "Nf 3"
 
 
 @threestudio.register("implicit-sdf")
-class ImplicitSDF(BaseImplicitGeometry):
+class ImplicitSDF(EncodedFieldMixin, BaseImplicitGeometry):
     @dataclass
     class Config(BaseImplicitGeometry.Config):
         n_input_dims: int = 3
@@ -174,14 +175,7 @@ class ImplicitSDF(BaseImplicitGeometry):
         check_normal_type(self.cfg.normal_type)
         self.encoding = get_encoding(self.cfg.n_input_dims, self.cfg.pos_encoding_config)
         self.sdf_network = get_mlp(self.encoding.n_output_dims, 1, self.cfg.mlp_network_config)
-        if self.cfg.n_feature_dims > 0:
-            self.feature_network = get_mlp(
-                self.encoding.n_output_dims, self.cfg.n_feature_dims, self.cfg.mlp_network_config
-            )
-        if self.cfg.normal_type == "pred":
-            self.normal_network = get_mlp(
-                self.encoding.n_output_dims, 3, self.cfg.mlp_network_config
-            )
+        self.configure_heads()
         if self.cfg.isosurface_deformable_grid:
             if self.cfg.isosurface_method != "mt":
                 raise ConfigError(
@@ -246,12 +240,7 @@ class ImplicitSDF(BaseImplicitGeometry):
     def initialize_shape(self) -> None:
         """Fit the network to ``shape_init``. Called by the system when training starts (once the
         module is on its device), not at construction, so loading a checkpoint costs nothing."""
-        if self.cfg.shape_init is None:
-            if self.cfg.force_shape_init:
-                raise ConfigError("force_shape_init is set but shape_init is not")
-            return
-        # pretrained weights win unless force_shape_init says otherwise
-        if self.cfg.weights is not None and not self.cfg.force_shape_init:
+        if not wants_shape_init(self.cfg):
             return
         if isinstance(self.cfg.sdf_bias, str) or self.cfg.sdf_bias != 0.0:
             threestudio.warn(
@@ -335,29 +324,16 @@ class ImplicitSDF(BaseImplicitGeometry):
 
     # ---- field evaluation ----
 
-    def encode(self, points: Float[Tensor, "*N Di"]) -> Float[Tensor, "N Denc"]:
-        points_normalized = contract_to_unisphere(points, self.bbox, self.unbounded)
-        return self.encoding(points_normalized.reshape(-1, self.cfg.n_input_dims))
-
-    def forward(
-        self, points: Float[Tensor, "*N Di"], output_normal: bool = False
+    def _forward(
+        self, points: Float[Tensor, "*N Di"], output_normal: bool, create_graph: bool
     ) -> Dict[str, Float[Tensor, "..."]]:
-        grad_enabled = torch.is_grad_enabled()
-        analytic = output_normal and self.cfg.normal_type == "analytic"
-        with torch.set_grad_enabled(grad_enabled or analytic):
-            if analytic and not points.requires_grad:
-                points = points.detach().requires_grad_(True)
-            batch_shape = points.shape[:-1]
-            enc = self.encode(points)
-            sdf = self.get_shifted_sdf(points, self.sdf_network(enc).view(*batch_shape, 1))
-            output: Dict[str, Tensor] = {"sdf": sdf}
-            if self.cfg.n_feature_dims > 0:
-                output["features"] = self.feature_network(enc).view(
-                    *batch_shape, self.cfg.n_feature_dims
-                )
-            if output_normal:
-                sdf_grad, normal = self._gradient(points, enc, sdf, grad_enabled)
-                output.update({"normal": normal, "shading_normal": normal, "sdf_grad": sdf_grad})
+        batch_shape = points.shape[:-1]
+        enc = self.encode(points)
+        sdf = self.get_shifted_sdf(points, self.sdf_network(enc).view(*batch_shape, 1))
+        output: Dict[str, Tensor] = {"sdf": sdf, **self.features_from(enc, batch_shape)}
+        if output_normal:
+            sdf_grad, normal = self._gradient(points, enc, sdf, create_graph)
+            output.update({"normal": normal, "shading_normal": normal, "sdf_grad": sdf_grad})
         return output
 
     def _gradient(
@@ -410,14 +386,6 @@ class ImplicitSDF(BaseImplicitGeometry):
         self, field: Float[Tensor, "*N 1"], threshold: float
     ) -> Float[Tensor, "*N 1"]:
         return field - threshold
-
-    def export(self, points: Float[Tensor, "*N Di"], **kwargs) -> Dict[str, Any]:
-        if self.cfg.n_feature_dims == 0:
-            return {}
-        features = self.feature_network(self.encode(points)).view(
-            *points.shape[:-1], self.cfg.n_feature_dims
-        )
-        return {"features": features}
 
     # ---- training schedule ----
 

@@ -12,11 +12,10 @@ from threestudio.models.geometry.base import (
     BaseGeometry,
     BaseImplicitGeometry,
     DensityLevelMixin,
+    EncodedFieldMixin,
     check_normal_type,
-    contract_to_unisphere,
     default_mlp_network_config,
     default_pos_encoding_config,
-    finite_difference_gradient,
 )
 from threestudio.models.networks import get_encoding, get_mlp
 from threestudio.utils.config import config_to_primitive
@@ -42,7 +41,7 @@ def density_blob(
 
 
 @threestudio.register("implicit-volume")
-class ImplicitVolume(DensityLevelMixin, BaseImplicitGeometry):
+class ImplicitVolume(DensityLevelMixin, EncodedFieldMixin, BaseImplicitGeometry):
     @dataclass
     class Config(BaseImplicitGeometry.Config):
         n_input_dims: int = 3
@@ -75,20 +74,9 @@ class ImplicitVolume(DensityLevelMixin, BaseImplicitGeometry):
         self.density_blob_std: float = self.cfg.density_blob_std
         self.encoding = get_encoding(self.cfg.n_input_dims, self.cfg.pos_encoding_config)
         self.density_network = get_mlp(self.encoding.n_output_dims, 1, self.cfg.mlp_network_config)
-        if self.cfg.n_feature_dims > 0:
-            self.feature_network = get_mlp(
-                self.encoding.n_output_dims, self.cfg.n_feature_dims, self.cfg.mlp_network_config
-            )
-        if self.cfg.normal_type == "pred":
-            self.normal_network = get_mlp(
-                self.encoding.n_output_dims, 3, self.cfg.mlp_network_config
-            )
+        self.configure_heads()
 
     # ---- field evaluation ----
-
-    def encode(self, points: Float[Tensor, "*N Di"]) -> Float[Tensor, "N Denc"]:
-        points_normalized = contract_to_unisphere(points, self.bbox, self.unbounded)
-        return self.encoding(points_normalized.reshape(-1, self.cfg.n_input_dims))
 
     def density_bias(self, points: Float[Tensor, "*N Di"]) -> Union[float, Float[Tensor, "*N 1"]]:
         if isinstance(self.cfg.density_bias, str):
@@ -104,26 +92,17 @@ class ImplicitVolume(DensityLevelMixin, BaseImplicitGeometry):
         raw_density = density + self.density_bias(points)
         return raw_density, self.density_activation(raw_density)
 
-    def forward(
-        self, points: Float[Tensor, "*N Di"], output_normal: bool = False
+    def _forward(
+        self, points: Float[Tensor, "*N Di"], output_normal: bool, create_graph: bool
     ) -> Dict[str, Float[Tensor, "..."]]:
-        grad_enabled = torch.is_grad_enabled()
-        analytic = output_normal and self.cfg.normal_type == "analytic"
-        with torch.set_grad_enabled(grad_enabled or analytic):
-            if analytic and not points.requires_grad:
-                points = points.detach().requires_grad_(True)
-            batch_shape = points.shape[:-1]
-            enc = self.encode(points)
-            density = self.density_network(enc).view(*batch_shape, 1)
-            raw_density, density = self.get_activated_density(points, density)
-            output: Dict[str, Tensor] = {"density": density}
-            if self.cfg.n_feature_dims > 0:
-                output["features"] = self.feature_network(enc).view(
-                    *batch_shape, self.cfg.n_feature_dims
-                )
-            if output_normal:
-                normal = self._normal(points, enc, raw_density, grad_enabled)
-                output.update({"normal": normal, "shading_normal": normal})
+        batch_shape = points.shape[:-1]
+        enc = self.encode(points)
+        density = self.density_network(enc).view(*batch_shape, 1)
+        raw_density, density = self.get_activated_density(points, density)
+        output: Dict[str, Tensor] = {"density": density, **self.features_from(enc, batch_shape)}
+        if output_normal:
+            normal = self._normal(points, enc, raw_density, create_graph)
+            output.update({"normal": normal, "shading_normal": normal})
         return output
 
     def _normal(
@@ -136,15 +115,7 @@ class ImplicitVolume(DensityLevelMixin, BaseImplicitGeometry):
         # density grows inwards, so the outward normal is minus its gradient
         normal_type = self.cfg.normal_type
         if normal_type in ("finite_difference", "finite_difference_laplacian"):
-            grad = finite_difference_gradient(
-                self.forward_raw_density,
-                points,
-                self.cfg.finite_difference_normal_eps,
-                central=normal_type == "finite_difference_laplacian",
-                radius=self.cfg.radius,
-                field_at_points=raw_density,
-            )
-            normal = -grad
+            normal = self.finite_difference_normal(points, raw_density)
         elif normal_type == "pred":
             normal = self.normal_network(enc).view(*points.shape[:-1], 3)
         elif normal_type == "analytic":
@@ -167,14 +138,6 @@ class ImplicitVolume(DensityLevelMixin, BaseImplicitGeometry):
 
     def forward_density(self, points: Float[Tensor, "*N Di"]) -> Float[Tensor, "*N 1"]:
         return self.density_activation(self.forward_raw_density(points))
-
-    def export(self, points: Float[Tensor, "*N Di"], **kwargs) -> Dict[str, Any]:
-        if self.cfg.n_feature_dims == 0:
-            return {}
-        features = self.feature_network(self.encode(points)).view(
-            *points.shape[:-1], self.cfg.n_feature_dims
-        )
-        return {"features": features}
 
     # ---- training schedule ----
 

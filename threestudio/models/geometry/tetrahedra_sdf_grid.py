@@ -13,17 +13,17 @@ from threestudio.models.geometry.base import (
     BaseExplicitGeometry,
     BaseGeometry,
     BaseImplicitGeometry,
-    contract_to_unisphere,
+    TextureFieldMixin,
     default_mlp_network_config,
     default_pos_encoding_config,
+    wants_shape_init,
 )
 from threestudio.models.geometry.implicit_sdf import ImplicitSDF, load_shape_init_mesh, mesh_sdf
 from threestudio.models.isosurface import MarchingTetrahedraHelper
 from threestudio.models.mesh import Mesh
-from threestudio.models.networks import get_encoding, get_mlp
 from threestudio.utils.errors import ConfigError, UserError
 from threestudio.utils.ops import chunk_batch, scale_tensor
-from threestudio.utils.typing import Any, Dict, Float, Optional, Tensor, Tuple, Union
+from threestudio.utils.typing import Any, Float, Optional, Tensor, Tuple, Union
 
 
 def copy_if_shapes_match(target: nn.Module, source: nn.Module, name: str) -> bool:
@@ -37,7 +37,7 @@ def copy_if_shapes_match(target: nn.Module, source: nn.Module, name: str) -> boo
 
 
 @threestudio.register("tetrahedra-sdf-grid")
-class TetrahedraSDFGrid(BaseExplicitGeometry):
+class TetrahedraSDFGrid(TextureFieldMixin, BaseExplicitGeometry):
     @dataclass
     class Config(BaseExplicitGeometry.Config):
         isosurface_resolution: int = 128
@@ -93,11 +93,8 @@ class TetrahedraSDFGrid(BaseExplicitGeometry):
                 self.cfg.shape_init, self.cfg.shape_init_params, "shape_init"
             )
 
-        if not self.cfg.geometry_only:
-            self.encoding = get_encoding(self.cfg.n_input_dims, self.cfg.pos_encoding_config)
-            self.feature_network = get_mlp(
-                self.encoding.n_output_dims, self.cfg.n_feature_dims, self.cfg.mlp_network_config
-            )
+        if self.has_texture_field:
+            self.configure_texture_field()
         self.mesh: Optional[Mesh] = None
 
     @property
@@ -115,11 +112,7 @@ class TetrahedraSDFGrid(BaseExplicitGeometry):
     def initialize_shape(self) -> None:
         """Set the grid's SDF to ``shape_init`` (exact values at the grid vertices, no fitting).
         Called by the system at the start of a fresh run."""
-        if self.cfg.shape_init is None:
-            if self.cfg.force_shape_init:
-                raise ConfigError("force_shape_init is set but shape_init is not")
-            return
-        if self.cfg.weights is not None and not self.cfg.force_shape_init:
+        if not wants_shape_init(self.cfg):
             return
         points = self.grid_points
         if self.cfg.shape_init.startswith("mesh:"):
@@ -152,25 +145,9 @@ class TetrahedraSDFGrid(BaseExplicitGeometry):
 
     # ---- texture field ----
 
-    def _features(self, points: Float[Tensor, "*N Di"]) -> Float[Tensor, "*N Nf"]:
-        points_normalized = contract_to_unisphere(points, self.bbox)
-        enc = self.encoding(points_normalized.reshape(-1, self.cfg.n_input_dims))
-        return self.feature_network(enc).view(*points.shape[:-1], self.cfg.n_feature_dims)
-
-    def forward(
-        self, points: Float[Tensor, "*N Di"], output_normal: bool = False
-    ) -> Dict[str, Float[Tensor, "..."]]:
-        assert not output_normal, (
-            f"{self.__class__.__name__} has no normal field; use the mesh's normals"
-        )
-        if self.cfg.geometry_only:
-            return {}
-        return {"features": self._features(points)}
-
-    def export(self, points: Float[Tensor, "*N Di"], **kwargs) -> Dict[str, Any]:
-        if self.cfg.geometry_only or self.cfg.n_feature_dims == 0:
-            return {}
-        return {"features": self._features(points)}
+    @property
+    def has_texture_field(self) -> bool:
+        return not self.cfg.geometry_only
 
     # ---- conversion ----
 

@@ -15,7 +15,6 @@ from threestudio.models.geometry.base import (
     DensityLevelMixin,
     check_normal_type,
     contract_to_unisphere,
-    finite_difference_gradient,
 )
 from threestudio.models.geometry.implicit_volume import DENSITY_BIASES, density_blob
 from threestudio.utils.errors import ConfigError
@@ -119,46 +118,34 @@ class VolumeGrid(DensityLevelMixin, BaseImplicitGeometry):
     def forward_density(self, points: Float[Tensor, "*N 3"]) -> Float[Tensor, "*N 1"]:
         return self.density_activation(self.forward_raw_density(points))
 
-    def forward(
-        self, points: Float[Tensor, "*N 3"], output_normal: bool = False
+    def _forward(
+        self, points: Float[Tensor, "*N 3"], output_normal: bool, create_graph: bool
     ) -> Dict[str, Float[Tensor, "..."]]:
-        grad_enabled = torch.is_grad_enabled()
-        analytic = output_normal and self.cfg.normal_type == "analytic"
-        with torch.set_grad_enabled(grad_enabled or analytic):
-            if analytic and not points.requires_grad:
-                points = points.detach().requires_grad_(True)
-            coords = self.to_grid_coords(points)
-            out = trilinear_sample(self.grid, coords)
-            raw_density = out[..., :1] * torch.exp(self.density_scale) + self.density_bias(points)
-            output: Dict[str, Tensor] = {
-                "density": self.density_activation(raw_density),
-                "features": out[..., 1:],
-            }
-            if output_normal:
-                normal_type = self.cfg.normal_type
-                if normal_type in ("finite_difference", "finite_difference_laplacian"):
-                    normal = -finite_difference_gradient(
-                        self.forward_raw_density,
-                        points,
-                        self.cfg.finite_difference_normal_eps,
-                        central=normal_type == "finite_difference_laplacian",
-                        radius=self.cfg.radius,
-                        field_at_points=raw_density,
-                    )
-                elif normal_type == "pred":
-                    normal = trilinear_sample(self.normal_grid, coords)
-                elif normal_type == "analytic":
-                    # the blob is built from detached points: differentiate the grid part and
-                    # add the blob's gradient by autograd on a fresh copy
-                    normal = -torch.autograd.grad(
-                        self._raw_density_differentiable(points),
-                        points,
-                        create_graph=grad_enabled,
-                    )[0]
-                else:
-                    raise ConfigError("normal_type must be set to compute normals")
-                normal = F.normalize(normal, dim=-1)
-                output.update({"normal": normal, "shading_normal": normal})
+        coords = self.to_grid_coords(points)
+        out = trilinear_sample(self.grid, coords)
+        raw_density = out[..., :1] * torch.exp(self.density_scale) + self.density_bias(points)
+        output: Dict[str, Tensor] = {
+            "density": self.density_activation(raw_density),
+            "features": out[..., 1:],
+        }
+        if output_normal:
+            normal_type = self.cfg.normal_type
+            if normal_type in ("finite_difference", "finite_difference_laplacian"):
+                normal = self.finite_difference_normal(points, raw_density)
+            elif normal_type == "pred":
+                normal = trilinear_sample(self.normal_grid, coords)
+            elif normal_type == "analytic":
+                # the blob is built from detached points: differentiate the grid part and
+                # add the blob's gradient by autograd on a fresh copy
+                normal = -torch.autograd.grad(
+                    self._raw_density_differentiable(points),
+                    points,
+                    create_graph=create_graph,
+                )[0]
+            else:
+                raise ConfigError("normal_type must be set to compute normals")
+            normal = F.normalize(normal, dim=-1)
+            output.update({"normal": normal, "shading_normal": normal})
         return output
 
     def _raw_density_differentiable(self, points: Float[Tensor, "*N 3"]) -> Tensor:

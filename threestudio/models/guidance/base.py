@@ -1,8 +1,10 @@
-"""Pieces every diffusion guidance shares: loading pretrained parts offline-safely, the timestep
-schedule, the SDS weighting w(t), classifier-free guidance (plain or Perp-Neg), the
-detach-target loss and DDIM-based inspection images.
+"""Pieces every diffusion guidance shares: loading pretrained parts offline-safely (one path
+for UNet/VAE and one for the schedulers), the timestep schedule, the SDS weighting w(t),
+noising and classifier-free guidance (plain or Perp-Neg), the detach-target loss and DDIM-based
+inspection and editing.
 
-Each guidance file keeps its own SDS step in one function and calls these helpers for the rest.
+Each text or image guidance keeps its own SDS step in one function and calls these helpers for
+the rest; the editing guidances (InstructPix2Pix, ControlNet) share one call, ``ImageEditMixin``.
 """
 
 from dataclasses import dataclass
@@ -26,23 +28,35 @@ def _load_pretrained(cls, name: str, **kwargs):
     return load_pretrained(cls, name, **kwargs)
 
 
-def load_ddpm_and_ddim(cfg, name: str) -> Tuple[Any, Any]:
-    """The training scheduler (DDPM) and the one edits and ``guidance_eval`` sample with (DDIM,
-    from ``cfg.ddim_scheduler_name_or_path`` or built from the DDPM config)."""
-    from diffusers import DDIMScheduler, DDPMScheduler
+def load_unet_and_vae(
+    name: str, torch_dtype: torch.dtype, cache_dir: Optional[str] = None
+) -> Tuple[Any, Any]:
+    """The frozen ``unet`` and ``vae`` of a Stable-Diffusion-layout model ``name``."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
 
-    scheduler = _load_pretrained(
-        DDPMScheduler, name, subfolder="scheduler", cache_dir=cfg.cache_dir
-    )
-    if cfg.ddim_scheduler_name_or_path is None:
-        return scheduler, DDIMScheduler.from_config(scheduler.config)
-    scheduler_ddim = _load_pretrained(
-        DDIMScheduler,
-        cfg.ddim_scheduler_name_or_path,
-        subfolder="scheduler",
-        cache_dir=cfg.cache_dir,
-    )
-    return scheduler, scheduler_ddim
+    load = {"torch_dtype": torch_dtype, "cache_dir": cache_dir}
+    unet = freeze(_load_pretrained(UNet2DConditionModel, name, subfolder="unet", **load))
+    vae = freeze(_load_pretrained(AutoencoderKL, name, subfolder="vae", **load))
+    return unet, vae
+
+
+def load_scheduler(name: str, cache_dir: Optional[str] = None) -> Any:
+    """The training scheduler (DDPM) from the ``scheduler`` folder of model ``name``."""
+    from diffusers import DDPMScheduler
+
+    return _load_pretrained(DDPMScheduler, name, subfolder="scheduler", cache_dir=cache_dir)
+
+
+def ddim_scheduler(
+    scheduler: Any, ddim_name: Optional[str] = None, cache_dir: Optional[str] = None
+) -> Any:
+    """The DDIM scheduler that edits and ``guidance_eval`` sample with: loaded from model
+    ``ddim_name`` when given, else built from the training ``scheduler``'s config."""
+    from diffusers import DDIMScheduler
+
+    if ddim_name is None:
+        return DDIMScheduler.from_config(scheduler.config)
+    return _load_pretrained(DDIMScheduler, ddim_name, subfolder="scheduler", cache_dir=cache_dir)
 
 
 _said_cpu_float32 = False
@@ -133,6 +147,18 @@ class DiffusionGuidanceMixin:
 
     alphas: Float[Tensor, "T"]
     num_train_timesteps: int
+
+    def run_unet(
+        self, unet: Any, x: Tensor, t: Tensor, encoder_hidden_states: Tensor, **kwargs
+    ) -> Tensor:
+        """``unet``'s prediction, computed in ``self.weights_dtype`` and returned in ``x``'s."""
+        input_dtype = x.dtype
+        return unet(
+            x.to(self.weights_dtype),
+            t.to(self.weights_dtype),
+            encoder_hidden_states=encoder_hidden_states.to(self.weights_dtype),
+            **kwargs,
+        ).sample.to(input_dtype)
 
     def setup_schedule(self, scheduler) -> None:
         if self.cfg.weighting_strategy not in WEIGHTING_STRATEGIES:
@@ -241,6 +267,49 @@ class DiffusionGuidanceMixin:
             "noise_pred_uncond": pred_uncond,
         }
 
+    def guided_predictor(
+        self,
+        predict: Callable[[Tensor, Tensor, Tensor], Tensor],
+        text_embeddings: Tensor,
+        neg_guidance_weights: Optional[Tensor],
+    ) -> Callable[[Tensor, Tensor], Tensor]:
+        """``(x_noisy, t) -> guided noise`` of the whole batch: ``guided_noise`` of the denoiser
+        ``predict`` with these embeddings at ``cfg.guidance_scale``."""
+
+        def guided(x: Tensor, t: Tensor) -> Tensor:
+            return self.guided_noise(
+                predict, x, t, text_embeddings, neg_guidance_weights, self.cfg.guidance_scale
+            )["noise_pred"]
+
+        return guided
+
+    def item_guided_predictor(
+        self,
+        predict: Callable[[Tensor, Tensor, Tensor], Tensor],
+        text_embeddings: Tensor,
+        neg_guidance_weights: Optional[Tensor],
+    ) -> Callable[[Tensor, Tensor, int], Tensor]:
+        """``(x, t, b) -> guided noise`` of batch item ``b`` alone, as ``ddim_inspection``
+        steps each item."""
+
+        def guided(x: Tensor, t: Tensor, b: int) -> Tensor:
+            embeddings, weights = self.item_embeddings(text_embeddings, neg_guidance_weights, b)
+            return self.guided_noise(predict, x, t, embeddings, weights, self.cfg.guidance_scale)[
+                "noise_pred"
+            ]
+
+        return guided
+
+    @torch.no_grad()
+    def noise_and_predict(
+        self, x: Tensor, t: Tensor, guided_predict: Callable[[Tensor, Tensor], Tensor]
+    ) -> Tuple[Tensor, Tensor, Tensor]:
+        """The start of an SDS step: noise ``x`` to ``t`` with the training scheduler and
+        predict that noise. Returns ``(noise, x_noisy, noise_pred)``."""
+        noise = torch.randn_like(x)
+        x_noisy = self.scheduler.add_noise(x, noise, t)
+        return noise, x_noisy, guided_predict(x_noisy, t)
+
     def sds_loss(
         self, target_of: Tensor, grad: Tensor, name: str = "loss_sds"
     ) -> Dict[str, Tensor]:
@@ -252,6 +321,68 @@ class DiffusionGuidanceMixin:
         target = (target_of - grad).detach()
         loss = 0.5 * F.mse_loss(target_of, target, reduction="sum") / target_of.shape[0]
         return {name: loss, "grad_norm": grad.norm()}
+
+
+class ImageEditMixin:
+    """The call of the guidances that edit renders toward a prompt (InstructPix2Pix,
+    ControlNet): with ``cfg.use_sds`` an SDS loss toward the edit, otherwise the edited images
+    (noise to about ``t``, then ``cfg.diffusion_steps`` DDIM steps back to a clean image).
+    Each method supplies its conditioned, guided denoiser through ``edit_predictor``."""
+
+    def edit_predictor(
+        self,
+        cond_BCHW: Float[Tensor, "B 3 H W"],
+        prompt_utils,
+        cameras: Tuple[Tensor, Tensor, Tensor],
+        latents: Float[Tensor, "B 4 h w"],
+    ) -> Callable[[Tensor, Tensor], Tensor]:
+        """``(x_noisy, t) -> guided noise`` conditioned on ``cond_BCHW`` and the prompt."""
+        raise NotImplementedError
+
+    def __call__(
+        self,
+        rgb: Float[Tensor, "B H W C"],
+        cond_rgb: Float[Tensor, "B H W C"],
+        prompt_utils,
+        elevation: Optional[Float[Tensor, "B"]] = None,
+        azimuth: Optional[Float[Tensor, "B"]] = None,
+        camera_distances: Optional[Float[Tensor, "B"]] = None,
+        **kwargs,
+    ) -> Dict[str, Any]:
+        batch_size, height, width, _ = rgb.shape
+        rgb_BCHW, cond_BCHW = resize_image_pair(rgb, cond_rgb, self.cfg.fixed_size)
+        # the latents only need a graph back to the render when an SDS loss uses them
+        with torch.set_grad_enabled(self.cfg.use_sds and torch.is_grad_enabled()):
+            latents = self.encode_images(rgb_BCHW)
+        # image-editing systems may call a guidance without a camera
+        zeros = torch.zeros(batch_size, device=rgb.device)
+        cameras = tuple(
+            zeros if value is None else value for value in (elevation, azimuth, camera_distances)
+        )
+        guided = self.edit_predictor(cond_BCHW, prompt_utils, cameras, latents)
+        t = self.sample_timesteps(batch_size)
+
+        if self.cfg.use_sds:
+            # the SDS step toward the edit
+            noise, _, noise_pred = self.noise_and_predict(latents, t, guided)
+            grad = self.sds_weight(t) * (noise_pred - noise)
+            out = self.sds_loss(latents, grad)
+            out.update({"min_step": self.min_step, "max_step": self.max_step, "timesteps": t})
+            return out
+
+        # editing: noise to (about) t, then DDIM back to a clean edited image
+        with torch.no_grad():
+            edited = ddim_edit(
+                self.scheduler_ddim,
+                self.scheduler,
+                latents.detach(),
+                int(t.max()),
+                self.cfg.diffusion_steps,
+                guided,
+            )
+            edit_images = self.decode_latents(edited)
+        edit_images = F.interpolate(edit_images, (height, width), mode="bilinear")
+        return {"edit_images": edit_images.permute(0, 2, 3, 1), "timesteps": t}
 
 
 class VAELatentsMixin:

@@ -2,26 +2,26 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from diffusers import AutoencoderKL, UNet2DConditionModel
 from diffusers.models.controlnets.controlnet import ControlNetModel
 
 import threestudio
 from threestudio.models.guidance.base import (
     DiffusionGuidanceConfig,
     DiffusionGuidanceMixin,
+    ImageEditMixin,
     SpeedupConfig,
     VAELatentsMixin,
     _load_pretrained,
-    ddim_edit,
+    ddim_scheduler,
     freeze,
-    load_ddpm_and_ddim,
+    load_scheduler,
+    load_unet_and_vae,
     place_models,
-    resize_image_pair,
     weights_dtype,
 )
 from threestudio.utils.base import BaseObject
 from threestudio.utils.errors import ConfigError
-from threestudio.utils.typing import Any, Dict, Float, Optional, Tensor
+from threestudio.utils.typing import Float, Optional, Tensor
 
 DEFAULT_CONTROLNETS = {
     "normal": "lllyasviel/control_v11p_sd15_normalbae",
@@ -64,7 +64,7 @@ def canny_edges(images: Float[Tensor, "B 3 H W"], low: float, high: float) -> Te
 
 
 @threestudio.register("stable-diffusion-controlnet-guidance")
-class ControlNetGuidance(DiffusionGuidanceMixin, VAELatentsMixin, BaseObject):
+class ControlNetGuidance(ImageEditMixin, DiffusionGuidanceMixin, VAELatentsMixin, BaseObject):
     """Stable Diffusion steered by a ControlNet on a control image derived from ``cond_rgb``
     (normals or edges); returns edited images or, with ``use_sds``, an SDS loss."""
 
@@ -94,15 +94,17 @@ class ControlNetGuidance(DiffusionGuidanceMixin, VAELatentsMixin, BaseObject):
         threestudio.info("Loading ControlNet ...")
         self.weights_dtype = weights_dtype(self.cfg.half_precision_weights, self.device)
         name = self.cfg.pretrained_model_name_or_path
+        self.unet, self.vae = load_unet_and_vae(name, self.weights_dtype, self.cfg.cache_dir)
         load = {"torch_dtype": self.weights_dtype, "cache_dir": self.cfg.cache_dir}
-        self.unet = freeze(_load_pretrained(UNet2DConditionModel, name, subfolder="unet", **load))
-        self.vae = freeze(_load_pretrained(AutoencoderKL, name, subfolder="vae", **load))
         controlnet_name = (
             self.cfg.controlnet_name_or_path or DEFAULT_CONTROLNETS[self.cfg.control_type]
         )
         self.controlnet = freeze(_load_pretrained(ControlNetModel, controlnet_name, **load))
         place_models(self.cfg, self.device, [self.unet, self.controlnet], [self.vae])
-        self.scheduler, self.scheduler_ddim = load_ddpm_and_ddim(self.cfg, name)
+        self.scheduler = load_scheduler(name, self.cfg.cache_dir)
+        self.scheduler_ddim = ddim_scheduler(
+            self.scheduler, self.cfg.ddim_scheduler_name_or_path, self.cfg.cache_dir
+        )
         self.setup_schedule(self.scheduler)
         self.normal_detector = None
         if self.cfg.control_type == "normal":
@@ -158,28 +160,10 @@ class ControlNetGuidance(DiffusionGuidanceMixin, VAELatentsMixin, BaseObject):
             mid_block_additional_residual=mid,
         ).sample.to(latents.dtype)
 
-    def __call__(
-        self,
-        rgb: Float[Tensor, "B H W C"],
-        cond_rgb: Float[Tensor, "B H W C"],
-        prompt_utils,
-        elevation: Optional[Float[Tensor, "B"]] = None,
-        azimuth: Optional[Float[Tensor, "B"]] = None,
-        camera_distances: Optional[Float[Tensor, "B"]] = None,
-        **kwargs,
-    ) -> Dict[str, Any]:
-        batch_size, height, width, _ = rgb.shape
-        rgb_BCHW, cond_BCHW = resize_image_pair(rgb, cond_rgb, self.cfg.fixed_size)
+    def edit_predictor(self, cond_BCHW, prompt_utils, cameras, latents):
         control = self.control_image(cond_BCHW)
-        with torch.set_grad_enabled(self.cfg.use_sds and torch.is_grad_enabled()):
-            latents = self.encode_images(rgb_BCHW)
-        zeros = torch.zeros(batch_size, device=rgb.device)
-        text_embeddings, neg_weights = self.text_embeddings(
-            prompt_utils,
-            zeros if elevation is None else elevation,
-            zeros if azimuth is None else azimuth,
-            zeros if camera_distances is None else camera_distances,
-        )
+        text_embeddings, neg_weights = self.text_embeddings(prompt_utils, *cameras)
+        batch_size = latents.shape[0]
 
         def predict(x: Tensor, t_in: Tensor, embeddings: Tensor) -> Tensor:
             # rows as guided_noise stacks them: cond, uncond, then each sample's negatives
@@ -189,31 +173,4 @@ class ControlNetGuidance(DiffusionGuidanceMixin, VAELatentsMixin, BaseObject):
                 rows.append(control.repeat_interleave(n_neg, dim=0))
             return self.predict_noise(x, t_in, embeddings, torch.cat(rows))
 
-        t = self.sample_timesteps(batch_size)
-        if self.cfg.use_sds:
-            # the SDS step with the ControlNet-steered denoiser
-            with torch.no_grad():
-                noise = torch.randn_like(latents)
-                latents_noisy = self.scheduler.add_noise(latents, noise, t)
-                noise_pred = self.guided_noise(
-                    predict, latents_noisy, t, text_embeddings, neg_weights, self.cfg.guidance_scale
-                )["noise_pred"]
-            grad = self.sds_weight(t) * (noise_pred - noise)
-            out = self.sds_loss(latents, grad)
-            out.update({"min_step": self.min_step, "max_step": self.max_step, "timesteps": t})
-            return out
-
-        with torch.no_grad():
-            edited = ddim_edit(
-                self.scheduler_ddim,
-                self.scheduler,
-                latents.detach(),
-                int(t.max()),
-                self.cfg.diffusion_steps,
-                lambda x, t_b: self.guided_noise(
-                    predict, x, t_b, text_embeddings, neg_weights, self.cfg.guidance_scale
-                )["noise_pred"],
-            )
-            edit_images = self.decode_latents(edited)
-        edit_images = F.interpolate(edit_images, (height, width), mode="bilinear")
-        return {"edit_images": edit_images.permute(0, 2, 3, 1), "timesteps": t}
+        return self.guided_predictor(predict, text_embeddings, neg_weights)

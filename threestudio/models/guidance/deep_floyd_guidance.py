@@ -2,7 +2,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from diffusers import DDIMScheduler, DDPMScheduler, UNet2DConditionModel
+from diffusers import UNet2DConditionModel
 
 import threestudio
 from threestudio.models.guidance.base import (
@@ -11,7 +11,9 @@ from threestudio.models.guidance.base import (
     SpeedupConfig,
     _load_pretrained,
     ddim_inspection,
+    ddim_scheduler,
     freeze,
+    load_scheduler,
     place_models,
     weights_dtype,
 )
@@ -47,8 +49,8 @@ class DeepFloydGuidance(DiffusionGuidanceMixin, BaseObject):
             unet = _load_pretrained(UNet2DConditionModel, name, **kwargs)
         self.unet = freeze(unet)
         place_models(self.cfg, self.device, [self.unet], [])
-        self.scheduler = _load_pretrained(DDPMScheduler, name, subfolder="scheduler")
-        self.scheduler_eval = DDIMScheduler.from_config(self.scheduler.config)
+        self.scheduler = load_scheduler(name)
+        self.scheduler_ddim = ddim_scheduler(self.scheduler)
         self.setup_schedule(self.scheduler)
         threestudio.info("Loaded DeepFloyd IF!")
 
@@ -58,12 +60,7 @@ class DeepFloydGuidance(DiffusionGuidanceMixin, BaseObject):
         return size[0] if isinstance(size, (list, tuple)) else int(size)
 
     def forward_unet(self, images: Tensor, t: Tensor, encoder_hidden_states: Tensor) -> Tensor:
-        input_dtype = images.dtype
-        pred = self.unet(
-            images.to(self.weights_dtype),
-            t.to(self.weights_dtype),
-            encoder_hidden_states=encoder_hidden_states.to(self.weights_dtype),
-        ).sample.to(input_dtype)
+        pred = self.run_unet(self.unet, images, t, encoder_hidden_states)
         # IF predicts noise and a learned variance (2 x 3 channels); SDS uses the noise only. A
         # model with a fixed variance (the bundled tiny-shapes) predicts the noise alone.
         return pred[:, : images.shape[1]]
@@ -88,34 +85,18 @@ class DeepFloydGuidance(DiffusionGuidanceMixin, BaseObject):
             prompt_utils, elevation, azimuth, camera_distances
         )
         t = self.sample_timesteps(batch_size)
+        guided = self.guided_predictor(self.forward_unet, text_embeddings, neg_weights)
 
         # the SDS step: noise the image, predict the noise with CFG, compare
-        with torch.no_grad():
-            noise = torch.randn_like(images)
-            images_noisy = self.scheduler.add_noise(images, noise, t)
-            noise_pred = self.guided_noise(
-                self.forward_unet,
-                images_noisy,
-                t,
-                text_embeddings,
-                neg_weights,
-                self.cfg.guidance_scale,
-            )["noise_pred"]
+        noise, images_noisy, noise_pred = self.noise_and_predict(images, t, guided)
         grad = self.sds_weight(t) * (noise_pred - noise)
 
         out = self.sds_loss(images, grad)
         out.update({"min_step": self.min_step, "max_step": self.max_step, "timesteps": t})
         if guidance_eval:
-
-            def predict_guided(x: Tensor, t_i: Tensor, b: int) -> Tensor:
-                embeddings, weights = self.item_embeddings(text_embeddings, neg_weights, b)
-                return self.guided_noise(
-                    self.forward_unet, x, t_i, embeddings, weights, self.cfg.guidance_scale
-                )["noise_pred"]
-
             out["eval"] = ddim_inspection(
-                self.scheduler_eval,
-                predict_guided,
+                self.scheduler_ddim,
+                self.item_guided_predictor(self.forward_unet, text_embeddings, neg_weights),
                 lambda x: (x * 0.5 + 0.5).clamp(0, 1),
                 images_noisy,
                 noise_pred,

@@ -1,29 +1,26 @@
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
-from diffusers import AutoencoderKL, UNet2DConditionModel
 
 import threestudio
 from threestudio.models.guidance.base import (
     DiffusionGuidanceConfig,
     DiffusionGuidanceMixin,
+    ImageEditMixin,
     SpeedupConfig,
     VAELatentsMixin,
-    _load_pretrained,
-    ddim_edit,
-    freeze,
-    load_ddpm_and_ddim,
+    ddim_scheduler,
+    load_scheduler,
+    load_unet_and_vae,
     place_models,
-    resize_image_pair,
     weights_dtype,
 )
 from threestudio.utils.base import BaseObject
-from threestudio.utils.typing import Any, Dict, Float, Optional, Tensor
+from threestudio.utils.typing import Float, Optional, Tensor
 
 
 @threestudio.register("stable-diffusion-instructpix2pix-guidance")
-class InstructPix2PixGuidance(DiffusionGuidanceMixin, VAELatentsMixin, BaseObject):
+class InstructPix2PixGuidance(ImageEditMixin, DiffusionGuidanceMixin, VAELatentsMixin, BaseObject):
     """InstructPix2Pix editing of renders (Instruct-NeRF2NeRF): either edited images to fit
     (``edit_images``, the default) or an SDS loss toward the edit (``use_sds``).
 
@@ -48,11 +45,12 @@ class InstructPix2PixGuidance(DiffusionGuidanceMixin, VAELatentsMixin, BaseObjec
         threestudio.info("Loading InstructPix2Pix ...")
         self.weights_dtype = weights_dtype(self.cfg.half_precision_weights, self.device)
         name = self.cfg.pretrained_model_name_or_path
-        load = {"torch_dtype": self.weights_dtype, "cache_dir": self.cfg.cache_dir}
-        self.unet = freeze(_load_pretrained(UNet2DConditionModel, name, subfolder="unet", **load))
-        self.vae = freeze(_load_pretrained(AutoencoderKL, name, subfolder="vae", **load))
+        self.unet, self.vae = load_unet_and_vae(name, self.weights_dtype, self.cfg.cache_dir)
         place_models(self.cfg, self.device, [self.unet], [self.vae])
-        self.scheduler, self.scheduler_ddim = load_ddpm_and_ddim(self.cfg, name)
+        self.scheduler = load_scheduler(name, self.cfg.cache_dir)
+        self.scheduler_ddim = ddim_scheduler(
+            self.scheduler, self.cfg.ddim_scheduler_name_or_path, self.cfg.cache_dir
+        )
         self.setup_schedule(self.scheduler)
         threestudio.info("Loaded InstructPix2Pix!")
 
@@ -85,53 +83,13 @@ class InstructPix2PixGuidance(DiffusionGuidanceMixin, VAELatentsMixin, BaseObjec
             + self.cfg.condition_scale * (pred_image - pred_uncond)
         )
 
-    def __call__(
-        self,
-        rgb: Float[Tensor, "B H W C"],
-        cond_rgb: Float[Tensor, "B H W C"],
-        prompt_utils,
-        elevation: Optional[Float[Tensor, "B"]] = None,
-        azimuth: Optional[Float[Tensor, "B"]] = None,
-        camera_distances: Optional[Float[Tensor, "B"]] = None,
-        **kwargs,
-    ) -> Dict[str, Any]:
-        batch_size, height, width, _ = rgb.shape
-        rgb_BCHW, cond_BCHW = resize_image_pair(rgb, cond_rgb, self.cfg.fixed_size)
-        with torch.set_grad_enabled(self.cfg.use_sds and torch.is_grad_enabled()):
-            latents = self.encode_images(rgb_BCHW)
+    def edit_predictor(self, cond_BCHW, prompt_utils, cameras, latents):
         with torch.no_grad():
             cond_latents = self.vae.encode((cond_BCHW * 2 - 1).to(self.vae.dtype)).latent_dist
             cond_latents = cond_latents.mode().to(latents.dtype)
-        zeros = torch.zeros(batch_size, device=rgb.device)
-        text_embeddings = prompt_utils.get_text_embeddings(
-            zeros if elevation is None else elevation,
-            zeros if azimuth is None else azimuth,
-            zeros if camera_distances is None else camera_distances,
-            view_dependent_prompting=False,
-        )
-        t = self.sample_timesteps(batch_size)
+        text_embeddings = prompt_utils.get_text_embeddings(*cameras, view_dependent_prompting=False)
 
-        if self.cfg.use_sds:
-            # the SDS step toward the edit
-            with torch.no_grad():
-                noise = torch.randn_like(latents)
-                latents_noisy = self.scheduler.add_noise(latents, noise, t)
-                noise_pred = self.predict_noise(latents_noisy, t, text_embeddings, cond_latents)
-            grad = self.sds_weight(t) * (noise_pred - noise)
-            out = self.sds_loss(latents, grad)
-            out.update({"min_step": self.min_step, "max_step": self.max_step, "timesteps": t})
-            return out
+        def guided(x: Tensor, t: Tensor) -> Tensor:
+            return self.predict_noise(x, t, text_embeddings, cond_latents)
 
-        # editing: noise to (about) t, then DDIM back to a clean edited image
-        with torch.no_grad():
-            edited = ddim_edit(
-                self.scheduler_ddim,
-                self.scheduler,
-                latents.detach(),
-                int(t.max()),
-                self.cfg.diffusion_steps,
-                lambda x, t_b: self.predict_noise(x, t_b, text_embeddings, cond_latents),
-            )
-            edit_images = self.decode_latents(edited)
-        edit_images = F.interpolate(edit_images, (height, width), mode="bilinear")
-        return {"edit_images": edit_images.permute(0, 2, 3, 1), "timesteps": t}
+        return guided

@@ -1,7 +1,6 @@
 from dataclasses import dataclass
 
 import torch
-from diffusers import AutoencoderKL, DDIMScheduler, DDPMScheduler, UNet2DConditionModel
 
 import threestudio
 from threestudio.models.guidance.base import (
@@ -9,9 +8,10 @@ from threestudio.models.guidance.base import (
     DiffusionGuidanceMixin,
     SpeedupConfig,
     VAELatentsMixin,
-    _load_pretrained,
     ddim_inspection,
-    freeze,
+    ddim_scheduler,
+    load_scheduler,
+    load_unet_and_vae,
     place_models,
     weights_dtype,
 )
@@ -42,11 +42,9 @@ class StableDiffusionGuidance(DiffusionGuidanceMixin, VAELatentsMixin, BaseObjec
         threestudio.info("Loading Stable Diffusion ...")
         self.weights_dtype = weights_dtype(self.cfg.half_precision_weights, self.device)
         name = self.cfg.pretrained_model_name_or_path
-        load = dict(torch_dtype=self.weights_dtype)
-        self.unet = freeze(_load_pretrained(UNet2DConditionModel, name, subfolder="unet", **load))
-        self.vae = freeze(_load_pretrained(AutoencoderKL, name, subfolder="vae", **load))
-        self.scheduler = _load_pretrained(DDPMScheduler, name, subfolder="scheduler")
-        self.scheduler_eval = DDIMScheduler.from_config(self.scheduler.config)
+        self.unet, self.vae = load_unet_and_vae(name, self.weights_dtype)
+        self.scheduler = load_scheduler(name)
+        self.scheduler_ddim = ddim_scheduler(self.scheduler)
         if self.cfg.token_merging:
             threestudio.warn("token_merging is not implemented; running without it")
         if self.cfg.sqrt_anneal and not isinstance(self.cfg.max_step_percent, (int, float)):
@@ -59,12 +57,7 @@ class StableDiffusionGuidance(DiffusionGuidanceMixin, VAELatentsMixin, BaseObjec
         threestudio.info("Loaded Stable Diffusion!")
 
     def forward_unet(self, latents: Tensor, t: Tensor, encoder_hidden_states: Tensor) -> Tensor:
-        input_dtype = latents.dtype
-        return self.unet(
-            latents.to(self.weights_dtype),
-            t.to(self.weights_dtype),
-            encoder_hidden_states=encoder_hidden_states.to(self.weights_dtype),
-        ).sample.to(input_dtype)
+        return self.run_unet(self.unet, latents, t, encoder_hidden_states)
 
     def update_step(self, epoch: int, global_step: int, on_load_weights: bool = False):
         super().update_step(epoch, global_step, on_load_weights=on_load_weights)
@@ -97,33 +90,22 @@ class StableDiffusionGuidance(DiffusionGuidanceMixin, VAELatentsMixin, BaseObjec
         )
         t = self._timesteps(batch_size)
         alpha_bar = self.alphas[t].view(-1, 1, 1, 1)
+        guided = self.guided_predictor(self.forward_unet, text_embeddings, neg_weights)
 
         # the SDS step: noise the latents, predict the noise with CFG, compare
-        with torch.no_grad():
-            noise = torch.randn_like(latents)
-            if self.cfg.use_sjc:
+        if self.cfg.use_sjc:
+            with torch.no_grad():
                 # SJC works with the variance-exploding form z = y + sigma * eps
+                noise = torch.randn_like(latents)
                 sigma = self.us[t].view(-1, 1, 1, 1)
                 latents_noisy = latents + sigma * noise
-                unet_input = latents_noisy / torch.sqrt(1 + sigma**2)
-            else:
-                latents_noisy = self.scheduler.add_noise(latents, noise, t)
-                unet_input = latents_noisy
-            guided = self.guided_noise(
-                self.forward_unet,
-                unet_input,
-                t,
-                text_embeddings,
-                neg_weights,
-                self.cfg.guidance_scale,
-            )
-            noise_pred = guided["noise_pred"]
-            if self.cfg.use_sjc:
+                noise_pred = guided(latents_noisy / torch.sqrt(1 + sigma**2), t)
                 denoised = latents_noisy - sigma * noise_pred
                 reference = latents if self.cfg.var_red else latents_noisy
                 grad = -(denoised - reference) / sigma
-            else:
-                grad = self.sds_weight(t) * (noise_pred - noise)
+        else:
+            noise, latents_noisy, noise_pred = self.noise_and_predict(latents, t, guided)
+            grad = self.sds_weight(t) * (noise_pred - noise)
 
         # SJC also reports as loss_sds, so published configs weight it with lambda_sds
         out = self.sds_loss(latents, grad)
@@ -151,18 +133,12 @@ class StableDiffusionGuidance(DiffusionGuidanceMixin, VAELatentsMixin, BaseObjec
         return out
 
     def guidance_eval(self, latents_noisy, noise_pred, t, text_embeddings, neg_weights):
-        def predict_guided(x: Tensor, t_i: Tensor, b: int) -> Tensor:
-            embeddings, weights = self.item_embeddings(text_embeddings, neg_weights, b)
-            return self.guided_noise(
-                self.forward_unet, x, t_i, embeddings, weights, self.cfg.guidance_scale
-            )["noise_pred"]
-
         if self.cfg.use_sjc:  # inspection runs in the DDPM parametrisation
             sigma = self.us[t].view(-1, 1, 1, 1)
             latents_noisy = latents_noisy / torch.sqrt(1 + sigma**2)
         return ddim_inspection(
-            self.scheduler_eval,
-            predict_guided,
+            self.scheduler_ddim,
+            self.item_guided_predictor(self.forward_unet, text_embeddings, neg_weights),
             self.decode_latents,
             latents_noisy,
             noise_pred,

@@ -4,7 +4,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+from diffusers import AutoencoderKL, UNet2DConditionModel
 from diffusers.models.embeddings import TimestepEmbedding
 
 import threestudio
@@ -15,6 +15,8 @@ from threestudio.models.guidance.base import (
     VAELatentsMixin,
     _load_pretrained,
     freeze,
+    load_scheduler,
+    load_unet_and_vae,
     place_models,
     weights_dtype,
 )
@@ -67,18 +69,21 @@ class StableDiffusionVSDGuidance(DiffusionGuidanceMixin, VAELatentsMixin, BaseMo
             self.cfg.pretrained_model_name_or_path,
             self.cfg.pretrained_model_name_or_path_lora,
         )
-        load = {"torch_dtype": self.weights_dtype}
-        unet = freeze(_load_pretrained(UNet2DConditionModel, name, subfolder="unet", **load))
-        vae = freeze(_load_pretrained(AutoencoderKL, name, subfolder="vae", **load))
-        self.scheduler = _load_pretrained(DDPMScheduler, name, subfolder="scheduler")
+        unet, vae = load_unet_and_vae(name, self.weights_dtype)
+        self.scheduler = load_scheduler(name)
         if name_lora == name:
             unet_lora = copy.deepcopy(unet)
             self.scheduler_lora = copy.deepcopy(self.scheduler)
         else:
             unet_lora = freeze(
-                _load_pretrained(UNet2DConditionModel, name_lora, subfolder="unet", **load)
+                _load_pretrained(
+                    UNet2DConditionModel,
+                    name_lora,
+                    subfolder="unet",
+                    torch_dtype=self.weights_dtype,
+                )
             )
-            self.scheduler_lora = _load_pretrained(DDPMScheduler, name_lora, subfolder="scheduler")
+            self.scheduler_lora = load_scheduler(name_lora)
 
         # camera (flattened 4x4 matrix) -> class embedding added to the timestep embedding
         time_embed_dim = unet_lora.config.block_out_channels[0] * 4
@@ -112,25 +117,14 @@ class StableDiffusionVSDGuidance(DiffusionGuidanceMixin, VAELatentsMixin, BaseMo
     def vae(self) -> AutoencoderKL:
         return self.frozen.vae
 
-    def forward_unet(
-        self, unet: UNet2DConditionModel, latents: Tensor, t: Tensor, embeddings: Tensor, **kw
-    ) -> Tensor:
-        input_dtype = latents.dtype
-        return unet(
-            latents.to(self.weights_dtype),
-            t.to(self.weights_dtype),
-            encoder_hidden_states=embeddings.to(self.weights_dtype),
-            **kw,
-        ).sample.to(input_dtype)
-
     def forward_pretrained(self, latents: Tensor, t: Tensor, embeddings: Tensor) -> Tensor:
-        return self.forward_unet(self.frozen.unet, latents, t, embeddings)
+        return self.run_unet(self.frozen.unet, latents, t, embeddings)
 
     def forward_lora(
         self, latents: Tensor, t: Tensor, embeddings: Tensor, camera: Tensor
     ) -> Tensor:
         """Noise (epsilon) predicted by the LoRA model, whatever it was trained to predict."""
-        pred = self.forward_unet(
+        pred = self.run_unet(
             self.frozen.unet_lora, latents, t, embeddings, class_labels=camera.float()
         )
         if self.scheduler_lora.config.prediction_type == "v_prediction":
@@ -169,16 +163,11 @@ class StableDiffusionVSDGuidance(DiffusionGuidanceMixin, VAELatentsMixin, BaseMo
 
         # the VSD step: the same noisy latents scored by the pretrained and the LoRA model
         with torch.no_grad():
-            noise = torch.randn_like(latents)
-            latents_noisy = self.scheduler.add_noise(latents, noise, t)
-            noise_pred_pretrain = self.guided_noise(
-                self.forward_pretrained,
-                latents_noisy,
+            _, latents_noisy, noise_pred_pretrain = self.noise_and_predict(
+                latents,
                 t,
-                text_embeddings_vd,
-                neg_weights,
-                self.cfg.guidance_scale,
-            )["noise_pred"]
+                self.guided_predictor(self.forward_pretrained, text_embeddings_vd, neg_weights),
+            )
             # conditional branch sees the camera, unconditional branch a zero camera
             cameras = torch.cat([camera, torch.zeros_like(camera)])
             noise_pred_est = self.guided_noise(
@@ -218,7 +207,7 @@ class StableDiffusionVSDGuidance(DiffusionGuidanceMixin, VAELatentsMixin, BaseMo
         embeddings_cond = text_embeddings[:batch_size].repeat(n, 1, 1)
         if self.cfg.lora_cfg_training and float(torch.rand(())) < 0.1:
             camera = torch.zeros_like(camera)
-        pred = self.forward_unet(
+        pred = self.run_unet(
             self.frozen.unet_lora,
             latents_noisy,
             t,

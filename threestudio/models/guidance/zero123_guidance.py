@@ -2,7 +2,6 @@ import os
 from dataclasses import dataclass
 
 import torch
-from diffusers import DDIMScheduler
 
 import threestudio
 from extern.zero123 import Zero123Pipeline, load_rgba_image
@@ -12,6 +11,7 @@ from threestudio.models.guidance.base import (
     VAELatentsMixin,
     _load_pretrained,
     ddim_inspection,
+    ddim_scheduler,
     freeze,
     weights_dtype,
 )
@@ -62,7 +62,7 @@ class Zero123Guidance(DiffusionGuidanceMixin, VAELatentsMixin, BaseObject):
         self.pipe.to(self.device)
         self.vae = self.pipe.vae
         self.scheduler = self.pipe.scheduler
-        self.scheduler_eval = DDIMScheduler.from_config(self.scheduler.config)
+        self.scheduler_ddim = ddim_scheduler(self.scheduler)
         self.setup_schedule(self.scheduler)
         self.prepare_embeddings(self.cfg.cond_image_path)
         threestudio.info(f"Loaded {type(self).__name__}!")
@@ -135,13 +135,9 @@ class Zero123Guidance(DiffusionGuidanceMixin, VAELatentsMixin, BaseObject):
             return self.pipe.predict_noise(x, t, cross_attention, cond["concat"])
 
         t = self.sample_timesteps(batch_size)
+        guided = self.guided_predictor(predict, cond["cross_attention"], None)
         # the SDS step: noise the latents, predict the noise with image-and-camera CFG, compare
-        with torch.no_grad():
-            noise = torch.randn_like(latents)
-            latents_noisy = self.scheduler.add_noise(latents, noise, t)
-            noise_pred = self.guided_noise(
-                predict, latents_noisy, t, cond["cross_attention"], None, self.cfg.guidance_scale
-            )["noise_pred"]
+        noise, latents_noisy, noise_pred = self.noise_and_predict(latents, t, guided)
         grad = self.sds_weight(t) * (noise_pred - noise)
 
         out = self.sds_loss(latents, grad)
@@ -160,7 +156,7 @@ class Zero123Guidance(DiffusionGuidanceMixin, VAELatentsMixin, BaseObject):
                 return pred_uncond + self.cfg.guidance_scale * (pred_cond - pred_uncond)
 
             out["eval"] = ddim_inspection(
-                self.scheduler_eval,
+                self.scheduler_ddim,
                 predict_guided,
                 self.decode_latents,
                 latents_noisy,

@@ -28,6 +28,7 @@ import torch.multiprocessing as mp
 import threestudio
 from threestudio.utils.base import BaseObject
 from threestudio.utils.errors import ConfigError, MissingModelError, UserError
+from threestudio.utils.hub import load_pretrained
 from threestudio.utils.misc import barrier, cleanup, get_device, get_rank
 from threestudio.utils.paths import LOAD_DIR
 from threestudio.utils.typing import (
@@ -52,6 +53,16 @@ VOCABULARY_FILE = "vocabulary.json"
 def hash_prompt(model: str, prompt: str) -> str:
     """The cache key of the embedding of ``prompt`` by text encoder ``model``."""
     return hashlib.md5(f"{model}-{prompt}".encode()).hexdigest()
+
+
+def load_text_encoder(tokenizer_cls, encoder_cls, name: str, device, **encoder_kwargs):
+    """The tokenizer and the text encoder (on ``device``, in eval mode) from the ``tokenizer``
+    and ``text_encoder`` subfolders of model ``name``, for an ``encode_prompts``."""
+    # the tokenizer's worker threads would be forked into the training processes otherwise
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    tokenizer = load_pretrained(tokenizer_cls, name, subfolder="tokenizer")
+    text_encoder = load_pretrained(encoder_cls, name, subfolder="text_encoder", **encoder_kwargs)
+    return tokenizer, text_encoder.to(device).eval()
 
 
 def default_cache_dir() -> str:

@@ -1,11 +1,9 @@
-import os
 from dataclasses import dataclass
 
 import torch
 
 import threestudio
-from threestudio.models.prompt_processors.base import PromptProcessor
-from threestudio.utils.hub import load_pretrained
+from threestudio.models.prompt_processors.base import PromptProcessor, load_text_encoder
 from threestudio.utils.typing import Float, List, Tensor, Union
 
 IF_MAX_LENGTH = 77
@@ -32,16 +30,11 @@ class DeepFloydPromptProcessor(PromptProcessor):
     ) -> Float[Tensor, "B 77 Nf"]:
         from transformers import T5EncoderModel, T5Tokenizer
 
-        os.environ["TOKENIZERS_PARALLELISM"] = "false"
         device = torch.device(device)
         dtype = torch.float16 if device.type == "cuda" else torch.float32
-        tokenizer = load_pretrained(
-            T5Tokenizer, pretrained_model_name_or_path, subfolder="tokenizer"
+        tokenizer, text_encoder = load_text_encoder(
+            T5Tokenizer, T5EncoderModel, pretrained_model_name_or_path, device, dtype=dtype
         )
-        text_encoder = load_pretrained(
-            T5EncoderModel, pretrained_model_name_or_path, subfolder="text_encoder", dtype=dtype
-        )
-        text_encoder = text_encoder.to(device).eval()
         tokens = tokenizer(
             prompts,
             padding="max_length",

@@ -1,11 +1,9 @@
-import os
 from dataclasses import dataclass
 
 import torch
 
 import threestudio
-from threestudio.models.prompt_processors.base import PromptProcessor
-from threestudio.utils.hub import load_pretrained
+from threestudio.models.prompt_processors.base import PromptProcessor, load_text_encoder
 from threestudio.utils.typing import Float, List, Tensor, Union
 
 
@@ -29,15 +27,9 @@ class StableDiffusionPromptProcessor(PromptProcessor):
     ) -> Float[Tensor, "B 77 Nf"]:
         from transformers import CLIPTextModel, CLIPTokenizer
 
-        # the tokenizer's worker threads would be forked into the training processes otherwise
-        os.environ["TOKENIZERS_PARALLELISM"] = "false"
-        tokenizer = load_pretrained(
-            CLIPTokenizer, pretrained_model_name_or_path, subfolder="tokenizer"
+        tokenizer, text_encoder = load_text_encoder(
+            CLIPTokenizer, CLIPTextModel, pretrained_model_name_or_path, device
         )
-        text_encoder = load_pretrained(
-            CLIPTextModel, pretrained_model_name_or_path, subfolder="text_encoder"
-        )
-        text_encoder = text_encoder.to(device).eval()
         tokens = tokenizer(
             prompts,
             padding="max_length",

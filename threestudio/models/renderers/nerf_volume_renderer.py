@@ -3,22 +3,13 @@ from dataclasses import dataclass
 import torch
 
 import threestudio
-from threestudio.models.background.base import BaseBackground
-from threestudio.models.estimators import (
+from threestudio.kernels.ray_marching import (
     ImportanceEstimator,
-    OccGridEstimator,
     ray_aabb_intersect,
     render_weight_from_density,
 )
-from threestudio.models.geometry.base import BaseImplicitGeometry
-from threestudio.models.materials.base import BaseMaterial
 from threestudio.models.renderers.base import VolumeRenderer
-from threestudio.models.renderers.volume_compositing import (
-    finish_render,
-    flatten_rays,
-    packed_samples,
-    shade_samples,
-)
+from threestudio.models.renderers.volume_compositing import PackedSamplesMixin, finish_render
 from threestudio.utils.errors import ConfigError
 from threestudio.utils.ops import chunk_batch, get_activation
 from threestudio.utils.typing import Any, Dict, Float, Optional, Tensor
@@ -27,7 +18,7 @@ ESTIMATORS = ("occgrid", "proposal", "importance")
 
 
 @threestudio.register("nerf-volume-renderer")
-class NeRFVolumeRenderer(VolumeRenderer):
+class NeRFVolumeRenderer(PackedSamplesMixin, VolumeRenderer):
     """Volume rendering of a density field (NeRF quadrature) with packed samples from an
     occupancy grid, importance sampling or a proposal network."""
 
@@ -61,24 +52,14 @@ class NeRFVolumeRenderer(VolumeRenderer):
 
     cfg: Config
 
-    def configure(
-        self,
-        geometry: BaseImplicitGeometry,
-        material: BaseMaterial,
-        background: BaseBackground,
-    ) -> None:
-        super().configure(geometry, material, background)
+    def configure_renderer(self) -> None:
         if self.cfg.estimator not in ESTIMATORS:
             raise ConfigError(
                 f"renderer.estimator: unknown estimator '{self.cfg.estimator}' "
                 f"(use one of {', '.join(ESTIMATORS)})"
             )
-        # the box diagonal divided into num_samples_per_ray steps
-        self.render_step_size = 1.732 * 2 * self.cfg.radius / self.cfg.num_samples_per_ray
         if self.cfg.estimator == "occgrid":
-            self.estimator = OccGridEstimator(self.bbox.view(-1), self.cfg.grid_resolution)
-            if not self.cfg.grid_prune:
-                self.estimator.fill(True)
+            self.configure_occgrid()
         elif self.cfg.estimator == "importance":
             self.estimator = ImportanceEstimator()
         else:
@@ -132,19 +113,7 @@ class NeRFVolumeRenderer(VolumeRenderer):
                 positions = rays_o[ray_indices] + rays_d[ray_indices] * t_mid
                 return self._density_at(positions)[..., 0]
 
-            prune = self.cfg.grid_prune and self.cfg.prune_alpha_threshold
-            with torch.no_grad():
-                return self.estimator.sampling(
-                    rays_o,
-                    rays_d,
-                    sigma_fn=sigma_fn if prune else None,
-                    near_plane=self.cfg.near_plane,
-                    far_plane=self.cfg.far_plane,
-                    render_step_size=self.render_step_size,
-                    alpha_thre=0.01 if prune else 0.0,
-                    early_stop_eps=1e-4 if self.cfg.grid_prune else 0.0,
-                    stratified=self.randomized,
-                )
+            return self.occgrid_sample(rays_o, rays_d, sigma_fn=sigma_fn)
 
         t_min, t_max = self._ray_bounds(rays_o, rays_d)
 
@@ -200,24 +169,13 @@ class NeRFVolumeRenderer(VolumeRenderer):
         bg_color: Optional[Tensor] = None,
         **kwargs,
     ) -> Dict[str, Float[Tensor, "..."]]:
-        batch_size, height, width = rays_o.shape[:3]
-        rays_o_flat, rays_d_flat, lights_flat = flatten_rays(rays_o, rays_d, light_positions)
-        n_rays = rays_o_flat.shape[0]
-
-        samples = packed_samples(rays_o_flat, rays_d_flat, *self.sample(rays_o_flat, rays_d_flat))
+        image_shape = rays_o.shape[:3]
+        n_rays = image_shape.numel()
+        samples, shaded = self.sample_and_shade(
+            rays_o, rays_d, light_positions, output_normal=self.material.requires_normal, **kwargs
+        )
         ray_indices, t_starts_, t_ends_ = (
             samples[k] for k in ("ray_indices", "t_starts", "t_ends")
-        )
-        positions = samples["positions"]
-
-        shaded = shade_samples(
-            self,
-            positions,
-            samples["t_dirs"],
-            lights_flat[ray_indices],
-            rays_d,
-            output_normal=self.material.requires_normal,
-            **kwargs,
         )
         geo_out = shaded["geo_out"]
         weights, trans, _ = render_weight_from_density(
@@ -238,11 +196,12 @@ class NeRFVolumeRenderer(VolumeRenderer):
             shaded,
             normal if want_normal else None,
             bg_color,
-            (batch_size, height, width),
+            image_shape,
             n_rays,
             self.training,
         )
         if self.training and normal is not None and self.cfg.return_normal_perturb:
+            positions = samples["positions"]
             out["normal_perturb"] = self.geometry(
                 positions + torch.randn_like(positions) * 1e-2,
                 output_normal=self.material.requires_normal,
@@ -253,13 +212,12 @@ class NeRFVolumeRenderer(VolumeRenderer):
 
     def update_step(self, epoch: int, global_step: int, on_load_weights: bool = False) -> None:
         if self.cfg.estimator == "occgrid":
-            if self.cfg.grid_prune and self.training and not on_load_weights:
 
-                def occ_eval_fn(x):
-                    # density * step approximates the alpha 1 - exp(-density * step)
-                    return self.geometry.forward_density(x) * self.render_step_size
+            def occ_eval_fn(x):
+                # density * step approximates the alpha 1 - exp(-density * step)
+                return self.geometry.forward_density(x) * self.render_step_size
 
-                self.estimator.update_every_n_steps(step=global_step, occ_eval_fn=occ_eval_fn)
+            self.update_occgrid(global_step, on_load_weights, occ_eval_fn)
         elif self.cfg.estimator == "proposal":
             self.vars_in_forward["requires_grad"] = self.training and (
                 self._proposal_requires_grad(global_step)
@@ -288,12 +246,6 @@ class NeRFVolumeRenderer(VolumeRenderer):
         optim.step()
         if self.prop_scheduler is not None:
             self.prop_scheduler.step()
-
-    @property
-    def randomized(self) -> bool:
-        # derived from self.training, not set in train()/eval(): Lightning restores modes after
-        # validation by assigning .training directly, which bypasses such overrides
-        return self.training and self.cfg.randomized
 
 
 def proposal_loss(prop, weights_fine, t_fine) -> Float[Tensor, ""]:

@@ -5,21 +5,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import threestudio
-from threestudio.models.background.base import BaseBackground
-from threestudio.models.estimators import (
-    OccGridEstimator,
-    render_weight_from_alpha,
-    render_weight_from_density,
-)
-from threestudio.models.geometry.base import BaseImplicitGeometry
-from threestudio.models.materials.base import BaseMaterial
+from threestudio.kernels.ray_marching import render_weight_from_alpha, render_weight_from_density
 from threestudio.models.renderers.base import VolumeRenderer
-from threestudio.models.renderers.volume_compositing import (
-    finish_render,
-    flatten_rays,
-    packed_samples,
-    shade_samples,
-)
+from threestudio.models.renderers.volume_compositing import PackedSamplesMixin, finish_render
 from threestudio.utils.ops import chunk_batch
 from threestudio.utils.typing import Dict, Float, Optional, Tensor
 
@@ -47,7 +35,7 @@ def volsdf_density(sdf: Tensor, inv_std: Tensor) -> Tensor:
 
 
 @threestudio.register("neus-volume-renderer")
-class NeuSVolumeRenderer(VolumeRenderer):
+class NeuSVolumeRenderer(PackedSamplesMixin, VolumeRenderer):
     """Volume rendering of a signed distance field: NeuS's unbiased opacity (or VolSDF's
     Laplace density with ``use_volsdf``), with samples from an occupancy grid."""
 
@@ -67,18 +55,9 @@ class NeuSVolumeRenderer(VolumeRenderer):
 
     cfg: Config
 
-    def configure(
-        self,
-        geometry: BaseImplicitGeometry,
-        material: BaseMaterial,
-        background: BaseBackground,
-    ) -> None:
-        super().configure(geometry, material, background)
+    def configure_renderer(self) -> None:
         self.variance = LearnedVariance(self.cfg.learned_variance_init)
-        self.estimator = OccGridEstimator(self.bbox.view(-1), self.cfg.grid_resolution)
-        if not self.cfg.grid_prune:
-            self.estimator.fill(True)
-        self.render_step_size = 1.732 * 2 * self.cfg.radius / self.cfg.num_samples_per_ray
+        self.configure_occgrid()
         self.cos_anneal_ratio = 1.0
 
     def _alpha_from_sdf_only(self, sdf: Tensor) -> Tensor:
@@ -107,6 +86,20 @@ class NeuSVolumeRenderer(VolumeRenderer):
         next_cdf = torch.sigmoid(next_sdf * inv_std)
         return ((prev_cdf - next_cdf + 1e-5) / (prev_cdf + 1e-5)).clip(0.0, 1.0)
 
+    def sample(self, rays_o, rays_d):
+        """Packed ``(ray_indices, t_starts, t_ends)`` from the occupancy grid."""
+
+        def alpha_fn(t_starts, t_ends, ray_indices):
+            t_mid = (t_starts + t_ends)[:, None] / 2.0
+            positions = rays_o[ray_indices] + rays_d[ray_indices] * t_mid
+            if self.training:
+                sdf = self.geometry.forward_sdf(positions)
+            else:
+                sdf = chunk_batch(self.geometry.forward_sdf, self.cfg.eval_chunk_size, positions)
+            return self._alpha_from_sdf_only(sdf)[..., 0]
+
+        return self.occgrid_sample(rays_o, rays_d, alpha_fn=alpha_fn)
+
     def forward(
         self,
         rays_o: Float[Tensor, "B H W 3"],
@@ -115,46 +108,13 @@ class NeuSVolumeRenderer(VolumeRenderer):
         bg_color: Optional[Tensor] = None,
         **kwargs,
     ) -> Dict[str, Float[Tensor, "..."]]:
-        batch_size, height, width = rays_o.shape[:3]
-        rays_o_flat, rays_d_flat, lights_flat = flatten_rays(rays_o, rays_d, light_positions)
-        n_rays = rays_o_flat.shape[0]
-
-        def alpha_fn(t_starts, t_ends, ray_indices):
-            t_mid = (t_starts + t_ends)[:, None] / 2.0
-            positions = rays_o_flat[ray_indices] + rays_d_flat[ray_indices] * t_mid
-            if self.training:
-                sdf = self.geometry.forward_sdf(positions)
-            else:
-                sdf = chunk_batch(self.geometry.forward_sdf, self.cfg.eval_chunk_size, positions)
-            return self._alpha_from_sdf_only(sdf)[..., 0]
-
-        prune = self.cfg.grid_prune and self.cfg.prune_alpha_threshold
-        with torch.no_grad():
-            ray_indices, t_starts_, t_ends_ = self.estimator.sampling(
-                rays_o_flat,
-                rays_d_flat,
-                alpha_fn=alpha_fn if prune else None,
-                near_plane=self.cfg.near_plane,
-                far_plane=self.cfg.far_plane,
-                render_step_size=self.render_step_size,
-                alpha_thre=0.01 if prune else 0.0,
-                early_stop_eps=1e-4 if self.cfg.grid_prune else 0.0,
-                stratified=self.randomized,
-            )
-        samples = packed_samples(rays_o_flat, rays_d_flat, ray_indices, t_starts_, t_ends_)
+        image_shape = rays_o.shape[:3]
+        n_rays = image_shape.numel()
+        samples, shaded = self.sample_and_shade(
+            rays_o, rays_d, light_positions, output_normal=True, **kwargs
+        )
         ray_indices, t_starts_, t_ends_ = (
             samples[k] for k in ("ray_indices", "t_starts", "t_ends")
-        )
-        t_dirs = samples["t_dirs"]
-
-        shaded = shade_samples(
-            self,
-            samples["positions"],
-            t_dirs,
-            lights_flat[ray_indices],
-            rays_d,
-            output_normal=True,
-            **kwargs,
         )
         geo_out = shaded["geo_out"]
         if self.cfg.use_volsdf:
@@ -167,7 +127,7 @@ class NeuSVolumeRenderer(VolumeRenderer):
             alpha = self.get_alpha(
                 geo_out["sdf"],
                 geo_out["normal"],
-                F.normalize(t_dirs, dim=-1),
+                F.normalize(samples["t_dirs"], dim=-1),
                 samples["t_intervals"],
             )
             weights, _ = render_weight_from_alpha(alpha[..., 0], ray_indices, n_rays)
@@ -178,7 +138,7 @@ class NeuSVolumeRenderer(VolumeRenderer):
             shaded,
             geo_out.get("normal"),
             bg_color,
-            (batch_size, height, width),
+            image_shape,
             n_rays,
             self.training,
         )
@@ -189,15 +149,8 @@ class NeuSVolumeRenderer(VolumeRenderer):
             if self.cfg.cos_anneal_end_steps == 0
             else min(1.0, global_step / self.cfg.cos_anneal_end_steps)
         )
-        if self.cfg.grid_prune and self.training and not on_load_weights:
 
-            def occ_eval_fn(x):
-                return self._alpha_from_sdf_only(self.geometry.forward_sdf(x))
+        def occ_eval_fn(x):
+            return self._alpha_from_sdf_only(self.geometry.forward_sdf(x))
 
-            self.estimator.update_every_n_steps(step=global_step, occ_eval_fn=occ_eval_fn)
-
-    @property
-    def randomized(self) -> bool:
-        # derived from self.training, not set in train()/eval(): Lightning restores modes after
-        # validation by assigning .training directly, which bypasses such overrides
-        return self.training and self.cfg.randomized
+        self.update_occgrid(global_step, on_load_weights, occ_eval_fn)

@@ -10,9 +10,6 @@ import torch.nn.functional as F
 
 import threestudio
 from threestudio.kernels.rasterizer import NVDiffRasterizerContext
-from threestudio.models.background.base import BaseBackground
-from threestudio.models.geometry.base import BaseGeometry
-from threestudio.models.materials.base import BaseMaterial
 from threestudio.models.renderers.base import Rasterizer
 from threestudio.utils.errors import ConfigError
 from threestudio.utils.typing import Any, Dict, Float, Optional, Tensor
@@ -50,13 +47,7 @@ class NVDiffRasterizer(Rasterizer):
 
     cfg: Config
 
-    def configure(
-        self,
-        geometry: BaseGeometry,
-        material: BaseMaterial,
-        background: BaseBackground,
-    ) -> None:
-        super().configure(geometry, material, background)
+    def configure_renderer(self) -> None:
         if self.cfg.context_type not in CONTEXT_TYPES:
             raise ConfigError(
                 f"context_type: unknown rasterizer context '{self.cfg.context_type}' "

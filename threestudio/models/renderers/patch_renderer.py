@@ -4,9 +4,6 @@ import torch
 import torch.nn.functional as F
 
 import threestudio
-from threestudio.models.background.base import BaseBackground
-from threestudio.models.geometry.base import BaseImplicitGeometry
-from threestudio.models.materials.base import BaseMaterial
 from threestudio.models.renderers.base import VolumeRenderer
 from threestudio.utils.errors import ConfigError
 from threestudio.utils.typing import Dict, Float, Optional, Tensor
@@ -28,20 +25,17 @@ class PatchRenderer(VolumeRenderer):
 
     cfg: Config
 
-    def configure(
-        self,
-        geometry: BaseImplicitGeometry,
-        material: BaseMaterial,
-        background: BaseBackground,
-    ) -> None:
-        super().configure(geometry, material, background)
+    def configure_renderer(self) -> None:
         if not self.cfg.base_renderer_type:
             raise ConfigError(
                 "renderer.base_renderer_type is empty: name the renderer to wrap "
                 "(e.g. nerf-volume-renderer)"
             )
         self.base_renderer = threestudio.find(self.cfg.base_renderer_type)(
-            self.cfg.base_renderer, geometry=geometry, material=material, background=background
+            self.cfg.base_renderer,
+            geometry=self.geometry,
+            material=self.material,
+            background=self.background,
         )
 
     def forward(

@@ -4,9 +4,9 @@ material on packed samples, and compositing per-sample weights into images."""
 import torch
 import torch.nn.functional as F
 
-from threestudio.kernels.ray_marching import accumulate_along_rays
+from threestudio.kernels.ray_marching import OccGridEstimator, accumulate_along_rays
 from threestudio.utils.ops import chunk_batch, validate_empty_rays
-from threestudio.utils.typing import Any, Dict, Float, Int, Optional, Tensor
+from threestudio.utils.typing import Any, Callable, Dict, Float, Int, Optional, Tensor, Tuple
 
 
 def flatten_rays(rays_o, rays_d, light_positions):
@@ -163,3 +163,80 @@ def finish_render(
             }
         )
     return out
+
+
+class PackedSamplesMixin:
+    """What the packed-sample volume renderers (NeRF, NeuS) share: the step size, an occupancy
+    grid estimator and its sampling and updates, and the step from camera rays to shaded
+    samples. Needs Config fields ``num_samples_per_ray``, ``randomized``, ``eval_chunk_size``,
+    ``grid_prune``, ``prune_alpha_threshold``, ``grid_resolution``, ``near_plane``,
+    ``far_plane``, and a ``sample(rays_o_flat, rays_d_flat)`` giving packed samples."""
+
+    @property
+    def render_step_size(self) -> float:
+        # the box diagonal divided into num_samples_per_ray steps
+        return 1.732 * 2 * self.cfg.radius / self.cfg.num_samples_per_ray
+
+    @property
+    def randomized(self) -> bool:
+        # derived from self.training, not set in train()/eval(): Lightning restores modes after
+        # validation by assigning .training directly, which bypasses such overrides
+        return self.training and self.cfg.randomized
+
+    def configure_occgrid(self) -> None:
+        self.estimator = OccGridEstimator(self.bbox.view(-1), self.cfg.grid_resolution)
+        if not self.cfg.grid_prune:
+            self.estimator.fill(True)
+
+    def occgrid_sample(
+        self,
+        rays_o: Float[Tensor, "Nr 3"],
+        rays_d: Float[Tensor, "Nr 3"],
+        sigma_fn: Optional[Callable] = None,
+        alpha_fn: Optional[Callable] = None,
+    ) -> Tuple[Int[Tensor, "Ns"], Float[Tensor, "Ns"], Float[Tensor, "Ns"]]:
+        """Packed samples in the occupied cells; with pruning, also skip samples whose alpha
+        (from ``sigma_fn`` or ``alpha_fn``) is tiny or that lie behind an opaque surface."""
+        prune = self.cfg.grid_prune and self.cfg.prune_alpha_threshold
+        with torch.no_grad():
+            return self.estimator.sampling(
+                rays_o,
+                rays_d,
+                sigma_fn=sigma_fn if prune else None,
+                alpha_fn=alpha_fn if prune else None,
+                near_plane=self.cfg.near_plane,
+                far_plane=self.cfg.far_plane,
+                render_step_size=self.render_step_size,
+                alpha_thre=0.01 if prune else 0.0,
+                early_stop_eps=1e-4 if self.cfg.grid_prune else 0.0,
+                stratified=self.randomized,
+            )
+
+    def update_occgrid(
+        self, global_step: int, on_load_weights: bool, occ_eval_fn: Callable
+    ) -> None:
+        if self.cfg.grid_prune and self.training and not on_load_weights:
+            self.estimator.update_every_n_steps(step=global_step, occ_eval_fn=occ_eval_fn)
+
+    def sample_and_shade(
+        self,
+        rays_o: Float[Tensor, "B H W 3"],
+        rays_d: Float[Tensor, "B H W 3"],
+        light_positions: Float[Tensor, "B 3"],
+        output_normal: bool,
+        **kwargs,
+    ) -> Tuple[Dict[str, Tensor], Dict[str, Any]]:
+        """Packed samples along the batch's rays (``packed_samples``) and the geometry,
+        material and background outputs at them (``shade_samples``)."""
+        rays_o_flat, rays_d_flat, lights_flat = flatten_rays(rays_o, rays_d, light_positions)
+        samples = packed_samples(rays_o_flat, rays_d_flat, *self.sample(rays_o_flat, rays_d_flat))
+        shaded = shade_samples(
+            self,
+            samples["positions"],
+            samples["t_dirs"],
+            lights_flat[samples["ray_indices"]],
+            rays_d,
+            output_normal=output_normal,
+            **kwargs,
+        )
+        return samples, shaded
