@@ -20,7 +20,7 @@ class ExporterOutput:
 class Exporter(BaseObject):
     @dataclass
     class Config(BaseObject.Config):
-        save_video: bool = False
+        save_video: bool = False  # unused; accepted for configs of the original threestudio
 
     cfg: Config
 
