@@ -1,11 +1,15 @@
-"""docs/: the configuration tables are generated from the Config dataclasses and current, and
-every registered module has one."""
+"""docs/: the configuration tables are generated from the Config dataclasses and current, every
+registered module has one, and every name docs/api.md lists as present imports."""
 
+import importlib
 import importlib.util
+import re
 import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from omegaconf import OmegaConf
 
 import threestudio
 from threestudio.models.geometry.base import BaseImplicitGeometry
@@ -84,3 +88,48 @@ def test_a_new_module_gets_a_table_in_the_page_of_its_package(tmp_path, monkeypa
     assert "| `radius` | `float` | `2.0` | the scene box is [-radius, radius]^3 |" in table
     assert "| `thickness` | `float` | `0.1` | how thick |" in table
     assert "(except `radius`, above)" in table
+
+
+# ---------- docs/api.md ----------
+
+
+def api_rows(heading: str):
+    """(module, [names]) of the table under ``## heading`` in docs/api.md."""
+    text = (ROOT / "docs" / "api.md").read_text()
+    section = text.split(f"## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    rows = []
+    for line in section.splitlines():
+        cells = line.split(" | ")
+        if line.startswith("| `") and len(cells) >= 2:
+            rows.append((cells[0].strip("| `"), re.findall(r"`([\w.]+)`", cells[1])))
+    return rows
+
+
+def test_every_name_api_md_lists_imports():
+    rows = api_rows("Modules and names")
+    assert len(rows) > 20
+    missing = []
+    for module_name, names in rows:
+        module = importlib.import_module(module_name)
+        for name in names:
+            obj = module
+            for part in name.split("."):
+                obj = getattr(obj, part, None)
+            if obj is None:
+                missing.append(f"{module_name}.{name}")
+    assert not missing, f"docs/api.md lists names that do not exist: {missing}"
+
+
+def test_api_md_resolvers_are_registered():
+    text = (ROOT / "docs" / "api.md").read_text()
+    line = text.split("OmegaConf resolvers registered by", 1)[1].split("\n\n", 1)[0]
+    names = re.findall(r"`(\w+)`", line.split(":", 1)[1])
+    assert len(names) == 13
+    assert [n for n in names if not OmegaConf.has_resolver(n)] == []
+
+
+def test_planned_api_names_are_marked_apart():
+    planned = dict(api_rows("Planned (not built yet)"))
+    present = dict(api_rows("Modules and names"))
+    assert "threestudio.data.image" in planned
+    assert not set(planned) & set(present)
