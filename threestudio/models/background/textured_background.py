@@ -27,8 +27,8 @@ class TexturedBackground(BaseBackground):
     @dataclass
     class Config(BaseBackground.Config):
         n_output_dims: int = 3  # colour channels
-        # a learned equirectangular texture: rows are the polar angle from +z, columns azimuth
-        height: int = 64  # texels per column (polar angle)
+        # texels per column of the learned equirectangular texture (rows: polar angle from +z)
+        height: int = 64
         width: int = 64  # texels per row (azimuth)
         color_activation: str = "sigmoid"  # a get_activation name
 

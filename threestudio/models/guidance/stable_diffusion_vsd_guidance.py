@@ -51,7 +51,7 @@ class StableDiffusionVSDGuidance(DiffusionGuidanceMixin, VAELatentsMixin, BaseMo
         lora_n_timestamp_samples: int = 1  # timesteps per latent in the LoRA loss
         lora_rank: int = 4  # LoRA rank (alpha = rank)
         camera_condition_type: str = "extrinsics"  # extrinsics (c2w) | mvp
-        anneal_start_step: Optional[int] = 5000  # then max_step_percent_annealed
+        anneal_start_step: Optional[int] = 5000  # then max_step_percent_annealed applies
 
     cfg: Config
 
