@@ -36,6 +36,33 @@ class ColoredFilter(logging.Filter):
         return True
 
 
+# Warnings that Lightning raises in every run of this launcher on purpose; they tell a user
+# nothing. Other warnings still show.
+EXPECTED_WARNINGS = [
+    r"Checkpoint directory .* exists and is not empty",  # resuming into the trial's ckpts/
+    r"isinstance\(treespec, LeafSpec\)",  # a deprecation inside Lightning itself
+    r"The '\w+' does not have many workers",  # batches are made in the main process on purpose
+    r"predict returned None if it was on purpose",  # --export's predict step writes files
+    # --test/--export from a checkpoint need not rebuild the ModelCheckpoint that wrote it
+    r"Be aware that when using `ckpt_path`, callbacks used to create the checkpoint",
+]
+
+
+def quiet_third_party() -> None:
+    """Lightning logs at INFO what a user needs not read (GPU/TPU/HPU available, tips for its
+    cloud products, "`weights_only` was not set", "Seed set to", checkpoint restore notices):
+    its loggers show warnings only. Its import sets them to INFO, so this runs after it."""
+    import warnings
+
+    import lightning_fabric  # noqa: F401
+    import pytorch_lightning  # noqa: F401
+
+    for name in ("pytorch_lightning", "lightning_fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    for pattern in EXPECTED_WARNINGS:
+        warnings.filterwarnings("ignore", message=f".*{pattern}")
+
+
 def setup_logging(verbose: bool) -> None:
     logger = logging.getLogger("threestudio")
     logger.setLevel(logging.DEBUG if verbose else logging.INFO)
@@ -46,17 +73,7 @@ def setup_logging(verbose: bool) -> None:
         logger.addHandler(handler)
     logger.propagate = False
     if not verbose:
-        import warnings
-
-        # expected when resuming into a trial; and a deprecation inside Lightning itself
-        warnings.filterwarnings(
-            "ignore", message=".*Checkpoint directory .* exists and is not empty.*"
-        )
-        warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\).*")
-        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-        # Lightning's own chatter (GPU available: False, ...) is noise for users
-        for name in ("pytorch_lightning", "lightning", "lightning.pytorch", "lightning_fabric"):
-            logging.getLogger(name).setLevel(logging.WARNING)
+        quiet_third_party()
 
 
 def parse_args(argv=None):
@@ -295,9 +312,12 @@ def run(args, extras) -> int:
             threestudio.warn("no resume= checkpoint given: evaluating untrained weights")
             return
         ckpt_step = get_checkpoint_step(ckpt_path)
+        threestudio.info(f"Evaluating {ckpt_path} (step {ckpt_step})")
         system.set_resume_status(0, ckpt_step)
 
     if args.train:
+        if cfg.resume:
+            threestudio.info(f"Resuming from {cfg.resume}")
         with StopOnInterrupt(trainer):
             trainer.fit(system, datamodule=dm, ckpt_path=cfg.resume)
         trainer.test(system, datamodule=dm)

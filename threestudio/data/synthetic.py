@@ -28,9 +28,10 @@ class SyntheticSceneDataModuleConfig(RandomCameraDataModuleConfig):
             [0.0, 0.28, 0.12, 0.2, 0.15, 0.35, 0.95],
         ]
     )
+    # colour of the pixels that miss every sphere
     background_color: Tuple[float, float, float] = (1.0, 1.0, 1.0)
-    light_direction: Tuple[float, float, float] = (1.0, 0.5, 1.0)
-    ambient: float = 0.35
+    light_direction: Tuple[float, float, float] = (1.0, 0.5, 1.0)  # towards the light (world axes)
+    ambient: float = 0.35  # shade = ambient + (1 - ambient) * max(0, n . l)
 
 
 def trace_spheres(

@@ -29,34 +29,37 @@ from threestudio.utils.typing import Any, Dict, Float, List, Optional, Tensor, T
 
 @dataclass
 class RandomCameraDataModuleConfig:
-    # height, width and batch_size may be lists: one value per resolution milestone
+    # training render height; a list: one value per resolution milestone (batch_size too)
     height: Any = 64
-    width: Any = 64
-    batch_size: Any = 1
+    width: Any = 64  # like height
+    batch_size: Any = 1  # cameras per training step
+    # steps at which the next height/width/batch_size take over (one fewer than the values)
     resolution_milestones: List[int] = field(default_factory=lambda: [])
-    eval_height: int = 512
-    eval_width: int = 512
-    eval_batch_size: int = 1
-    n_val_views: int = 1
-    n_test_views: int = 120
+    eval_height: int = 512  # validation/test render height
+    eval_width: int = 512  # validation/test render width
+    eval_batch_size: int = 1  # unused: evaluation renders one view per batch
+    n_val_views: int = 1  # turntable views rendered at each validation
+    n_test_views: int = 120  # turntable views of the test stage (and its video)
+    # degrees; per batch uniform in degrees or (half the time) uniform on the sphere
     elevation_range: Tuple[float, float] = (-10, 90)
-    azimuth_range: Tuple[float, float] = (-180, 180)
-    camera_distance_range: Tuple[float, float] = (1, 1.5)
-    fovy_range: Tuple[float, float] = (40, 70)
-    camera_perturb: float = 0.1
-    center_perturb: float = 0.2
-    up_perturb: float = 0.02
-    light_position_perturb: float = 1.0
-    light_distance_range: Tuple[float, float] = (0.8, 1.5)
-    eval_elevation_deg: float = 15.0
-    eval_camera_distance: float = 1.5
-    eval_fovy_deg: float = 70.0
+    azimuth_range: Tuple[float, float] = (-180, 180)  # degrees; 0 looks at the front (+x)
+    camera_distance_range: Tuple[float, float] = (1, 1.5)  # distance of the camera from the origin
+    fovy_range: Tuple[float, float] = (40, 70)  # vertical field of view, degrees
+    camera_perturb: float = 0.1  # uniform noise added to the camera position
+    center_perturb: float = 0.2  # std of the noise on the look-at point
+    up_perturb: float = 0.02  # std of the noise on the up vector
+    light_position_perturb: float = 1.0  # dreamfusion: std of the noise on the light direction
+    light_distance_range: Tuple[float, float] = (0.8, 1.5)  # the point light's distance
+    eval_elevation_deg: float = 15.0  # turntable elevation, degrees
+    eval_camera_distance: float = 1.5  # turntable distance
+    eval_fovy_deg: float = 70.0  # turntable vertical field of view
+    # dreamfusion: light near the camera direction | magic3d: in a cone around the view direction
     light_sample_strategy: str = "dreamfusion"
-    batch_uniform_azimuth: bool = True
+    batch_uniform_azimuth: bool = True  # one azimuth per equal sector, so each batch sees all sides
     progressive_until: int = (
         0  # grow the elevation/azimuth ranges from their centre until this step
     )
-    rays_d_normalize: bool = True
+    rays_d_normalize: bool = True  # unit-length ray directions
 
 
 def _as_list(value) -> List:

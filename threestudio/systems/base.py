@@ -69,14 +69,19 @@ def _set_rng_state(state: Dict[str, Any]) -> None:
 class BaseSystem(pl.LightningModule, Updateable, SaverMixin):
     @dataclass
     class Config:
-        loggers: dict = field(default_factory=dict)
+        loggers: dict = field(default_factory=dict)  # unused; accepted for original configs
+        # lambda_X: the weight of loss_X, a number or a C() schedule (0 skips the term)
         loss: dict = field(default_factory=dict)
+        # {name: <torch.optim class>, args: {...}, params: {dotted.module: {lr: ...}}}; without
+        # params every parameter is optimised
         optimizer: dict = field(default_factory=dict)
+        # {name: <torch.optim.lr_scheduler class>, args: {...}, interval: step | epoch}
         scheduler: Optional[dict] = None
+        # "path/to.ckpt" (or "path:module.prefix"): load these weights after configure()
         weights: Optional[str] = None
-        weights_ignore_modules: Optional[List[str]] = None
-        cleanup_after_validation_step: bool = False
-        cleanup_after_test_step: bool = False
+        weights_ignore_modules: Optional[List[str]] = None  # dotted prefixes not to load
+        cleanup_after_validation_step: bool = False  # free memory (cleanup()) after each step
+        cleanup_after_test_step: bool = False  # the same after each test step
 
     cfg: Config
 
@@ -295,38 +300,40 @@ class BaseSystem(pl.LightningModule, Updateable, SaverMixin):
 class BaseLift3DSystem(BaseSystem):
     @dataclass
     class Config(BaseSystem.Config):
-        geometry_type: str = ""
-        geometry: dict = field(default_factory=dict)
+        geometry_type: str = ""  # registered name of the geometry; geometry is its config
+        geometry: dict = field(default_factory=dict)  # config of the geometry
+        # a previous stage's checkpoint (TRIAL/ckpts/last.ckpt): its geometry is converted with
+        # create_from() at the start of a fresh run
         geometry_convert_from: Optional[str] = None
-        geometry_convert_inherit_texture: bool = False
+        geometry_convert_inherit_texture: bool = False  # also copy its encoding/feature network
         # when converting from a previous stage, override these keys of the previous stage's
         # geometry config (e.g. isosurface_threshold)
         geometry_convert_override: dict = field(default_factory=dict)
 
-        material_type: str = ""
-        material: dict = field(default_factory=dict)
+        material_type: str = ""  # registered name of the material
+        material: dict = field(default_factory=dict)  # config of the material
 
-        background_type: str = ""
-        background: dict = field(default_factory=dict)
+        background_type: str = ""  # registered name of the background
+        background: dict = field(default_factory=dict)  # config of the background
 
-        renderer_type: str = ""
-        renderer: dict = field(default_factory=dict)
+        renderer_type: str = ""  # registered name of the renderer
+        renderer: dict = field(default_factory=dict)  # config of the renderer
 
-        guidance_type: str = ""
-        guidance: dict = field(default_factory=dict)
+        guidance_type: str = ""  # registered name of the guidance
+        guidance: dict = field(default_factory=dict)  # config of the guidance
 
-        prompt_processor_type: str = ""
-        prompt_processor: dict = field(default_factory=dict)
+        prompt_processor_type: str = ""  # registered name of the prompt processor
+        prompt_processor: dict = field(default_factory=dict)  # config of the prompt processor
 
-        exporter_type: str = "mesh-exporter"
-        exporter: dict = field(default_factory=dict)
+        exporter_type: str = "mesh-exporter"  # registered name of the exporter (--export)
+        exporter: dict = field(default_factory=dict)  # config of the exporter
 
         # --train also runs the export stage at the end (the exporter's files land in
         # save/it<step>-export/, as with --export)
         export_after_train: bool = False
         # save a video of the test views at the end of --test / after --train
         test_save_video: bool = True
-        test_video_fps: int = 30
+        test_video_fps: int = 30  # frame rate of that video
 
     cfg: Config
 

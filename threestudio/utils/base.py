@@ -86,6 +86,7 @@ class BaseObject(Updateable):
 class BaseModule(nn.Module, Updateable):
     @dataclass
     class Config:
+        # "path/to.ckpt" or "path/to.ckpt:module.prefix": load that sub-state-dict after configure()
         weights: Optional[str] = None
 
     cfg: Config  # add this to every subclass of BaseModule to enable static type checking

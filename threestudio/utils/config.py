@@ -72,32 +72,33 @@ for _name, _fn in _RESOLVERS.items():
 
 @dataclass
 class ExperimentConfig:
-    name: str = "default"
-    description: str = ""
-    tag: str = ""
-    seed: int = 0
-    use_timestamp: bool = True
-    timestamp: Optional[str] = None
-    exp_root_dir: str = "outputs"
+    name: str = "default"  # the experiment: trials go to exp_root_dir/name/
+    description: str = ""  # free text, kept in parsed.yaml
+    tag: str = ""  # the trial's name (before the timestamp)
+    seed: int = 0  # the global seed (plus the rank)
+    use_timestamp: bool = True  # append @YYYYmmdd-HHMMSS to the trial's name
+    timestamp: Optional[str] = None  # null: now (with use_timestamp)
+    exp_root_dir: str = "outputs"  # the root of every experiment folder
 
     # written by the launcher; kept for reference in parsed.yaml
     exp_dir: str = "outputs/default"
-    trial_name: str = "exp"
-    trial_dir: str = "outputs/default/exp"
-    n_gpus: int = 1
+    trial_name: str = "exp"  # written by the launcher: tag + timestamp
+    trial_dir: str = "outputs/default/exp"  # written by the launcher: exp_dir/trial_name
+    n_gpus: int = 1  # written by the launcher
 
+    # a checkpoint: --train continues it, --test/--export/--validate evaluate it
     resume: Optional[str] = None
 
-    data_type: str = ""
-    data: dict = field(default_factory=dict)
+    data_type: str = ""  # registered name of the datamodule; data is its config
+    data: dict = field(default_factory=dict)  # see data_type
 
-    system_type: str = ""
-    system: dict = field(default_factory=dict)
+    system_type: str = ""  # registered name of the system; system is its config
+    system: dict = field(default_factory=dict)  # see system_type
 
     # accept any Trainer arguments: lightning.pytorch.Trainer(**trainer)
     trainer: dict = field(default_factory=dict)
 
-    # accept any ModelCheckpoint arguments
+    # accept any ModelCheckpoint arguments (saved to TRIAL/ckpts/)
     checkpoint: dict = field(default_factory=dict)
 
     def __post_init__(self):

@@ -26,12 +26,13 @@ def random_solid_color(dirs: Tensor, n_output_dims: int, shared: bool) -> Tensor
 class NeuralEnvironmentMapBackground(BaseBackground):
     @dataclass
     class Config(BaseBackground.Config):
-        n_output_dims: int = 3
-        color_activation: str = "sigmoid"
+        n_output_dims: int = 3  # colour channels
+        color_activation: str = "sigmoid"  # a get_activation name
+        # encoding of the ray direction (tcnn vocabulary)
         dir_encoding_config: dict = field(
             default_factory=lambda: {"otype": "SphericalHarmonics", "degree": 3}
         )
-        mlp_network_config: dict = field(
+        mlp_network_config: dict = field(  # the MLP from encoded direction to colour
             default_factory=lambda: {
                 "otype": "VanillaMLP",
                 "activation": "ReLU",
@@ -39,8 +40,10 @@ class NeuralEnvironmentMapBackground(BaseBackground):
                 "n_hidden_layers": 2,
             }
         )
+        # in training, replace the background by a random solid colour with random_aug_prob,
+        # so the object cannot be painted into the background
         random_aug: bool = False
-        random_aug_prob: float = 0.5
+        random_aug_prob: float = 0.5  # see random_aug
         # a fixed colour in validation/test instead of the learned map
         eval_color: Optional[Tuple[float, float, float]] = None
         # one random colour for the whole batch (multi-view batches) instead of one per view

@@ -17,11 +17,12 @@ from threestudio.utils.typing import Float, Tensor, Tuple
 class SolidColorBackground(BaseBackground):
     @dataclass
     class Config(BaseBackground.Config):
-        n_output_dims: int = 3
-        color: Tuple = (1.0, 1.0, 1.0)
-        learned: bool = False
+        n_output_dims: int = 3  # colour channels (as many as color has)
+        color: Tuple = (1.0, 1.0, 1.0)  # RGB in [0, 1]
+        learned: bool = False  # the colour is a parameter that starts at color
+        # in training, replace the colour by a random one per view with random_aug_prob
         random_aug: bool = False
-        random_aug_prob: float = 0.5
+        random_aug_prob: float = 0.5  # see random_aug
 
     cfg: Config
 

@@ -26,10 +26,11 @@ def direction_to_uv(dirs: Float[Tensor, "*B 3"]) -> Float[Tensor, "*B 2"]:
 class TexturedBackground(BaseBackground):
     @dataclass
     class Config(BaseBackground.Config):
-        n_output_dims: int = 3
+        n_output_dims: int = 3  # colour channels
+        # texels per column of the learned equirectangular texture (rows: polar angle from +z)
         height: int = 64
-        width: int = 64
-        color_activation: str = "sigmoid"
+        width: int = 64  # texels per row (azimuth)
+        color_activation: str = "sigmoid"  # a get_activation name
 
     cfg: Config
 

@@ -24,7 +24,7 @@ class Exporter(HoldsSubModules, BaseObject):
 
     @dataclass
     class Config(BaseObject.Config):
-        save_video: bool = False
+        save_video: bool = False  # unused; accepted for configs of the original threestudio
 
     cfg: Config
 

@@ -55,16 +55,18 @@ def fill_texture_holes(
 class MeshExporter(Exporter):
     @dataclass
     class Config(Exporter.Config):
-        fmt: str = "obj-mtl"  # obj-mtl | obj | glb
-        save_name: str = "model"
-        save_normal: bool = False
-        save_uv: bool = True
-        save_texture: bool = True
-        texture_size: int = 1024
-        texture_format: str = "jpg"
+        # obj-mtl (textures baked into map_Kd, ...) | obj (albedo as vertex colours) | glb
+        fmt: str = "obj-mtl"
+        save_name: str = "model"  # file name without extension
+        save_normal: bool = False  # write vertex normals
+        save_uv: bool = True  # unwrap UVs with xatlas (needed for textures)
+        save_texture: bool = True  # bake the material's export() (obj: vertex colours)
+        texture_size: int = 1024  # texels per side of each baked map
+        texture_format: str = "jpg"  # image format of the maps
+        # attributes to set on xatlas.ChartOptions / xatlas.PackOptions
         xatlas_chart_options: dict = field(default_factory=dict)
-        xatlas_pack_options: dict = field(default_factory=dict)
-        context_type: str = "gl"
+        xatlas_pack_options: dict = field(default_factory=dict)  # see xatlas_chart_options
+        context_type: str = "gl"  # nvdiffrast context for baking: gl | cuda (torch: ignored)
 
     cfg: Config
 

@@ -133,15 +133,20 @@ class BaseGeometry(BaseModule):
 class BaseImplicitGeometry(BaseGeometry):
     @dataclass
     class Config(BaseGeometry.Config):
-        radius: float = 1.0
-        isosurface: bool = True
+        radius: float = 1.0  # the scene box is [-radius, radius]^3
+        isosurface: bool = True  # false: isosurface() (mesh export, conversion) is an error
         isosurface_method: str = "mt"  # "mc" (marching cubes) or "mt" (marching tetrahedra)
-        isosurface_resolution: int = 128
-        isosurface_threshold: Union[float, int, str] = 0.0  # a number or "auto"
-        isosurface_chunk: int = 0
+        isosurface_resolution: int = 128  # grid points per axis
+        # field value of the surface: a number, or "auto" (mean of the positive field values)
+        isosurface_threshold: Union[float, int, str] = 0.0
+        isosurface_chunk: int = 0  # points per field query while extracting (0: all at once)
+        # extract once in the scene box, then again in the mesh's box (+10%)
         isosurface_coarse_to_fine: bool = True
+        # a deformation predicted per grid vertex for marching tetrahedra ("mt" only)
         isosurface_deformable_grid: bool = False
+        # drop connected components smaller than isosurface_outlier_n_faces_threshold
         isosurface_remove_outliers: bool = True
+        # an int: a face count; a float: a fraction of all faces
         isosurface_outlier_n_faces_threshold: Union[int, float] = 0.01
 
     cfg: Config
@@ -333,7 +338,7 @@ class EncodedFieldMixin:
 class BaseExplicitGeometry(BaseGeometry):
     @dataclass
     class Config(BaseGeometry.Config):
-        radius: float = 1.0
+        radius: float = 1.0  # the scene box is [-radius, radius]^3
 
     cfg: Config
 

@@ -22,15 +22,18 @@ from threestudio.utils.typing import Any, Float, Optional, Tensor
 class CustomMesh(TextureFieldMixin, BaseExplicitGeometry):
     @dataclass
     class Config(BaseExplicitGeometry.Config):
-        n_input_dims: int = 3
-        n_feature_dims: int = 3
+        n_input_dims: int = 3  # coordinates per point
+        n_feature_dims: int = 3  # outputs of the texture field
+        # the texture field's encoding (tcnn vocabulary)
         pos_encoding_config: dict = field(default_factory=default_pos_encoding_config)
+        # the texture field's network
         mlp_network_config: dict = field(default_factory=default_mlp_network_config)
-        # "mesh:path/to/mesh.obj"; shape_init_params: the largest |coordinate| after centring
+        # "mesh:path/to/mesh.obj" (required; anything trimesh loads)
         shape_init: str = ""
+        # the mesh's largest |coordinate| after centring (null: 1.0)
         shape_init_params: Optional[Any] = None
-        shape_init_mesh_up: str = "+z"
-        shape_init_mesh_front: str = "+x"
+        shape_init_mesh_up: str = "+z"  # the mesh file's up axis, turned to +z
+        shape_init_mesh_front: str = "+x"  # the mesh file's front axis, turned to +x
 
     cfg: Config
 

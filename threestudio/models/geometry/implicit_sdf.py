@@ -142,11 +142,14 @@ def load_shape_init_mesh(cfg) -> Tuple[Float[Tensor, "Nv 3"], Int[Tensor, "Nf 3"
 class ImplicitSDF(EncodedFieldMixin, BaseImplicitGeometry):
     @dataclass
     class Config(BaseImplicitGeometry.Config):
-        n_input_dims: int = 3
-        n_feature_dims: int = 3
+        n_input_dims: int = 3  # coordinates per point
+        n_feature_dims: int = 3  # outputs of the feature network (0: none)
+        # tcnn vocabulary (otype HashGrid, ProgressiveBandHashGrid, Frequency, ...)
         pos_encoding_config: dict = field(default_factory=default_pos_encoding_config)
+        # the SDF and the feature networks
         mlp_network_config: dict = field(default_factory=default_mlp_network_config)
-        # pred | finite_difference | finite_difference_laplacian | analytic
+        # pred (an MLP) | finite_difference (forward, 3 extra queries) | finite_difference_laplacian
+        # (central, 6) | analytic (autograd, also under no_grad)
         normal_type: Optional[str] = "finite_difference"
         # a number, or "progressive": the cell size of the finest active ProgressiveBandHashGrid
         # level (Neuralangelo)
@@ -154,16 +157,16 @@ class ImplicitSDF(EncodedFieldMixin, BaseImplicitGeometry):
         # None | "sphere" (params: radius) | "ellipsoid" (params: 3 semi-axes) |
         # "mesh:path/to/mesh.obj" (params: the scale of its largest coordinate)
         shape_init: Optional[str] = None
-        shape_init_params: Optional[Any] = None
-        shape_init_mesh_up: str = "+z"
-        shape_init_mesh_front: str = "+x"
-        shape_init_steps: int = 1000
-        shape_init_batch_size: int = 10000
-        shape_init_lr: float = 1e-3
-        force_shape_init: bool = False
+        shape_init_params: Optional[Any] = None  # see shape_init
+        shape_init_mesh_up: str = "+z"  # the mesh file's up axis, turned to +z
+        shape_init_mesh_front: str = "+x"  # the mesh file's front axis, turned to +x
+        shape_init_steps: int = 1000  # Adam steps of the fit (MSE on random points of the box)
+        shape_init_batch_size: int = 10000  # points per fit step
+        shape_init_lr: float = 1e-3  # learning rate of the fit
+        force_shape_init: bool = False  # fit even when weights are given
         # added to the network output: a number, or "sphere"/"ellipsoid" with sdf_bias_params
         sdf_bias: Union[float, int, str] = 0.0
-        sdf_bias_params: Optional[Any] = None
+        sdf_bias_params: Optional[Any] = None  # the sphere's radius or the ellipsoid's semi-axes
 
         # an SDF has no floaters to remove
         isosurface_remove_outliers: bool = False

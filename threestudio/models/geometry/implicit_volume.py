@@ -44,20 +44,26 @@ def density_blob(
 class ImplicitVolume(DensityLevelMixin, EncodedFieldMixin, BaseImplicitGeometry):
     @dataclass
     class Config(BaseImplicitGeometry.Config):
-        n_input_dims: int = 3
-        n_feature_dims: int = 3
-        density_activation: Optional[str] = "softplus"
+        n_input_dims: int = 3  # coordinates per point
+        n_feature_dims: int = 3  # outputs of the feature network (0: none)
+        density_activation: Optional[str] = "softplus"  # get_activation name (exp, trunc_exp...)
+        # added before the activation: blob_magic3d = scale * (1 - r / std),
+        # blob_dreamfusion = scale * exp(-r^2 / (2 std^2)), or a number
         density_bias: Union[float, int, str] = "blob_magic3d"
-        density_blob_scale: float = 10.0
-        density_blob_std: float = 0.5
+        density_blob_scale: float = 10.0  # the blob's height
+        density_blob_std: float = 0.5  # the blob's width
+        # tcnn vocabulary (otype HashGrid, ProgressiveBandHashGrid, Frequency, ...)
         pos_encoding_config: dict = field(default_factory=default_pos_encoding_config)
+        # the density and the feature networks (otype VanillaMLP or FullyFusedMLP)
         mlp_network_config: dict = field(default_factory=default_mlp_network_config)
-        # pred | finite_difference | finite_difference_laplacian | analytic
+        # pred (an MLP) | finite_difference (forward, 3 extra queries) | finite_difference_laplacian
+        # (central, 6) | analytic (autograd, also under no_grad)
         normal_type: Optional[str] = "finite_difference"
-        finite_difference_normal_eps: float = 0.01
+        finite_difference_normal_eps: float = 0.01  # step of the finite differences
         # {min_anneal_step, max_anneal_step, start_val, end_val}: linear schedule of the blob std
         anneal_density_blob_std_config: Optional[dict] = None
 
+        # density of the exported surface, or "auto" (mean of the positive densities)
         isosurface_threshold: Union[float, int, str] = 25.0
 
     cfg: Config

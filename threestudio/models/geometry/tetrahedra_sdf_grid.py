@@ -40,22 +40,27 @@ def copy_if_shapes_match(target: nn.Module, source: nn.Module, name: str) -> boo
 class TetrahedraSDFGrid(TextureFieldMixin, BaseExplicitGeometry):
     @dataclass
     class Config(BaseExplicitGeometry.Config):
-        isosurface_resolution: int = 128
+        isosurface_resolution: int = 128  # cells per axis of the tet grid (load/tets/<N>_tets.npz)
+        # a learned offset per grid vertex, at most one cell (span / resolution * tanh(d))
         isosurface_deformable_grid: bool = True
+        # drop connected components smaller than isosurface_outlier_n_faces_threshold
         isosurface_remove_outliers: bool = False
+        # an int: a face count; a float: a fraction of all faces
         isosurface_outlier_n_faces_threshold: Union[int, float] = 0.01
 
-        n_input_dims: int = 3
-        n_feature_dims: int = 3
+        n_input_dims: int = 3  # coordinates per point
+        n_feature_dims: int = 3  # outputs of the texture field
+        # the texture field's encoding (tcnn vocabulary)
         pos_encoding_config: dict = field(default_factory=default_pos_encoding_config)
+        # the texture field's network
         mlp_network_config: dict = field(default_factory=default_mlp_network_config)
         # None | "sphere" (params: radius) | "ellipsoid" (params: 3 semi-axes) |
         # "mesh:path/to/mesh.obj" (params: the scale of its largest coordinate)
         shape_init: Optional[str] = None
-        shape_init_params: Optional[Any] = None
-        shape_init_mesh_up: str = "+z"
-        shape_init_mesh_front: str = "+x"
-        force_shape_init: bool = False
+        shape_init_params: Optional[Any] = None  # see shape_init
+        shape_init_mesh_up: str = "+z"  # the mesh file's up axis, turned to +z
+        shape_init_mesh_front: str = "+x"  # the mesh file's front axis, turned to +x
+        force_shape_init: bool = False  # apply shape_init even over loaded weights
         # no texture field: forward() returns nothing (silhouette or normal supervision only)
         geometry_only: bool = False
         # SDF and deformation are buffers, not parameters, and the mesh is extracted once

@@ -61,17 +61,20 @@ def inverse_activation(name: Optional[str], value: Tensor) -> Tensor:
 class VolumeGrid(DensityLevelMixin, BaseImplicitGeometry):
     @dataclass
     class Config(BaseImplicitGeometry.Config):
+        # voxels along x, y, z (1 density + n_feature_dims channels, trilinear look-up)
         grid_size: Tuple[int, int, int] = field(default_factory=lambda: (100, 100, 100))
-        n_feature_dims: int = 3
-        density_activation: Optional[str] = "softplus"
-        # "blob" (= blob_magic3d), "blob_magic3d", "blob_dreamfusion" or a number
+        n_feature_dims: int = 3  # feature channels beside the density
+        density_activation: Optional[str] = "softplus"  # a get_activation name
+        # "blob" (= blob_magic3d), "blob_magic3d", "blob_dreamfusion" or a number (then the density
+        # also gets a learned log-scale, as in DreamFusion)
         density_bias: Union[float, int, str] = "blob"
-        density_blob_scale: float = 5.0
-        density_blob_std: float = 0.5
-        # pred | finite_difference | finite_difference_laplacian | analytic
+        density_blob_scale: float = 5.0  # the blob's height
+        density_blob_std: float = 0.5  # the blob's width
+        # pred (a 3-channel grid) | finite_difference | finite_difference_laplacian | analytic
         normal_type: Optional[str] = "finite_difference"
-        finite_difference_normal_eps: float = 1.0e-3
+        finite_difference_normal_eps: float = 1.0e-3  # step of the finite differences
 
+        # density of the exported surface, or "auto" (mean of the positive densities)
         isosurface_threshold: Union[float, int, str] = "auto"
 
     cfg: Config

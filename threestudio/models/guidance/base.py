@@ -96,27 +96,29 @@ def resize_image_pair(
 class DiffusionGuidanceConfig:
     """Config fields shared by the diffusion guidances (mixed into each ``Config``)."""
 
-    pretrained_model_name_or_path: str = "runwayml/stable-diffusion-v1-5"
-    half_precision_weights: bool = True
-    guidance_scale: float = 100.0
-    grad_clip: Optional[Any] = None  # a C() schedule; clamps every gradient element
-    min_step_percent: Any = 0.02  # a C() schedule
-    max_step_percent: Any = 0.98  # a C() schedule
-    weighting_strategy: str = "sds"  # sds | uniform | fantasia3d
-    view_dependent_prompting: bool = True
+    pretrained_model_name_or_path: str = "runwayml/stable-diffusion-v1-5"  # hub id or folder
+    half_precision_weights: bool = True  # fp16 weights on CUDA; the CPU keeps float32
+    guidance_scale: float = 100.0  # classifier-free guidance: eps_u + s (eps_c - eps_u)
+    grad_clip: Optional[Any] = None  # a C() schedule; clamps every gradient element to [-c, c]
+    # timesteps are drawn from [1000 * min, 1000 * max]; both C() schedules
+    min_step_percent: Any = 0.02
+    max_step_percent: Any = 0.98  # see min_step_percent
+    # w(t): sds = 1 - alpha_bar | uniform = 1 | fantasia3d = sqrt(alpha_bar) (1 - alpha_bar)
+    weighting_strategy: str = "sds"
+    view_dependent_prompting: bool = True  # passed to the prompt processor
     # after anneal_start_step, max_step_percent is replaced by max_step_percent_annealed
     max_step_percent_annealed: float = 0.5
-    anneal_start_step: Optional[int] = None
+    anneal_start_step: Optional[int] = None  # null: never
 
 
 @dataclass
 class SpeedupConfig:
     """Opt-in speed-ups; the CUDA-only ones are skipped (with a log line) on the CPU."""
 
-    enable_memory_efficient_attention: bool = False
-    enable_sequential_cpu_offload: bool = False
-    enable_attention_slicing: bool = False
-    enable_channels_last: bool = False
+    enable_memory_efficient_attention: bool = False  # xformers attention (CUDA only)
+    enable_sequential_cpu_offload: bool = False  # accelerate's CPU offload (CUDA only)
+    enable_attention_slicing: bool = False  # sliced attention
+    enable_channels_last: bool = False  # channels-last UNet
     enable_channels_last_format: bool = False  # the name published threestudio configs use
 
 

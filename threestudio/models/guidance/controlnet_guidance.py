@@ -71,17 +71,21 @@ class ControlNetGuidance(ImageEditMixin, DiffusionGuidanceMixin, VAELatentsMixin
     @dataclass
     class Config(BaseObject.Config, DiffusionGuidanceConfig, SpeedupConfig):
         pretrained_model_name_or_path: str = "SG161222/Realistic_Vision_V2.0"
-        controlnet_name_or_path: Optional[str] = None  # None: the default for control_type
+        # None: lllyasviel/control_v11p_sd15_normalbae (normal types) or ..._sd15_canny
+        controlnet_name_or_path: Optional[str] = None
         ddim_scheduler_name_or_path: Optional[str] = None  # None: from the model's scheduler
-        cache_dir: Optional[str] = None
-        control_type: str = "normal"  # normal | input_normal | canny
+        cache_dir: Optional[str] = None  # passed to from_pretrained
+        # normal (estimated with controlnet_aux's NormalBae) | input_normal (cond_rgb is a normal
+        # map) | canny (edges of cond_rgb)
+        control_type: str = "normal"
         guidance_scale: float = 7.5
         condition_scale: float = 1.5  # ControlNet residual scale
-        fixed_size: int = -1
-        diffusion_steps: int = 20
-        use_sds: bool = False
+        fixed_size: int = -1  # > 0: resize renders to this square size; else keep (multiple of 8)
+        diffusion_steps: int = 20  # DDIM steps of the full range (those at or below t run)
+        use_sds: bool = False  # return loss_sds instead of edit_images
+        # hysteresis thresholds of the Canny edges, on the 0-255 gradient scale
         canny_lower_bound: int = 50
-        canny_upper_bound: int = 100
+        canny_upper_bound: int = 100  # see canny_lower_bound
 
     cfg: Config
 

@@ -32,12 +32,12 @@ class InstructPix2PixGuidance(ImageEditMixin, DiffusionGuidanceMixin, VAELatents
     class Config(BaseObject.Config, DiffusionGuidanceConfig, SpeedupConfig):
         pretrained_model_name_or_path: str = "timbrooks/instruct-pix2pix"
         ddim_scheduler_name_or_path: Optional[str] = None  # None: from the model's scheduler
-        cache_dir: Optional[str] = None
-        guidance_scale: float = 7.5
-        condition_scale: float = 1.5
+        cache_dir: Optional[str] = None  # passed to from_pretrained
+        guidance_scale: float = 7.5  # text guidance
+        condition_scale: float = 1.5  # image guidance
         fixed_size: int = -1  # > 0: resize renders to this square size; else keep (multiple of 8)
-        diffusion_steps: int = 20
-        use_sds: bool = False
+        diffusion_steps: int = 20  # DDIM steps of the full range (those at or below t run)
+        use_sds: bool = False  # return loss_sds instead of edit_images
 
     cfg: Config
 

@@ -27,14 +27,16 @@ class StableDiffusionGuidance(DiffusionGuidanceMixin, VAELatentsMixin, BaseObjec
 
     @dataclass
     class Config(BaseObject.Config, DiffusionGuidanceConfig, SpeedupConfig):
-        sqrt_anneal: bool = False  # timestep from a sqrt schedule instead of random (HiFA)
-        trainer_max_steps: int = 25000
-        use_img_loss: bool = False  # HiFA: also an SDS-like loss in image space
+        # HiFA: t = max - (max - min) * sqrt(step / trainer_max_steps) instead of random
+        sqrt_anneal: bool = False
+        trainer_max_steps: int = 25000  # for sqrt_anneal
+        use_img_loss: bool = False  # HiFA: also loss_sds_img, in image space from the one-step x0
+        # Score Jacobian Chaining (PAAS) instead of SDS (still reported as loss_sds)
         use_sjc: bool = False
         var_red: bool = True  # SJC: subtract the clean latents instead of the noisy ones
         token_merging: bool = False  # accepted for config compatibility; not implemented
-        token_merging_params: Optional[dict] = None
-        max_items_eval: int = 4
+        token_merging_params: Optional[dict] = None  # accepted, unused
+        max_items_eval: int = 4  # batch items in the guidance_eval images
 
     cfg: Config
 

@@ -47,13 +47,13 @@ class StableDiffusionVSDGuidance(DiffusionGuidanceMixin, VAELatentsMixin, BaseMo
         pretrained_model_name_or_path: str = "stabilityai/stable-diffusion-2-1-base"
         # the LoRA branch starts from this model (the same name shares the pretrained UNet weights)
         pretrained_model_name_or_path_lora: str = "stabilityai/stable-diffusion-2-1"
-        guidance_scale: float = 7.5
-        guidance_scale_lora: float = 1.0
+        guidance_scale: float = 7.5  # CFG of the pretrained model
+        guidance_scale_lora: float = 1.0  # CFG of the LoRA model
         lora_cfg_training: bool = True  # drop the camera condition 10% of the time
-        lora_n_timestamp_samples: int = 1
-        lora_rank: int = 4
+        lora_n_timestamp_samples: int = 1  # timesteps per latent in the LoRA loss
+        lora_rank: int = 4  # LoRA rank (alpha = rank)
         camera_condition_type: str = "extrinsics"  # extrinsics (c2w) | mvp
-        anneal_start_step: Optional[int] = 5000
+        anneal_start_step: Optional[int] = 5000  # then max_step_percent_annealed applies
 
     cfg: Config
 

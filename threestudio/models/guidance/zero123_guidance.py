@@ -27,16 +27,18 @@ class Zero123Guidance(DiffusionGuidanceMixin, VAELatentsMixin, BaseObject):
 
     @dataclass
     class Config(BaseObject.Config, DiffusionGuidanceConfig):
+        # a diffusers-layout folder or hub id; an original .ckpt is refused (convert it first)
         pretrained_model_name_or_path: str = "bennyguo/zero123-xl-diffusers"
         pretrained_config: Optional[str] = None  # original LDM yaml: not needed by this port
         vram_O: bool = True  # accepted for config compatibility
         half_precision_weights: bool = False
         guidance_scale: float = 5.0
-        cond_image_path: str = "load/images/hamburger_rgba.png"
+        cond_image_path: str = "load/images/hamburger_rgba.png"  # RGBA (on white) or RGB
+        # the camera of the conditioning image
         cond_elevation_deg: float = 0.0
-        cond_azimuth_deg: float = 0.0
-        cond_camera_distance: float = 1.2
-        max_items_eval: int = 4
+        cond_azimuth_deg: float = 0.0  # see cond_elevation_deg
+        cond_camera_distance: float = 1.2  # see cond_elevation_deg
+        max_items_eval: int = 4  # batch items in the guidance_eval images
 
     cfg: Config
 

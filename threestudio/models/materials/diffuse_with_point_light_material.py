@@ -20,14 +20,15 @@ SHADINGS = ("albedo", "textureless", "diffuse")
 class DiffuseWithPointLightMaterial(BaseMaterial):
     @dataclass
     class Config(BaseMaterial.Config):
+        # colour = albedo * (ambient + diffuse * max(0, n . l)), l towards the light
         ambient_light_color: Tuple[float, float, float] = (0.1, 0.1, 0.1)
-        diffuse_light_color: Tuple[float, float, float] = (0.9, 0.9, 0.9)
+        diffuse_light_color: Tuple[float, float, float] = (0.9, 0.9, 0.9)  # see ambient_light_color
         # before this step only the albedo is shown (shapes form before shading is trusted)
         ambient_only_steps: int = 1000
         # in training: P(shaded) = diffuse_prob; among shaded, P(textureless) = textureless_prob
         diffuse_prob: float = 0.75
-        textureless_prob: float = 0.5
-        albedo_activation: str = "sigmoid"
+        textureless_prob: float = 0.5  # share of the shaded batches drawn with a white albedo
+        albedo_activation: str = "sigmoid"  # a get_activation name, applied to features[..., :3]
         # in training, draw the ambient/diffuse split at random (Magic3D-style soft shading)
         soft_shading: bool = False
 

@@ -15,9 +15,9 @@ from threestudio.utils.typing import Float, Tensor
 class HybridRGBLatentMaterial(BaseMaterial):
     @dataclass
     class Config(BaseMaterial.Config):
-        n_output_dims: int = 3
-        color_activation: str = "sigmoid"
-        requires_normal: bool = True
+        n_output_dims: int = 3  # channels: the first 3 are activated as RGB, the rest pass through
+        color_activation: str = "sigmoid"  # a get_activation name, for the RGB channels
+        requires_normal: bool = True  # ask the renderer for the geometry's normals
 
     cfg: Config
 

@@ -15,11 +15,13 @@ from threestudio.utils.typing import Float, Tensor
 class NeuralRadianceMaterial(BaseMaterial):
     @dataclass
     class Config(BaseMaterial.Config):
-        input_feature_dims: int = 8
-        color_activation: str = "sigmoid"
+        input_feature_dims: int = 8  # the geometry's n_feature_dims
+        color_activation: str = "sigmoid"  # a get_activation name
+        # encoding of the view direction (tcnn vocabulary)
         dir_encoding_config: dict = field(
             default_factory=lambda: {"otype": "SphericalHarmonics", "degree": 3}
         )
+        # the MLP from features + encoded direction to colour
         mlp_network_config: dict = field(
             default_factory=lambda: {
                 "otype": "FullyFusedMLP",
@@ -28,7 +30,7 @@ class NeuralRadianceMaterial(BaseMaterial):
                 "n_hidden_layers": 2,
             }
         )
-        requires_normal: bool = False
+        requires_normal: bool = False  # ask the renderer for the geometry's normals
 
     cfg: Config
 

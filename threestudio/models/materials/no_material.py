@@ -14,11 +14,13 @@ from threestudio.utils.typing import Any, Dict, Float, Optional, Tensor
 class NoMaterial(BaseMaterial):
     @dataclass
     class Config(BaseMaterial.Config):
-        n_output_dims: int = 3
-        color_activation: str = "sigmoid"
+        n_output_dims: int = 3  # colour channels
+        color_activation: str = "sigmoid"  # a get_activation name
+        # with mlp_network_config: an MLP from this many features to the colour; else the
+        # features are the colour
         input_feature_dims: Optional[int] = None
-        mlp_network_config: Optional[dict] = None
-        requires_normal: bool = False
+        mlp_network_config: Optional[dict] = None  # see input_feature_dims
+        requires_normal: bool = False  # ask the renderer for the geometry's normals
 
     cfg: Config
 

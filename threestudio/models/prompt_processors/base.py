@@ -382,27 +382,34 @@ def find_library_prompt(query: str, library: List[str], library_path: str = "lib
 class PromptProcessor(BaseObject):
     @dataclass
     class Config(BaseObject.Config):
+        # the prompt; "lib:kw1_kw2" picks the one library prompt containing every keyword
         prompt: str = "a hamburger"
-        # manually assigned view-dependent prompts (replace the templated ones)
+        # each replaces the templated prompt of that view
         prompt_front: Optional[str] = None
-        prompt_side: Optional[str] = None
-        prompt_back: Optional[str] = None
-        prompt_overhead: Optional[str] = None
+        prompt_side: Optional[str] = None  # see prompt_front
+        prompt_back: Optional[str] = None  # see prompt_front
+        prompt_overhead: Optional[str] = None  # see prompt_front
 
-        negative_prompt: str = ""
-        pretrained_model_name_or_path: str = "runwayml/stable-diffusion-v1-5"
-        overhead_threshold: float = 60.0
-        front_threshold: float = 45.0
-        back_threshold: float = 45.0
+        negative_prompt: str = ""  # the unconditional prompt (every view)
+        pretrained_model_name_or_path: str = "runwayml/stable-diffusion-v1-5"  # hub id or folder
+        overhead_threshold: float = 60.0  # overhead where elevation > this (wins over the others)
+        front_threshold: float = 45.0  # front where |azimuth| < this (degrees)
+        back_threshold: float = 45.0  # back where |azimuth| > 180 - this; everything else is side
+        # "front view of <prompt>" instead of "<prompt>, front view"
         view_dependent_prompt_front: bool = False
-        use_cache: bool = True
+        use_cache: bool = True  # reuse embeddings saved under cache_dir (keyed by hash_prompt)
+        # encode in a separate process, so the text encoder's memory is freed before training
         spawn: bool = True
 
-        # Perp-Neg weight curves a*exp(-b*r)+c, as (a, b, c)
-        use_perp_neg: bool = False
+        use_perp_neg: bool = False  # tell the guidance to use Perp-Neg
+        # Perp-Neg weight curves a*exp(-b*r)+c as (a, b, c): side/back interpolation, weight of
+        # the side negative
         perp_neg_f_sb: Tuple[float, float, float] = (1.0, 0.5, -0.606)
+        # side/back interpolation: weight of the front negative
         perp_neg_f_fsb: Tuple[float, float, float] = (1.0, 0.5, 0.967)
+        # front/side interpolation: weight of the front negative
         perp_neg_f_fs: Tuple[float, float, float] = (4.0, 0.5, -2.426)
+        # front/side interpolation: weight of the side negative
         perp_neg_f_sf: Tuple[float, float, float] = (4.0, 0.5, -2.426)
 
         # JSON file {"dreamfusion": [...]} for "lib:" prompts; None: the shipped library

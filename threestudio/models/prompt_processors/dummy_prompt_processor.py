@@ -16,11 +16,10 @@ class DummyPromptProcessor(PromptProcessor):
     @dataclass
     class Config(PromptProcessor.Config):
         pretrained_model_name_or_path: str = "dummy"
-        hidden_size: int = 768
-        max_length: int = 77
-        # nothing to cache and no memory to free: compute in place by default
-        use_cache: bool = False
-        spawn: bool = False
+        hidden_size: int = 768  # embedding size: [max_length, hidden_size] per prompt
+        max_length: int = 77  # tokens per embedding
+        use_cache: bool = False  # nothing worth caching: the embedding is seeded by the prompt
+        spawn: bool = False  # no encoder memory to free: computed in place
 
     cfg: Config
 

@@ -17,7 +17,7 @@ class Renderer(HoldsSubModules, BaseModule):
 
     @dataclass
     class Config(BaseModule.Config):
-        radius: float = 1.0
+        radius: float = 1.0  # the scene box is [-radius, radius]^3
 
     cfg: Config
 

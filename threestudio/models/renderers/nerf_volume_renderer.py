@@ -24,30 +24,37 @@ class NeRFVolumeRenderer(PackedSamplesMixin, VolumeRenderer):
 
     @dataclass
     class Config(VolumeRenderer.Config):
+        # march step = 1.732 * 2 * radius / num_samples_per_ray; for importance/proposal the
+        # number of fine samples
         num_samples_per_ray: int = 512
-        eval_chunk_size: int = 160000
-        randomized: bool = True
+        eval_chunk_size: int = 160000  # points per geometry/material call in eval (0: all)
+        randomized: bool = True  # jittered (stratified) samples in training; never in eval
 
-        near_plane: float = 0.0
-        far_plane: float = 1e10
+        near_plane: float = 0.0  # clip distances along the ray
+        far_plane: float = 1e10  # see near_plane
 
-        return_comp_normal: bool = False
+        return_comp_normal: bool = False  # also return comp_normal in training
+        # in training, return normal_perturb: normals at points jittered by 0.01
         return_normal_perturb: bool = False
 
         estimator: str = "occgrid"  # "occgrid", "proposal" or "importance"
 
-        # occgrid
+        # occgrid: skip empty cells, stop rays at transmittance < 1e-4 (false: march everything)
         grid_prune: bool = True
+        # occgrid: drop samples with alpha < 0.01 (one extra no-grad density pass)
         prune_alpha_threshold: bool = True
-        grid_resolution: int = 32
+        grid_resolution: int = 32  # occgrid: cells per axis
 
-        # proposal
+        # proposal: kwargs of create_network_with_input_encoding (n_input_dims, n_output_dims,
+        # encoding_config, network_config)
         proposal_network_config: Optional[dict] = None
+        # proposal: {name: <torch.optim class>, args: {...}} (null: Adam, lr 1e-2)
         prop_optimizer_config: Optional[dict] = None
+        # proposal: {name: <torch.optim.lr_scheduler class>, args: {...}}
         prop_scheduler_config: Optional[dict] = None
-        num_samples_per_ray_proposal: int = 64
+        num_samples_per_ray_proposal: int = 64  # proposal: coarse samples from the proposal net
 
-        # importance
+        # importance: coarse samples from the geometry itself
         num_samples_per_ray_importance: int = 64
 
     cfg: Config

@@ -41,17 +41,20 @@ class NeuSVolumeRenderer(PackedSamplesMixin, VolumeRenderer):
 
     @dataclass
     class Config(VolumeRenderer.Config):
-        num_samples_per_ray: int = 512
-        randomized: bool = True
-        eval_chunk_size: int = 160000
+        num_samples_per_ray: int = 512  # march step = 1.732 * 2 * radius / num_samples_per_ray
+        randomized: bool = True  # jittered (stratified) samples in training; never in eval
+        eval_chunk_size: int = 160000  # points per geometry/material call in eval (0: all)
+        # skip empty cells of the occupancy grid and stop rays at transmittance < 1e-4
         grid_prune: bool = True
+        # drop samples with alpha < 0.01 (alpha from the SDF, head-on)
         prune_alpha_threshold: bool = True
-        grid_resolution: int = 32
-        learned_variance_init: float = 0.3
+        grid_resolution: int = 32  # occupancy grid cells per axis
+        learned_variance_init: float = 0.3  # inv_std = exp(10 * v), v learned, starts here
+        # steps over which NeuS's cosine anneals to the true one (0: no annealing)
         cos_anneal_end_steps: int = 0
-        use_volsdf: bool = False
-        near_plane: float = 0.0
-        far_plane: float = 1e10
+        use_volsdf: bool = False  # VolSDF's Laplace-CDF density instead of NeuS's opacity
+        near_plane: float = 0.0  # clip distances along the ray
+        far_plane: float = 1e10  # see near_plane
 
     cfg: Config
 

@@ -17,10 +17,11 @@ class PatchRenderer(VolumeRenderer):
 
     @dataclass
     class Config(VolumeRenderer.Config):
-        patch_size: int = 128
-        base_renderer_type: str = ""
-        base_renderer: Optional[dict] = None
-        global_detach: bool = False
+        patch_size: int = 128  # side of the full-resolution patch rendered in training
+        base_renderer_type: str = ""  # registered name of the wrapped renderer (required)
+        base_renderer: Optional[dict] = None  # its config
+        global_detach: bool = False  # no gradient through the upsampled global render
+        # the whole view is rendered at H/ds x W/ds and upsampled bilinearly
         global_downsample: int = 4
 
     cfg: Config
