@@ -1,1 +1,1 @@
-from threestudio.data import synthetic, uncond  # noqa: F401
+from threestudio.data import image, synthetic, uncond  # noqa: F401
