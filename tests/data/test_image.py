@@ -302,3 +302,14 @@ def test_unknown_keys_are_errors():
 
 def test_the_iterable_dataset_is_exported():
     assert issubclass(SingleImageIterableDataset, torch.utils.data.IterableDataset)
+
+
+def test_companion_paths_and_16_bit_depth(tmp_path):
+    from threestudio.data.image import companion_path
+
+    assert companion_path("a/b/cat_rgba.png", "depth") == "a/b/cat_depth.png"
+    assert companion_path("a/b/cat.png", "normal") == "a/b/cat_normal.png"
+    image = save(tmp_path / "ball_rgba.png", np.asarray(Image.open(SPHERE)))
+    Image.fromarray(np.full((128, 128), 32768, dtype=np.uint16)).save(tmp_path / "ball_depth.png")
+    depth = first_batch(make(image_path=image, requires_depth=True))["ref_depth"]
+    assert torch.allclose(depth, torch.full_like(depth, 32768 / 65535), atol=1e-4)
