@@ -34,6 +34,7 @@ from threestudio.utils.misc import (
     load_module_weights,
     split_weights_spec,
 )
+from threestudio.utils.ops import as_size
 from threestudio.utils.saving import SaverMixin
 from threestudio.utils.typing import Any, Dict, List, Optional, Tensor
 
@@ -197,6 +198,17 @@ class BaseSystem(pl.LightningModule, Updateable, SaverMixin):
         if self.cfg.scheduler is not None:
             ret["lr_scheduler"] = parse_scheduler(self.cfg.scheduler, optim)
         return ret
+
+    # ---------- batches ----------
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        # a datamodule's default collate turns an item's height/width into tensors; renderers,
+        # guidance and image saving take them as ints, as the random-camera batches hold them
+        if isinstance(batch, dict):
+            for key in ("height", "width"):
+                if key in batch and not isinstance(batch[key], int):
+                    batch[key] = as_size(batch[key], key)
+        return batch
 
     # ---------- Updateable hooks around every batch ----------
 

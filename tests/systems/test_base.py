@@ -1,0 +1,14 @@
+"""BaseSystem with batches from image datamodules: collated height/width become ints."""
+
+import torch
+
+from threestudio.systems.base import BaseSystem
+
+
+def test_collated_height_and_width_become_ints():
+    system = BaseSystem({})
+    batch = {"height": torch.tensor([32]), "width": torch.tensor([24]), "index": torch.tensor([0])}
+    out = system.on_after_batch_transfer(batch, 0)
+    assert out["height"] == 32 and isinstance(out["height"], int)
+    assert out["width"] == 24 and isinstance(out["width"], int)
+    assert torch.is_tensor(out["index"])
