@@ -201,14 +201,16 @@ class BaseSystem(pl.LightningModule, Updateable, SaverMixin):
 
     # ---------- batches ----------
 
-    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        # a datamodule's default collate turns an item's height/width into tensors; renderers,
-        # guidance and image saving take them as ints, as the random-camera batches hold them
+    @staticmethod
+    def normalize_batch(batch: Any) -> None:
+        """In place, before every step: a datamodule's default collate turns an item's
+        height/width into tensors; renderers, guidance and image saving take them as ints, as
+        the random-camera batches hold them. (Done in the batch-start hooks rather than in
+        on_after_batch_transfer, which a datamodule may override.)"""
         if isinstance(batch, dict):
             for key in ("height", "width"):
                 if key in batch and not isinstance(batch[key], int):
                     batch[key] = as_size(batch[key], key)
-        return batch
 
     # ---------- Updateable hooks around every batch ----------
 
@@ -226,6 +228,7 @@ class BaseSystem(pl.LightningModule, Updateable, SaverMixin):
             self._pending_rng_state = None
 
     def on_train_batch_start(self, batch, batch_idx, unused=0):
+        self.normalize_batch(batch)
         self.dataset = self.train_dataset
         update_if_possible(self.dataset, self.true_current_epoch, self.true_global_step)
         self.do_update_step(self.true_current_epoch, self.true_global_step)
@@ -238,12 +241,15 @@ class BaseSystem(pl.LightningModule, Updateable, SaverMixin):
         self.do_update_step(self.true_current_epoch, self.true_global_step)
 
     def on_validation_batch_start(self, batch, batch_idx, dataloader_idx=0):
+        self.normalize_batch(batch)
         self._eval_batch_start()
 
     def on_test_batch_start(self, batch, batch_idx, dataloader_idx=0):
+        self.normalize_batch(batch)
         self._eval_batch_start()
 
     def on_predict_batch_start(self, batch, batch_idx, dataloader_idx=0):
+        self.normalize_batch(batch)
         self._eval_batch_start()
 
     # evaluation must not move the training random stream (resume and straight runs agree)
