@@ -73,6 +73,12 @@ class LeavesItToTheBase(BaseLift3DSystem):
     pass
 
 
+class UsesTheBasesGuidanceInConfigure(BaseLift3DSystem):
+    def configure(self) -> None:
+        super().configure()
+        self.guidance_weight = self.guidance.weight  # a trainable guidance exists already
+
+
 def system_cfg(guidance_type="test-base-counting-guidance"):
     return {
         "geometry_type": "volume-grid",
@@ -106,7 +112,9 @@ def test_guidance_and_prompt_processor_are_built_once(system_cls):
     assert BUILT == {"guidance": 1, "trainable": 0, "prompt_processor": 1, "prompt_utils": 1}
 
 
-@pytest.mark.parametrize("system_cls", [BuildsInConfigure, LeavesItToTheBase])
+@pytest.mark.parametrize(
+    "system_cls", [BuildsInConfigure, LeavesItToTheBase, UsesTheBasesGuidanceInConfigure]
+)
 def test_trainable_guidance_is_built_once_before_the_optimiser(system_cls):
     for key in BUILT:
         BUILT[key] = 0

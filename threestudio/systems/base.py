@@ -37,7 +37,7 @@ from threestudio.utils.misc import (
 )
 from threestudio.utils.ops import as_size
 from threestudio.utils.saving import SaverMixin
-from threestudio.utils.typing import Any, Dict, List, Optional, Tensor
+from threestudio.utils.typing import Any, Dict, List, Optional, Tensor, Tuple
 
 
 def _rng_state() -> Dict[str, Any]:
@@ -380,20 +380,20 @@ class BaseLift3DSystem(BaseSystem):
 
     # ---------- guidance and prompt processor: built once, by the subclass or here ----------
 
-    def _member_set(self, name: str) -> bool:
-        value = self._modules.get(name, self.__dict__.get(name))
-        return value is not None
+    def _trainable_guidance(self) -> bool:
+        cfg = self.__dict__.get("cfg")
+        return bool(
+            cfg is not None
+            and cfg.guidance_type
+            and issubclass(threestudio.find(cfg.guidance_type), nn.Module)
+        )
 
     def finish_configure(self) -> None:
         # trainable guidance (e.g. VSD's LoRA) must exist before the optimiser and checkpoint
-        # loading: built now unless the subclass's configure() built one
+        # loading: built now unless the subclass's configure() built (or used) one
         super().finish_configure()
-        if (
-            self.cfg.guidance_type
-            and not self._member_set("guidance")
-            and issubclass(threestudio.find(self.cfg.guidance_type), nn.Module)
-        ):
-            self.guidance = threestudio.find(self.cfg.guidance_type)(self.cfg.guidance)
+        if self._trainable_guidance():
+            self.build_guidance_and_prompts(names=("guidance",))
 
     def __getattr__(self, name: str) -> Any:
         # only reached for attributes not set (nn.Module keeps modules in _modules)
@@ -406,7 +406,9 @@ class BaseLift3DSystem(BaseSystem):
         """Frozen guidance, prompt processor and prompt utils are built on first use once fitting
         has started (never for --test/--export), so that a subclass that builds its own in
         on_fit_start() (after super().on_fit_start()) leaves nothing for the base to build."""
-        if not self.__dict__.get("_build_members", False):
+        # a trainable guidance may be needed from configure() on (its parameters are optimised)
+        trainable = name == "guidance" and self._trainable_guidance()
+        if not (self.__dict__.get("_build_members", False) or trainable):
             return None
         if name == "prompt_utils":
             processor = self.prompt_processor
@@ -419,10 +421,12 @@ class BaseLift3DSystem(BaseSystem):
         setattr(self, name, value)
         return value
 
-    def build_guidance_and_prompts(self) -> None:
-        """Build whatever of prompt processor, prompt utils and guidance neither the subclass nor
-        an earlier use has built (called when training starts)."""
-        for name in ("prompt_processor", "prompt_utils", "guidance"):
+    def build_guidance_and_prompts(
+        self, names: Tuple[str, ...] = ("prompt_processor", "prompt_utils", "guidance")
+    ) -> None:
+        """Build whatever of ``names`` neither the subclass nor an earlier use has built (called
+        when training starts)."""
+        for name in names:
             if name in self.__dict__ and self.__dict__[name] is None:
                 del self.__dict__[name]  # an explicit None: build as if never set
             getattr(self, name)
