@@ -91,6 +91,20 @@ def test_resolution_milestones_change_size_and_batch():
         _ = make(height=[8, 16], width=[8, 16], resolution_milestones=[]).train_dataset
 
 
+def test_single_resolution_ignores_milestones_with_a_warning(caplog):
+    # as the established API: a config with milestones whose sizes are overridden to one value
+    with caplog.at_level("WARNING"):
+        ds = make(height=8, width=8, resolution_milestones=[3, 5]).train_dataset
+    assert "resolution_milestones" in caplog.text and "ignored" in caplog.text
+    assert [tuple(ds.collate(None)["rays_o"].shape) for _ in range(6)] == [(1, 8, 8, 3)] * 6
+    # data.width=32 over a list of heights: the single width holds at every milestone
+    ds = make(height=[8, 16], width=4, resolution_milestones=[2]).train_dataset
+    shapes = [tuple(ds.collate(None)["rays_o"].shape) for _ in range(3)]
+    assert shapes == [(1, 8, 4, 3), (1, 8, 4, 3), (1, 16, 4, 3)]
+    with pytest.raises(ConfigError, match="same number of values"):
+        _ = make(height=[8, 16], width=[8, 16, 32], resolution_milestones=[2]).train_dataset
+
+
 def test_batches_are_a_function_of_the_step():
     torch.manual_seed(0)
     ds = make(batch_size=2).train_dataset

@@ -35,6 +35,16 @@ def test_triangle_coverage_and_barycentrics(ctx):
     assert torch.allclose(db, torch.tensor([-0.125, -0.125, 0.125, 0.0]), atol=1e-5)
 
 
+def test_resolution_may_be_collated_tensors(ctx):
+    # (batch["height"], batch["width"]) from a default collate: one-element tensors
+    pos, tri = _triangle()
+    ref, _ = ctx.rasterize(pos, tri, (16, 12))
+    for resolution in [(torch.tensor([16]), torch.tensor([12])), (torch.tensor(16), 12)]:
+        rast, _ = ctx.rasterize(pos, tri, resolution)
+        assert torch.equal(rast, ref)
+    assert ctx.rasterize(pos, tri, torch.tensor([16]))[0].shape == (1, 16, 16, 4)
+
+
 def test_interpolate_vertex_colours(ctx):
     pos, tri = _triangle()
     rast, _ = ctx.rasterize(pos, tri, (16, 16))

@@ -33,7 +33,8 @@ class RandomCameraDataModuleConfig:
     height: Any = 64
     width: Any = 64  # like height
     batch_size: Any = 1  # cameras per training step
-    # steps at which the next height/width/batch_size take over (one fewer than the values)
+    # steps at which the next height/width/batch_size take over (one fewer than the values);
+    # ignored, with a warning, when they are single values
     resolution_milestones: List[int] = field(default_factory=lambda: [])
     eval_height: int = 512  # validation/test render height
     eval_width: int = 512  # validation/test render width
@@ -158,21 +159,31 @@ class RandomCameraIterableDataset(IterableDataset, Updateable):
         self.heights: List[int] = _as_list(self.cfg.height)
         self.widths: List[int] = _as_list(self.cfg.width)
         self.batch_sizes: List[int] = _as_list(self.cfg.batch_size)
-        n = len(self.heights)
-        if not (len(self.widths) == n and len(self.batch_sizes) in (1, n)):
+        n = max(len(self.heights), len(self.widths), len(self.batch_sizes))
+        if any(len(v) not in (1, n) for v in (self.heights, self.widths, self.batch_sizes)):
             raise ConfigError(
-                "data: height, width (and batch_size, if a list) need the same number of values"
+                "data: height, width and batch_size, where lists, need the same number of values"
             )
-        if len(self.batch_sizes) == 1:
-            self.batch_sizes = self.batch_sizes * n
-        if len(self.cfg.resolution_milestones) != n - 1:
+        # a single value holds at every milestone (e.g. data.width=32 over a list of widths)
+        self.heights, self.widths, self.batch_sizes = (
+            v * n if len(v) == 1 else v for v in (self.heights, self.widths, self.batch_sizes)
+        )
+        milestones = list(self.cfg.resolution_milestones)
+        if n == 1 and milestones:
+            # one size throughout (e.g. height/width overridden on a config with milestones)
+            threestudio.warn(
+                f"data.resolution_milestones {milestones} ignored: height, width and batch_size "
+                "do not change"
+            )
+            milestones = []
+        if len(milestones) != n - 1:
             raise ConfigError(
                 f"data.resolution_milestones needs {n - 1} step(s) for {n} resolutions, "
                 f"got {list(self.cfg.resolution_milestones)}"
             )
-        if list(self.cfg.resolution_milestones) != sorted(self.cfg.resolution_milestones):
+        if milestones != sorted(milestones):
             raise ConfigError("data.resolution_milestones must increase")
-        self.resolution_milestones = [0] + list(self.cfg.resolution_milestones)
+        self.resolution_milestones = [0] + milestones
         self.directions_unit_focals = [
             get_ray_directions(H=h, W=w, focal=1.0) for h, w in zip(self.heights, self.widths)
         ]

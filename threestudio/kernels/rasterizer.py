@@ -24,6 +24,7 @@ import weakref
 import torch
 
 from threestudio.kernels.backend import report_fallback
+from threestudio.utils.ops import as_resolution
 from threestudio.utils.typing import Float, Integer, List, Optional, Tensor, Tuple, Union
 
 # rasterise in chunks of at most this many candidate (triangle, pixel) pairs
@@ -149,7 +150,7 @@ def _perspective_barycentrics(corners, px, py):
 def torch_rasterize(
     pos: Float[Tensor, "B Nv 4"], tri: Integer[Tensor, "Nf 3"], resolution: Tuple[int, int]
 ) -> Tuple[Float[Tensor, "B H W 4"], Float[Tensor, "B H W 4"]]:
-    H, W = int(resolution[0]), int(resolution[1])
+    H, W = as_resolution(*resolution)
     tri = tri.long()
     rasts, dbs = [], []
     for b in range(pos.shape[0]):
@@ -445,8 +446,11 @@ class NVDiffRasterizerContext:
         tri: Integer[Tensor, "Nf 3"],
         resolution: Union[int, Tuple[int, int]],
     ) -> Tuple[Float[Tensor, "B H W 4"], Float[Tensor, "B H W 4"]]:
-        if isinstance(resolution, int):
-            resolution = (resolution, resolution)
+        # ints, or one-element tensors as a default collate makes of batch["height"]
+        if isinstance(resolution, (list, tuple)):
+            resolution = as_resolution(*resolution)
+        else:
+            resolution = as_resolution(resolution, resolution)
         return self.impl.rasterize(pos, tri, resolution)
 
     def rasterize_one(

@@ -4,8 +4,9 @@
 and logged), step bookkeeping (``true_global_step``, resume status), Updateable hooks around every
 batch, exact-resume state (RNG states, camera stream) and the evaluation/export plumbing.
 ``BaseLift3DSystem`` builds geometry, material, background and renderer from ``*_type`` + config
-pairs, the guidance and prompt processor when fitting starts, and writes validation grids, the
-test turntable video and ``--export`` files, so a method file only holds what is its own.
+pairs, the guidance and prompt processor when fitting starts (each built once: not at all when the
+method file builds its own, as systems written for the established API do), and writes validation
+grids, the test turntable video and ``--export`` files, so a method file only holds what is its own.
 """
 
 import os
@@ -34,8 +35,9 @@ from threestudio.utils.misc import (
     load_module_weights,
     split_weights_spec,
 )
+from threestudio.utils.ops import as_size
 from threestudio.utils.saving import SaverMixin
-from threestudio.utils.typing import Any, Dict, List, Optional, Tensor
+from threestudio.utils.typing import Any, Dict, List, Optional, Tensor, Tuple
 
 
 def _rng_state() -> Dict[str, Any]:
@@ -95,6 +97,7 @@ class BaseSystem(pl.LightningModule, Updateable, SaverMixin):
         self._eval_rng_state: Optional[Dict[str, Any]] = None
         self._pending_rng_state: Optional[Dict[str, Any]] = None
         self.configure()
+        self.finish_configure()
         if self.cfg.weights is not None:
             self.load_weights(self.cfg.weights, self.cfg.weights_ignore_modules)
         self.post_configure()
@@ -103,6 +106,10 @@ class BaseSystem(pl.LightningModule, Updateable, SaverMixin):
 
     def configure(self) -> None:
         pass
+
+    def finish_configure(self) -> None:
+        """After the subclass's ``configure()``, before weights are loaded: a base builds here
+        what the subclass may have built itself."""
 
     def post_configure(self) -> None:
         pass
@@ -198,6 +205,19 @@ class BaseSystem(pl.LightningModule, Updateable, SaverMixin):
             ret["lr_scheduler"] = parse_scheduler(self.cfg.scheduler, optim)
         return ret
 
+    # ---------- batches ----------
+
+    @staticmethod
+    def normalize_batch(batch: Any) -> None:
+        """In place, before every step: a datamodule's default collate turns an item's
+        height/width into tensors; renderers, guidance and image saving take them as ints, as
+        the random-camera batches hold them. (Done in the batch-start hooks rather than in
+        on_after_batch_transfer, which a datamodule may override.)"""
+        if isinstance(batch, dict):
+            for key in ("height", "width"):
+                if key in batch and not isinstance(batch[key], int):
+                    batch[key] = as_size(batch[key], key)
+
     # ---------- Updateable hooks around every batch ----------
 
     @property
@@ -214,6 +234,7 @@ class BaseSystem(pl.LightningModule, Updateable, SaverMixin):
             self._pending_rng_state = None
 
     def on_train_batch_start(self, batch, batch_idx, unused=0):
+        self.normalize_batch(batch)
         self.dataset = self.train_dataset
         update_if_possible(self.dataset, self.true_current_epoch, self.true_global_step)
         self.do_update_step(self.true_current_epoch, self.true_global_step)
@@ -226,12 +247,15 @@ class BaseSystem(pl.LightningModule, Updateable, SaverMixin):
         self.do_update_step(self.true_current_epoch, self.true_global_step)
 
     def on_validation_batch_start(self, batch, batch_idx, dataloader_idx=0):
+        self.normalize_batch(batch)
         self._eval_batch_start()
 
     def on_test_batch_start(self, batch, batch_idx, dataloader_idx=0):
+        self.normalize_batch(batch)
         self._eval_batch_start()
 
     def on_predict_batch_start(self, batch, batch_idx, dataloader_idx=0):
+        self.normalize_batch(batch)
         self._eval_batch_start()
 
     # evaluation must not move the training random stream (resume and straight runs agree)
@@ -297,6 +321,9 @@ class BaseSystem(pl.LightningModule, Updateable, SaverMixin):
         return None
 
 
+_LAZY_MEMBERS = ("guidance", "prompt_processor", "prompt_utils")
+
+
 class BaseLift3DSystem(BaseSystem):
     @dataclass
     class Config(BaseSystem.Config):
@@ -347,15 +374,62 @@ class BaseLift3DSystem(BaseSystem):
             material=self.material,
             background=self.background,
         )
+        # guidance, prompt_processor and prompt_utils are not set here: systems written for the
+        # established API build their own in configure() or on_fit_start(), and each is built
+        # once whichever side builds it (see finish_configure and _lazy_member)
+
+    # ---------- guidance and prompt processor: built once, by the subclass or here ----------
+
+    def _trainable_guidance(self) -> bool:
+        cfg = self.__dict__.get("cfg")
+        return bool(
+            cfg is not None
+            and cfg.guidance_type
+            and issubclass(threestudio.find(cfg.guidance_type), nn.Module)
+        )
+
+    def finish_configure(self) -> None:
         # trainable guidance (e.g. VSD's LoRA) must exist before the optimiser and checkpoint
-        # loading; frozen guidance is loaded only when fitting starts (not for --test/--export)
-        self.guidance = None
-        self.prompt_processor = None
-        self.prompt_utils = None
-        if self.cfg.guidance_type and issubclass(
-            threestudio.find(self.cfg.guidance_type), nn.Module
-        ):
-            self.guidance = threestudio.find(self.cfg.guidance_type)(self.cfg.guidance)
+        # loading: built now unless the subclass's configure() built (or used) one
+        super().finish_configure()
+        if self._trainable_guidance():
+            self.build_guidance_and_prompts(names=("guidance",))
+
+    def __getattr__(self, name: str) -> Any:
+        # only reached for attributes not set (nn.Module keeps modules in _modules)
+        if name in _LAZY_MEMBERS:
+            modules = self.__dict__.get("_modules", {})
+            return modules[name] if name in modules else self._lazy_member(name)
+        return super().__getattr__(name)
+
+    def _lazy_member(self, name: str) -> Any:
+        """Frozen guidance, prompt processor and prompt utils are built on first use once fitting
+        has started (never for --test/--export), so that a subclass that builds its own in
+        on_fit_start() (after super().on_fit_start()) leaves nothing for the base to build."""
+        # a trainable guidance may be needed from configure() on (its parameters are optimised)
+        trainable = name == "guidance" and self._trainable_guidance()
+        if not (self.__dict__.get("_build_members", False) or trainable):
+            return None
+        if name == "prompt_utils":
+            processor = self.prompt_processor
+            value = processor() if processor is not None else None
+        else:
+            type_name = getattr(self.cfg, f"{name}_type")
+            if not type_name:
+                return None
+            value = threestudio.find(type_name)(getattr(self.cfg, name))
+        setattr(self, name, value)
+        return value
+
+    def build_guidance_and_prompts(
+        self, names: Tuple[str, ...] = ("prompt_processor", "prompt_utils", "guidance")
+    ) -> None:
+        """Build whatever of ``names`` neither the subclass nor an earlier use has built (called
+        when training starts)."""
+        for name in names:
+            if name in self.__dict__ and self.__dict__[name] is None:
+                del self.__dict__[name]  # an explicit None: build as if never set
+            getattr(self, name)
 
     def _build_geometry(self):
         geometry_cls = threestudio.find(self.cfg.geometry_type)
@@ -401,13 +475,14 @@ class BaseLift3DSystem(BaseSystem):
         fresh = not self.resumed and self.cfg.weights is None and not self.cfg.geometry_convert_from
         if fresh and hasattr(self.geometry, "initialize_shape"):
             self.geometry.initialize_shape()
-        if self.cfg.prompt_processor_type:
-            self.prompt_processor = threestudio.find(self.cfg.prompt_processor_type)(
-                self.cfg.prompt_processor
-            )
-            self.prompt_utils = self.prompt_processor()
-        if self.guidance is None and self.cfg.guidance_type:
-            self.guidance = threestudio.find(self.cfg.guidance_type)(self.cfg.guidance)
+        # from now on, guidance / prompt_processor / prompt_utils are built on first use (or
+        # when training starts) unless the subclass builds its own first
+        self._build_members = True
+
+    def on_train_start(self) -> None:
+        # before the restored random state is applied: loading models draws random numbers
+        self.build_guidance_and_prompts()
+        super().on_train_start()
 
     # ---------- rendering and evaluation shared by every method ----------
 

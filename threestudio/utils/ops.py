@@ -341,3 +341,22 @@ def perpendicular_component(x: Float[Tensor, "B C H W"], y: Float[Tensor, "B C H
         ).view(-1, 1, 1, 1)
         * y
     )
+
+
+def as_size(value: Any, name: str = "size") -> int:
+    """An image size (``batch["height"]``/``batch["width"]``) as an int. A dataloader's default
+    collate turns an item's int into a tensor of one value per item: those are read out (all
+    items must agree); ints and numpy integers pass."""
+    if torch.is_tensor(value) or hasattr(value, "__array__"):
+        values = torch.as_tensor(value).reshape(-1)
+        if values.numel() == 0 or not bool((values == values[0]).all()):
+            raise ValueError(f"{name} must be one value for the whole batch, got {value}")
+        return int(values[0])
+    if isinstance(value, (list, tuple)):
+        return as_size(torch.as_tensor(value), name)
+    return int(value)
+
+
+def as_resolution(height: Any, width: Any) -> Tuple[int, int]:
+    """``(as_size(height), as_size(width))``."""
+    return as_size(height, "height"), as_size(width, "width")

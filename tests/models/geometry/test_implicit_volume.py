@@ -203,3 +203,37 @@ def test_integer_values_are_accepted_where_numbers_are_expected():
     zero_(geo.density_network)
     assert geo.cfg.isosurface_threshold == 10
     torch.testing.assert_close(geo.forward_density(torch.zeros(1, 3)), torch.zeros(1, 1))
+
+
+@pytest.mark.parametrize("normal_type", ["finite_difference", "finite_difference_laplacian"])
+def test_finite_difference_normals_difference_the_activated_density(normal_type):
+    # as the established ImplicitVolume: the activated density (forward_density) is
+    # differenced, not the raw one; a large step and exp make the two differ visibly
+    eps = 0.1
+    geo = make_volume(
+        density_bias=0.0,
+        density_activation="exp",
+        normal_type=normal_type,
+        finite_difference_normal_eps=eps,
+    )
+    geo.density_network = QuadraticField()
+    points = torch.tensor([[0.3, -0.2, 0.1], [-0.1, 0.25, -0.3], [0.2, 0.2, 0.2]])
+
+    def raw(p):  # the field QuadraticField gives, by hand
+        return -(p[..., 0] ** 2 + 2 * p[..., 1] ** 2 + 3 * p[..., 2] ** 2)
+
+    steps = torch.eye(3) * eps
+
+    def hand_normal(field):
+        if normal_type == "finite_difference":
+            grad = (field(points[:, None] + steps) - field(points)[:, None]) / eps
+        else:
+            grad = (field(points[:, None] + steps) - field(points[:, None] - steps)) / (2 * eps)
+        return F.normalize(-grad, dim=-1)
+
+    with torch.no_grad():
+        normal = geo(points, output_normal=True)["normal"]
+    expected = hand_normal(lambda p: torch.exp(raw(p)))
+    torch.testing.assert_close(normal, expected, atol=1e-5, rtol=0)
+    # the raw density's difference points elsewhere: the test tells the two apart
+    assert (hand_normal(raw) - expected).abs().max() > 1e-3

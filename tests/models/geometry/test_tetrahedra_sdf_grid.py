@@ -198,7 +198,43 @@ def test_create_from_auto_threshold_and_errors():
     with pytest.raises(UserError, match="no surface"):
         threestudio.find("tetrahedra-sdf-grid").create_from(vol, {"isosurface_resolution": 8})
     with pytest.raises(ConfigError, match="cannot create"):
-        threestudio.find("tetrahedra-sdf-grid").create_from(make_grid(isosurface_resolution=4))
+        threestudio.find("tetrahedra-sdf-grid").create_from(torch.nn.Linear(1, 1))
+
+
+@pytest.mark.parametrize("copy_net", [True, False])
+def test_create_from_tetrahedra_sdf_grid_keeps_the_mesh(copy_net):
+    # a geometry stage turned into a texture stage (multi-stage pipelines): box, SDF and
+    # deformation are copied, so the extracted mesh is the source's
+    torch.manual_seed(0)
+    src = make_grid(isosurface_resolution=12, shape_init="sphere", shape_init_params=0.5)
+    src.initialize_shape()
+    with torch.no_grad():
+        src.isosurface_bbox.mul_(0.8)
+        src.sdf.add_(torch.randn_like(src.sdf) * 0.02)
+        src.deformation.normal_(std=0.3)
+        for p in src.encoding.parameters():
+            p.normal_()
+    geo = threestudio.find("tetrahedra-sdf-grid").create_from(
+        src,
+        {
+            "isosurface_resolution": 12,
+            "pos_encoding_config": TINY_ENCODING,
+            "mlp_network_config": TINY_MLP,
+        },
+        copy_net=copy_net,
+    )
+    mesh, expected = geo.isosurface(), src.isosurface()
+    assert mesh.t_pos_idx.shape[0] > 0
+    assert torch.equal(mesh.t_pos_idx, expected.t_pos_idx)
+    torch.testing.assert_close(mesh.v_pos, expected.v_pos, rtol=0, atol=0)
+    torch.testing.assert_close(geo.isosurface_bbox, src.isosurface_bbox)
+    points = torch.rand(16, 3) - 0.5
+    same = torch.equal(geo(points)["features"], src(points)["features"])
+    assert same == copy_net
+    # the copies are the new stage's own parameters
+    assert geo.sdf is not src.sdf and geo.sdf.requires_grad
+    with pytest.raises(ConfigError, match="isosurface_resolution"):
+        threestudio.find("tetrahedra-sdf-grid").create_from(src, {"isosurface_resolution": 8})
 
 
 def test_fix_geometry_caches_the_mesh_and_has_no_geometry_parameters():

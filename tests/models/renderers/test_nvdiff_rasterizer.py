@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -133,6 +134,24 @@ def test_background_gets_pixel_ray_directions_and_context_is_built_once():
         ctx = renderer.ctx
         renderer(mvp[None], position[None], position[None], 8, 8, render_rgb=False)
     assert renderer.ctx is ctx
+
+
+def test_height_and_width_may_be_collated_tensors():
+    # an image datamodule's default collate makes batch["height"]/["width"] tensors
+    geometry = sphere_grid(0.4, resolution=16)
+    renderer = make_renderer(geometry)
+    position = torch.tensor([0.0, 3.0, 1.0])
+    _, mvp = look_at_camera(position)
+    with torch.no_grad():
+        ref = renderer(mvp[None], position[None], position[None], 12, 8)
+        for h, w in [(torch.tensor([12]), torch.tensor([8])), (torch.tensor(12), np.int64(8))]:
+            out = renderer(mvp[None], position[None], position[None], h, w)
+            assert out["comp_rgb"].shape == (1, 12, 8, 3)
+            torch.testing.assert_close(out["comp_rgb"], ref["comp_rgb"])
+            torch.testing.assert_close(out["opacity"], ref["opacity"])
+        geometry.sdf.data.fill_(1.0)  # the empty-mesh path too
+        out = renderer(mvp[None], position[None], position[None], torch.tensor([12]), 8)
+        assert out["comp_rgb"].shape == (1, 12, 8, 3)
 
 
 def test_empty_mesh_renders_background():

@@ -192,6 +192,8 @@ def test_importance_and_proposal_reproduce_stratified_on_smooth_scene():
         estimator="importance",
         num_samples_per_ray=48,
         num_samples_per_ray_importance=32,
+        near_plane=1.0,  # the rays cross the [-1, 1] box for t in [1, 3]
+        far_plane=3.0,
     ).eval()
     out = render(imp, rays)
     assert (out["opacity"] - ref["opacity"]).abs().max().item() < 0.01
@@ -205,6 +207,8 @@ def test_importance_and_proposal_reproduce_stratified_on_smooth_scene():
         estimator="proposal",
         num_samples_per_ray=48,
         num_samples_per_ray_proposal=32,
+        near_plane=1.0,
+        far_plane=3.0,
         proposal_network_config={
             "n_input_dims": 3,
             "n_output_dims": 1,
@@ -225,6 +229,28 @@ def test_importance_and_proposal_reproduce_stratified_on_smooth_scene():
     out = render(prop, rays)
     assert (out["opacity"] - ref["opacity"]).abs().max().item() < 0.01
     assert (out["depth"] - ref["depth"])[hit].abs().max().item() < 0.02
+
+
+@pytest.mark.parametrize("near,far", [(1.5, 2.5), (0.5, 3.5)])
+def test_importance_samples_lie_between_near_and_far_planes(near, far):
+    # as the established renderer: the importance estimator samples [near_plane, far_plane],
+    # not the ray-box interval ([1, 3] for these rays)
+    geo = AnalyticDensity({"shape": "blob", "sigma": 8.0, "size": 0.25})
+    r = make(
+        "nerf-volume-renderer",
+        geo,
+        estimator="importance",
+        num_samples_per_ray=16,
+        num_samples_per_ray_importance=8,
+        near_plane=near,
+        far_plane=far,
+    )
+    rays_o, rays_d, _ = parallel_rays(4)
+    for mode in (r.train, r.eval):
+        mode()
+        _, t_starts, t_ends = r.sample(rays_o.reshape(-1, 3), rays_d.reshape(-1, 3))
+        assert t_starts.min().item() >= near - 1e-6 and t_ends.max().item() <= far + 1e-6
+        assert t_starts.min().item() < near + 0.2 and t_ends.max().item() > far - 0.2
 
 
 @pytest.mark.parametrize("use_volsdf", [False, True])

@@ -291,17 +291,19 @@ class DensityLevelMixin:
         return -(field - threshold)
 
     def finite_difference_normal(
-        self, points: Float[Tensor, "*N 3"], raw_density: Float[Tensor, "*N 1"]
+        self, points: Float[Tensor, "*N 3"], density: Float[Tensor, "*N 1"]
     ) -> Float[Tensor, "*N 3"]:
-        """Minus the raw density's finite-difference gradient (density grows inwards), not yet
-        normalised; central differences for ``finite_difference_laplacian``."""
+        """Minus the finite-difference gradient of the activated density (``forward_density``,
+        as the established ImplicitVolume differences it; density grows inwards), not yet
+        normalised; ``density`` is its value at ``points``. Central differences for
+        ``finite_difference_laplacian``."""
         return -finite_difference_gradient(
-            self.forward_raw_density,
+            self.forward_density,
             points,
             self.cfg.finite_difference_normal_eps,
             central=self.cfg.normal_type == "finite_difference_laplacian",
             radius=self.cfg.radius,
-            field_at_points=raw_density,
+            field_at_points=density,
         )
 
 

@@ -107,7 +107,7 @@ class ImplicitVolume(DensityLevelMixin, EncodedFieldMixin, BaseImplicitGeometry)
         raw_density, density = self.get_activated_density(points, density)
         output: Dict[str, Tensor] = {"density": density, **self.features_from(enc, batch_shape)}
         if output_normal:
-            normal = self._normal(points, enc, raw_density, create_graph)
+            normal = self._normal(points, enc, raw_density, density, create_graph)
             output.update({"normal": normal, "shading_normal": normal})
         return output
 
@@ -116,12 +116,13 @@ class ImplicitVolume(DensityLevelMixin, EncodedFieldMixin, BaseImplicitGeometry)
         points: Float[Tensor, "*N 3"],
         enc: Float[Tensor, "N Denc"],
         raw_density: Float[Tensor, "*N 1"],
+        density: Float[Tensor, "*N 1"],
         create_graph: bool,
     ) -> Float[Tensor, "*N 3"]:
         # density grows inwards, so the outward normal is minus its gradient
         normal_type = self.cfg.normal_type
         if normal_type in ("finite_difference", "finite_difference_laplacian"):
-            normal = self.finite_difference_normal(points, raw_density)
+            normal = self.finite_difference_normal(points, density)
         elif normal_type == "pred":
             normal = self.normal_network(enc).view(*points.shape[:-1], 3)
         elif normal_type == "analytic":

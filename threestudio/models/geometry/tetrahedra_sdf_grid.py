@@ -164,16 +164,21 @@ class TetrahedraSDFGrid(TextureFieldMixin, BaseExplicitGeometry):
         copy_net: bool = True,
         **kwargs,
     ) -> "TetrahedraSDFGrid":
-        """From an implicit geometry (implicit-volume, implicit-sdf): its field is evaluated at
-        the tet grid vertices, thresholded at its ``isosurface_threshold`` (a number or "auto")
-        and stored as the grid's level (negative inside); with ``isosurface_coarse_to_fine`` the
-        grid is first fitted to the surface's bounding box (+10%). A deformation the source
-        predicts is copied when both grids are deformable; with ``copy_net`` the texture
-        encoding and feature network are copied where their shapes match."""
+        """From another tetrahedra-sdf-grid (a geometry stage turned into a texture stage): its
+        box, SDF and (when both grids are deformable) deformation are copied; the resolutions
+        must agree. From an implicit geometry (implicit-volume, implicit-sdf): its field is
+        evaluated at the tet grid vertices, thresholded at its ``isosurface_threshold`` (a number
+        or "auto") and stored as the grid's level (negative inside); with
+        ``isosurface_coarse_to_fine`` the grid is first fitted to the surface's bounding box
+        (+10%); a deformation the source predicts is copied when both grids are deformable.
+        With ``copy_net`` the texture encoding and feature network are copied where their
+        shapes match."""
+        if isinstance(other, TetrahedraSDFGrid):
+            return TetrahedraSDFGrid._create_from_grid(other, cfg, copy_net, **kwargs)
         if not isinstance(other, BaseImplicitGeometry):
             raise ConfigError(
                 f"cannot create tetrahedra-sdf-grid from {other.__class__.__name__} "
-                "(use an implicit-volume or implicit-sdf stage)"
+                "(use a tetrahedra-sdf-grid, implicit-volume or implicit-sdf stage)"
             )
         instance = TetrahedraSDFGrid(cfg, **kwargs)
         device = other.bbox.device
@@ -200,17 +205,47 @@ class TetrahedraSDFGrid(TextureFieldMixin, BaseExplicitGeometry):
         if instance.deformation is not None and deformation is not None:
             instance.deformation.data.copy_(deformation)
         instance.mesh = None
-        if copy_net and not instance.cfg.geometry_only:
-            if hasattr(other, "encoding") and hasattr(other, "feature_network"):
-                if copy_if_shapes_match(instance.encoding, other.encoding, "encoding"):
-                    copy_if_shapes_match(
-                        instance.feature_network, other.feature_network, "feature_network"
-                    )
-            else:
-                threestudio.warn(
-                    f"create_from: {other.__class__.__name__} has no texture network to copy"
-                )
+        if copy_net:
+            instance._copy_texture_field(other)
         return instance
+
+    @staticmethod
+    @torch.no_grad()
+    def _create_from_grid(
+        other: "TetrahedraSDFGrid", cfg: Optional[Union[dict, Any]], copy_net: bool, **kwargs
+    ) -> "TetrahedraSDFGrid":
+        instance = TetrahedraSDFGrid(cfg, **kwargs)
+        if instance.cfg.isosurface_resolution != other.cfg.isosurface_resolution:
+            raise ConfigError(
+                "create_from: isosurface_resolution differs from the source tetrahedra-sdf-grid's "
+                f"({instance.cfg.isosurface_resolution} vs {other.cfg.isosurface_resolution}); "
+                "set it to the source's"
+            )
+        instance.to(other.sdf.device)
+        instance.isosurface_bbox.copy_(other.isosurface_bbox)
+        instance.sdf.data.copy_(other.sdf.data)
+        if instance.deformation is not None and other.deformation is not None:
+            instance.deformation.data.copy_(other.deformation.data)
+        elif other.deformation is not None:
+            threestudio.warn(
+                "create_from: the source grid's deformation is dropped "
+                "(isosurface_deformable_grid is false here)"
+            )
+        instance.mesh = None
+        if copy_net and other.has_texture_field:
+            instance._copy_texture_field(other)
+        return instance
+
+    def _copy_texture_field(self, other: BaseGeometry) -> None:
+        if self.cfg.geometry_only:
+            return
+        if hasattr(other, "encoding") and hasattr(other, "feature_network"):
+            if copy_if_shapes_match(self.encoding, other.encoding, "encoding"):
+                copy_if_shapes_match(self.feature_network, other.feature_network, "feature_network")
+        else:
+            threestudio.warn(
+                f"create_from: {other.__class__.__name__} has no texture network to copy"
+            )
 
     def grid_points_in(self, bbox: Float[Tensor, "2 3"]) -> Float[Tensor, "Nv 3"]:
         return scale_tensor(

@@ -127,14 +127,15 @@ class VolumeGrid(DensityLevelMixin, BaseImplicitGeometry):
         coords = self.to_grid_coords(points)
         out = trilinear_sample(self.grid, coords)
         raw_density = out[..., :1] * torch.exp(self.density_scale) + self.density_bias(points)
+        density = self.density_activation(raw_density)
         output: Dict[str, Tensor] = {
-            "density": self.density_activation(raw_density),
+            "density": density,
             "features": out[..., 1:],
         }
         if output_normal:
             normal_type = self.cfg.normal_type
             if normal_type in ("finite_difference", "finite_difference_laplacian"):
-                normal = self.finite_difference_normal(points, raw_density)
+                normal = self.finite_difference_normal(points, density)
             elif normal_type == "pred":
                 normal = trilinear_sample(self.normal_grid, coords)
             elif normal_type == "analytic":

@@ -5,7 +5,6 @@ import torch
 import threestudio
 from threestudio.kernels.ray_marching import (
     ImportanceEstimator,
-    ray_aabb_intersect,
     render_weight_from_density,
 )
 from threestudio.models.renderers.base import VolumeRenderer
@@ -30,7 +29,8 @@ class NeRFVolumeRenderer(PackedSamplesMixin, VolumeRenderer):
         eval_chunk_size: int = 160000  # points per geometry/material call in eval (0: all)
         randomized: bool = True  # jittered (stratified) samples in training; never in eval
 
-        near_plane: float = 0.0  # clip distances along the ray
+        # clip distances along the ray; importance/proposal sample all of [near, far] (set both)
+        near_plane: float = 0.0
         far_plane: float = 1e10  # see near_plane
 
         return_comp_normal: bool = False  # also return comp_normal in training
@@ -98,13 +98,6 @@ class NeRFVolumeRenderer(PackedSamplesMixin, VolumeRenderer):
 
     # ------------------------------------------------------------------ sampling
 
-    def _ray_bounds(self, rays_o, rays_d):
-        t_near, t_far, hit = ray_aabb_intersect(rays_o, rays_d, self.bbox.view(-1))
-        t_min = t_near.clamp(min=self.cfg.near_plane)
-        t_max = torch.maximum(t_far.clamp(max=self.cfg.far_plane), t_min)
-        t_max = torch.where(hit, t_max, t_min)  # a ray that misses gets zero-length samples
-        return t_min[:, None], t_max[:, None]
-
     def _density_at(self, positions):
         if self.training:
             return self.geometry.forward_density(positions)
@@ -122,7 +115,9 @@ class NeRFVolumeRenderer(PackedSamplesMixin, VolumeRenderer):
 
             return self.occgrid_sample(rays_o, rays_d, sigma_fn=sigma_fn)
 
-        t_min, t_max = self._ray_bounds(rays_o, rays_d)
+        # importance and proposal sample [near_plane, far_plane] (as the established renderer
+        # does), not the ray-box interval: configs using them set both planes
+        t_min, t_max = self.cfg.near_plane, self.cfg.far_plane
 
         def dense_sigma_fn(t_starts, t_ends, density_fn):
             positions = rays_o[:, None] + rays_d[:, None] * ((t_starts + t_ends)[..., None] / 2)

@@ -12,6 +12,7 @@ import threestudio
 from threestudio.kernels.rasterizer import NVDiffRasterizerContext
 from threestudio.models.renderers.base import Rasterizer
 from threestudio.utils.errors import ConfigError
+from threestudio.utils.ops import as_resolution
 from threestudio.utils.typing import Any, Dict, Float, Optional, Tensor
 
 CONTEXT_TYPES = ("gl", "cuda")
@@ -66,11 +67,12 @@ class NVDiffRasterizer(Rasterizer):
         mvp_mtx: Float[Tensor, "B 4 4"],
         camera_positions: Float[Tensor, "B 3"],
         light_positions: Float[Tensor, "B 3"],
-        height: int,
-        width: int,
+        height: Any,
+        width: Any,
         render_rgb: bool = True,
         **kwargs,
     ) -> Dict[str, Any]:
+        height, width = as_resolution(height, width)  # ints or a collated batch's tensors
         batch_size = mvp_mtx.shape[0]
         mesh = self.geometry.isosurface()
         out: Dict[str, Any] = {"mesh": mesh}
