@@ -387,21 +387,32 @@ class ImageEditMixin:
         return {"edit_images": edit_images.permute(0, 2, 3, 1), "timesteps": t}
 
 
+def _square_size(size: Any) -> int:
+    return int(size[0]) if isinstance(size, (list, tuple)) else int(size)
+
+
 class VAELatentsMixin:
     """Encode renders into (and decode out of) a Stable-Diffusion-style VAE latent space.
 
-    Sizes come from ``vae.config.sample_size`` so tiny test models work like the real ones."""
+    Sizes follow the diffusers pipelines: the UNet runs on ``unet.config.sample_size`` latents
+    and renders are resized to that times the VAE's downsampling factor. (``vae.config.
+    sample_size`` is not used: the published SD 2.1-base VAE says 768 where its UNet is trained
+    on 64² latents of 512² images.) Tiny test models follow the same rule."""
 
     vae: Any
+    unet: Any  # the denoiser whose sample size sets the latent size
 
     @property
-    def image_size(self) -> int:
-        size = self.vae.config.sample_size
-        return size[0] if isinstance(size, (list, tuple)) else int(size)
+    def vae_scale_factor(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
 
     @property
     def latent_size(self) -> int:
-        return self.image_size // 2 ** (len(self.vae.config.block_out_channels) - 1)
+        return _square_size(self.unet.config.sample_size)
+
+    @property
+    def image_size(self) -> int:
+        return self.latent_size * self.vae_scale_factor
 
     def encode_images(self, imgs: Float[Tensor, "B 3 H W"]) -> Float[Tensor, "B 4 h w"]:
         input_dtype = imgs.dtype

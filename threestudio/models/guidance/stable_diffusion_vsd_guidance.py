@@ -117,6 +117,10 @@ class StableDiffusionVSDGuidance(DiffusionGuidanceMixin, VAELatentsMixin, BaseMo
     def vae(self) -> AutoencoderKL:
         return self.frozen.vae
 
+    @property
+    def unet(self) -> UNet2DConditionModel:
+        return self.frozen.unet
+
     def forward_pretrained(self, latents: Tensor, t: Tensor, embeddings: Tensor) -> Tensor:
         return self.run_unet(self.frozen.unet, latents, t, embeddings)
 

@@ -62,7 +62,7 @@ class Zero123Guidance(DiffusionGuidanceMixin, VAELatentsMixin, BaseObject):
         ):
             freeze(part)
         self.pipe.to(self.device)
-        self.vae = self.pipe.vae
+        self.vae, self.unet = self.pipe.vae, self.pipe.unet
         self.scheduler = self.pipe.scheduler
         self.scheduler_ddim = ddim_scheduler(self.scheduler)
         self.setup_schedule(self.scheduler)
