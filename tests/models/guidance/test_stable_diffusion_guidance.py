@@ -65,7 +65,8 @@ def test_sds_gradient_matches_hand_computation(tiny_sd_path, prompt_utils, laten
     alpha_bar = guidance.scheduler.alphas_cumprod[t].view(-1, 1, 1, 1)
     noisy = alpha_bar.sqrt() * latents + (1 - alpha_bar).sqrt() * noise
     cond, uncond = unet_eps(guidance, noisy, t, prompt_utils)
-    expected = (1 - alpha_bar) * (uncond + 7.5 * (cond - uncond) - noise)
+    # the established SDS form: cond + s (cond - uncond)
+    expected = (1 - alpha_bar) * (cond + 7.5 * (cond - uncond) - noise)
     # loss = 0.5 * |x - (x - g)|^2 / B  =>  d loss / dx = g / B
     # float32 sums in the perpendicular projection change with the thread count (~2e-5)
     torch.testing.assert_close(grad * B, expected, rtol=1e-4, atol=1e-4)
@@ -82,9 +83,9 @@ def test_guidance_scale_is_linear_in_cfg_direction(tiny_sd_path, prompt_utils, l
     alpha_bar = guidance.scheduler.alphas_cumprod[t].view(-1, 1, 1, 1)
     noisy = alpha_bar.sqrt() * latents + (1 - alpha_bar).sqrt() * noise
     cond, uncond = unet_eps(guidance, noisy, t, prompt_utils)
-    # scale 1 is the conditional prediction alone; each extra unit adds w * (cond - uncond)
+    # cond + s (cond - uncond): scale 1 is 2 cond - uncond; each extra unit adds w (cond - uncond)
     torch.testing.assert_close(
-        grads[1.0] * B, (1 - alpha_bar) * (cond - noise), atol=1e-5, rtol=1e-4
+        grads[1.0] * B, (1 - alpha_bar) * (2 * cond - uncond - noise), atol=1e-5, rtol=1e-4
     )
     step = (grads[2.0] - grads[1.0]) * B
     torch.testing.assert_close(step, (1 - alpha_bar) * (cond - uncond), atol=1e-5, rtol=1e-4)
@@ -162,10 +163,9 @@ def test_sjc_gradient_matches_hand_computation(tiny_sd_path, prompt_utils, laten
         sigma = ((1 - a) / a).sqrt()
         zs = latents + sigma * noise
         cond, uncond = unet_eps(guidance, zs / (1 + sigma**2).sqrt(), t, prompt_utils)
-        denoised = zs - sigma * (uncond + 4.0 * (cond - uncond))
+        denoised = zs - sigma * (cond + 4.0 * (cond - uncond))
         expected = -(denoised - (latents if var_red else zs)) / sigma
-        # float32 sums in the perpendicular projection change with the thread count (~2e-5)
-    torch.testing.assert_close(grad * B, expected, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(grad * B, expected, rtol=1e-4, atol=1e-4)
 
 
 def test_perp_neg_adds_perpendicular_negative_directions(tiny_sd_path, prompt_utils, latents):
@@ -282,8 +282,21 @@ def test_hifa_image_loss_gradient(tiny_sd_path, prompt_utils):
         a = guidance.scheduler.alphas_cumprod[t].view(-1, 1, 1, 1)
         noisy = a.sqrt() * latents + (1 - a).sqrt() * noise
         cond, uncond = unet_eps(guidance, noisy, t, prompt_utils)
-        eps = uncond + 2.0 * (cond - uncond)
+        eps = cond + 2.0 * (cond - uncond)
         x0 = (noisy - (1 - a).sqrt() * eps) / a.sqrt()
         image_x0 = (vae.decode(x0 / vae.config.scaling_factor).sample * 0.5 + 0.5).clamp(0, 1)
         expected = (1 - a) * (image - image_x0) * a.sqrt() / (1 - a).sqrt()
     torch.testing.assert_close(rgb.grad.permute(0, 3, 1, 2), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_cfg_form_uncond_is_the_diffusers_form(tiny_sd_path, prompt_utils, latents):
+    guidance = make_guidance(tiny_sd_path, guidance_scale=7.5, cfg_form="uncond")
+    grad = run_on_latents(guidance, prompt_utils, latents)[1]
+    t, noise = replay_noise(guidance, latents)
+    alpha_bar = guidance.scheduler.alphas_cumprod[t].view(-1, 1, 1, 1)
+    noisy = alpha_bar.sqrt() * latents + (1 - alpha_bar).sqrt() * noise
+    cond, uncond = unet_eps(guidance, noisy, t, prompt_utils)
+    expected = (1 - alpha_bar) * (uncond + 7.5 * (cond - uncond) - noise)
+    torch.testing.assert_close(grad * B, expected, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ConfigError, match="cfg_form 'diffusers'"):
+        make_guidance(tiny_sd_path, cfg_form="diffusers")

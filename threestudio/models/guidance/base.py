@@ -20,6 +20,16 @@ from threestudio.utils.ops import perpendicular_component
 from threestudio.utils.typing import Any, Callable, Dict, Float, Optional, Tensor, Tuple
 
 WEIGHTING_STRATEGIES = ("sds", "uniform", "fantasia3d")
+CFG_FORMS = ("cond", "uncond")
+
+
+def combine_cfg(cond: Tensor, uncond: Tensor, scale: float, form: str) -> Tensor:
+    """Classifier-free guidance of two predictions. ``cond``: ``cond + s (cond - uncond)``, the
+    form of DreamFusion's and threestudio's SDS/SJC/IF guidances (their published scales, 100
+    for SD and 20 for IF, were tuned for it; an effective diffusers scale of s + 1).
+    ``uncond``: ``uncond + s (cond - uncond)``, the diffusers form (VSD, ControlNet, Zero123)."""
+    base = cond if form == "cond" else uncond
+    return base + scale * (cond - uncond)
 
 
 def _load_pretrained(cls, name: str, **kwargs):
@@ -98,7 +108,10 @@ class DiffusionGuidanceConfig:
 
     pretrained_model_name_or_path: str = "runwayml/stable-diffusion-v1-5"  # hub id or folder
     half_precision_weights: bool = True  # fp16 weights on CUDA; the CPU keeps float32
-    guidance_scale: float = 100.0  # classifier-free guidance: eps_u + s (eps_c - eps_u)
+    guidance_scale: float = 100.0  # classifier-free guidance scale s (see cfg_form)
+    # plain CFG: cond = eps_c + s (eps_c - eps_u) | uncond = eps_u + s (eps_c - eps_u) (diffusers);
+    # Perp-Neg is always eps_u + s (delta + perp. negatives); InstructPix2Pix has its own
+    cfg_form: str = "uncond"
     grad_clip: Optional[Any] = None  # a C() schedule; clamps every gradient element to [-c, c]
     # timesteps are drawn from [1000 * min, 1000 * max]; both C() schedules
     min_step_percent: Any = 0.02
@@ -167,6 +180,11 @@ class DiffusionGuidanceMixin:
             raise ConfigError(
                 f"weighting_strategy '{self.cfg.weighting_strategy}' is unknown; use one of "
                 f"{', '.join(WEIGHTING_STRATEGIES)}"
+            )
+        if self.cfg.cfg_form not in CFG_FORMS:
+            raise ConfigError(
+                f"cfg_form '{self.cfg.cfg_form}' is unknown; use 'cond' (cond + s (cond - uncond)) "
+                "or 'uncond' (uncond + s (cond - uncond))"
             )
         self.num_train_timesteps = scheduler.config.num_train_timesteps
         self.alphas = scheduler.alphas_cumprod.to(self.device, torch.float32)
@@ -239,9 +257,11 @@ class DiffusionGuidanceMixin:
         text_embeddings: Tensor,
         neg_guidance_weights: Optional[Tensor],
         guidance_scale: float,
+        cfg_form: str = "uncond",
     ) -> Dict[str, Tensor]:
-        """Classifier-free guidance: ``uncond + s * (cond - uncond)``; with Perp-Neg the negative
-        prompts add their components perpendicular to ``cond - uncond``.
+        """Classifier-free guidance (``combine_cfg`` in ``cfg_form``). With Perp-Neg the
+        negative prompts add their components perpendicular to ``cond - uncond`` and the result
+        is ``uncond + s * (delta + accum)`` whatever ``cfg_form`` says, as published.
         ``predict(x, t, embeddings)`` runs the denoiser on a stacked batch."""
         batch_size = noisy.shape[0]
         noisy_in, t_in = [noisy, noisy], [t, t]
@@ -253,8 +273,10 @@ class DiffusionGuidanceMixin:
         pred = predict(torch.cat(noisy_in, dim=0), torch.cat(t_in), text_embeddings)
         pred_cond = pred[:batch_size]
         pred_uncond = pred[batch_size : 2 * batch_size]
-        delta = pred_cond - pred_uncond
-        if neg_guidance_weights is not None:
+        if neg_guidance_weights is None:
+            noise_pred = combine_cfg(pred_cond, pred_uncond, guidance_scale, cfg_form)
+        else:
+            delta = pred_cond - pred_uncond
             pred_neg = pred[2 * batch_size :]
             accum = torch.zeros_like(delta)
             for i in range(n_neg):
@@ -262,9 +284,9 @@ class DiffusionGuidanceMixin:
                 accum = accum + neg_guidance_weights[:, i].view(-1, 1, 1, 1).to(
                     delta
                 ) * perpendicular_component(delta_neg, delta)
-            delta = delta + accum
+            noise_pred = pred_uncond + guidance_scale * (delta + accum)
         return {
-            "noise_pred": pred_uncond + guidance_scale * delta,
+            "noise_pred": noise_pred,
             "noise_pred_cond": pred_cond,
             "noise_pred_uncond": pred_uncond,
         }
@@ -276,11 +298,17 @@ class DiffusionGuidanceMixin:
         neg_guidance_weights: Optional[Tensor],
     ) -> Callable[[Tensor, Tensor], Tensor]:
         """``(x_noisy, t) -> guided noise`` of the whole batch: ``guided_noise`` of the denoiser
-        ``predict`` with these embeddings at ``cfg.guidance_scale``."""
+        ``predict`` with these embeddings at ``cfg.guidance_scale`` in ``cfg.cfg_form``."""
 
         def guided(x: Tensor, t: Tensor) -> Tensor:
             return self.guided_noise(
-                predict, x, t, text_embeddings, neg_guidance_weights, self.cfg.guidance_scale
+                predict,
+                x,
+                t,
+                text_embeddings,
+                neg_guidance_weights,
+                self.cfg.guidance_scale,
+                self.cfg.cfg_form,
             )["noise_pred"]
 
         return guided
@@ -296,9 +324,9 @@ class DiffusionGuidanceMixin:
 
         def guided(x: Tensor, t: Tensor, b: int) -> Tensor:
             embeddings, weights = self.item_embeddings(text_embeddings, neg_guidance_weights, b)
-            return self.guided_noise(predict, x, t, embeddings, weights, self.cfg.guidance_scale)[
-                "noise_pred"
-            ]
+            return self.guided_noise(
+                predict, x, t, embeddings, weights, self.cfg.guidance_scale, self.cfg.cfg_form
+            )["noise_pred"]
 
         return guided
 

@@ -27,6 +27,8 @@ class StableDiffusionGuidance(DiffusionGuidanceMixin, VAELatentsMixin, BaseObjec
 
     @dataclass
     class Config(BaseObject.Config, DiffusionGuidanceConfig, SpeedupConfig):
+        # the established SDS/SJC form cond + s (cond - uncond), for which 100 was tuned
+        cfg_form: str = "cond"
         # HiFA: t = max - (max - min) * sqrt(step / trainer_max_steps) instead of random
         sqrt_anneal: bool = False
         trainer_max_steps: int = 25000  # for sqrt_anneal

@@ -181,6 +181,7 @@ class StableDiffusionVSDGuidance(DiffusionGuidanceMixin, VAELatentsMixin, BaseMo
                 text_embeddings,
                 None,
                 self.cfg.guidance_scale_lora,
+                "uncond",  # as established, whatever cfg_form says for the pretrained model
             )["noise_pred"]
         grad = self.sds_weight(t) * (noise_pred_pretrain - noise_pred_est)
 

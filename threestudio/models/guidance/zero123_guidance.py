@@ -10,6 +10,7 @@ from threestudio.models.guidance.base import (
     DiffusionGuidanceMixin,
     VAELatentsMixin,
     _load_pretrained,
+    combine_cfg,
     ddim_inspection,
     ddim_scheduler,
     freeze,
@@ -155,7 +156,9 @@ class Zero123Guidance(DiffusionGuidanceMixin, VAELatentsMixin, BaseObject):
                     cond["concat"][rows],
                 )
                 pred_cond, pred_uncond = pred.chunk(2)
-                return pred_uncond + self.cfg.guidance_scale * (pred_cond - pred_uncond)
+                return combine_cfg(
+                    pred_cond, pred_uncond, self.cfg.guidance_scale, self.cfg.cfg_form
+                )
 
             out["eval"] = ddim_inspection(
                 self.scheduler_ddim,
