@@ -300,3 +300,24 @@ def test_cfg_form_uncond_is_the_diffusers_form(tiny_sd_path, prompt_utils, laten
     torch.testing.assert_close(grad * B, expected, rtol=1e-4, atol=1e-4)
     with pytest.raises(ConfigError, match="cfg_form 'diffusers'"):
         make_guidance(tiny_sd_path, cfg_form="diffusers")
+
+
+def test_sqrt_anneal_sets_one_timestep_per_step(tiny_sd_path):
+    """HiFA: min_step = max_step = 1000 * (min + (max - min) (1 - sqrt(step / trainer_max_steps)))."""
+    guidance = make_guidance(tiny_sd_path, sqrt_anneal=True, trainer_max_steps=100)
+    for step in (0, 25, 64, 100, 500):
+        # the established expression (held at min past trainer_max_steps)
+        percent = (0.98 - 0.02) * (1 - min(step / 100, 1.0) ** 0.5) + 0.02
+        guidance.do_update_step(0, step)
+        assert guidance.min_step == guidance.max_step == int(1000 * percent), step
+        t = guidance.sample_timesteps(64)
+        assert bool((t == int(1000 * percent)).all())
+    # a schedule in max_step_percent: its start value, as the established guidance reads it
+    scheduled = make_guidance(
+        tiny_sd_path,
+        sqrt_anneal=True,
+        trainer_max_steps=100,
+        max_step_percent=[5000, 0.9, 0.5, 5001],
+    )
+    scheduled.do_update_step(0, 25)
+    assert scheduled.max_step == int(1000 * ((0.9 - 0.02) * (1 - 0.25**0.5) + 0.02))

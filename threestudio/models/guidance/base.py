@@ -125,6 +125,36 @@ class DiffusionGuidanceConfig:
 
 
 @dataclass
+class HiFAConfig:
+    """HiFA's options (https://hifa-team.github.io/HiFA-site/), shared by SDS and VSD."""
+
+    # one timestep per step, t = min + (max - min) (1 - sqrt(step / trainer_max_steps))
+    sqrt_anneal: bool = False
+    trainer_max_steps: int = 25000  # for sqrt_anneal; set it to trainer.max_steps
+    # also an image-space loss (loss_sds_img / loss_vsd_img) from the one-step x0 estimates
+    use_img_loss: bool = False
+
+
+@dataclass
+class TokenMergingConfig:
+    """Token merging (ToMe for SD) on the UNet, an opt-in soft dependency (``pip install tomesd``)."""
+
+    token_merging: bool = False  # patch the UNet with tomesd (skipped, with a warning, without it)
+    token_merging_params: Optional[dict] = None  # keyword arguments of tomesd.apply_patch
+
+
+def apply_token_merging(cfg: TokenMergingConfig, unet: torch.nn.Module) -> None:
+    if not cfg.token_merging:
+        return
+    try:
+        import tomesd
+    except ImportError:
+        threestudio.warn("token_merging needs tomesd (pip install tomesd); running without it")
+        return
+    tomesd.apply_patch(unet, **(cfg.token_merging_params or {}))
+
+
+@dataclass
 class SpeedupConfig:
     """Opt-in speed-ups; the CUDA-only ones are skipped (with a log line) on the CPU."""
 
@@ -188,9 +218,7 @@ class DiffusionGuidanceMixin:
             )
         self.num_train_timesteps = scheduler.config.num_train_timesteps
         self.alphas = scheduler.alphas_cumprod.to(self.device, torch.float32)
-        self.set_min_max_steps(
-            C(self.cfg.min_step_percent, 0, 0), C(self.cfg.max_step_percent, 0, 0)
-        )
+        self.schedule_steps(0, 0)
         self.grad_clip_val: Optional[float] = None
 
     def set_min_max_steps(
@@ -199,16 +227,39 @@ class DiffusionGuidanceMixin:
         self.min_step = int(self.num_train_timesteps * min_step_percent)
         self.max_step = int(self.num_train_timesteps * max_step_percent)
 
-    def update_step(self, epoch: int, global_step: int, on_load_weights: bool = False):
-        if self.cfg.grad_clip is not None:
-            self.grad_clip_val = C(self.cfg.grad_clip, epoch, global_step)
-        self.set_min_max_steps(
-            C(self.cfg.min_step_percent, epoch, global_step),
-            C(self.cfg.max_step_percent, epoch, global_step),
-        )
+    def sqrt_annealed_percent(self, epoch: int, global_step: int) -> float:
+        """HiFA's timestep at this step, as a fraction of the training timesteps:
+        ``min + (max - min) (1 - sqrt(step / trainer_max_steps))``. A schedule in
+        ``max_step_percent`` contributes its second entry (its start value in the
+        ``[start_step, start, end, end_step]`` form), as the established guidance reads it."""
+        # past trainer_max_steps the established formula goes below min (and then below 0,
+        # indexing alpha_bar from the end); hold it at min instead
+        progress = min(global_step / self.cfg.trainer_max_steps, 1.0) ** 0.5
+        max_percent = self.cfg.max_step_percent
+        if not isinstance(max_percent, (int, float)):
+            max_percent = max_percent[1]
+        min_percent = C(self.cfg.min_step_percent, epoch, global_step)
+        return (max_percent - min_percent) * (1 - progress) + min_percent
+
+    def schedule_steps(self, epoch: int, global_step: int) -> None:
+        """``min_step``/``max_step`` at this step: the C() schedules (or with ``sqrt_anneal``
+        both the one annealed timestep), then ``anneal_start_step`` if set."""
+        if getattr(self.cfg, "sqrt_anneal", False):
+            percent = self.sqrt_annealed_percent(epoch, global_step)
+            self.set_min_max_steps(percent, percent)
+        else:
+            self.set_min_max_steps(
+                C(self.cfg.min_step_percent, epoch, global_step),
+                C(self.cfg.max_step_percent, epoch, global_step),
+            )
         start = self.cfg.anneal_start_step
         if start is not None and global_step > start:
             self.max_step = int(self.num_train_timesteps * self.cfg.max_step_percent_annealed)
+
+    def update_step(self, epoch: int, global_step: int, on_load_weights: bool = False):
+        if self.cfg.grad_clip is not None:
+            self.grad_clip_val = C(self.cfg.grad_clip, epoch, global_step)
+        self.schedule_steps(epoch, global_step)
 
     def sample_timesteps(self, batch_size: int) -> Tensor:
         # both ends included, as a DDPM training step would sample them
