@@ -60,7 +60,7 @@ def test_sds_gradient_matches_hand_computation(tiny_sd_path, prompt_utils, laten
     guidance = make_guidance(tiny_sd_path, guidance_scale=7.5)
     out, grad = run_on_latents(guidance, prompt_utils, latents)
     t, noise = replay_noise(guidance, latents)
-    assert torch.equal(out["timesteps"], t)
+    assert out["timestep"].ndim == 0 and float(out["timestep"]) == float(t.float().mean())
 
     alpha_bar = guidance.scheduler.alphas_cumprod[t].view(-1, 1, 1, 1)
     noisy = alpha_bar.sqrt() * latents + (1 - alpha_bar).sqrt() * noise

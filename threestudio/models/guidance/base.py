@@ -261,6 +261,11 @@ class DiffusionGuidanceMixin:
             self.grad_clip_val = C(self.cfg.grad_clip, epoch, global_step)
         self.schedule_steps(epoch, global_step)
 
+    def step_summary(self, t: Tensor) -> Dict[str, Any]:
+        """The non-loss outputs of a guidance call, each a scalar (systems log every one with
+        ``self.log``): the timestep range (ints, as established) and the batch's mean timestep."""
+        return {"min_step": self.min_step, "max_step": self.max_step, "timestep": t.float().mean()}
+
     def sample_timesteps(self, batch_size: int) -> Tensor:
         # both ends included, as a DDPM training step would sample them
         return torch.randint(
@@ -448,7 +453,7 @@ class ImageEditMixin:
             noise, _, noise_pred = self.noise_and_predict(latents, t, guided)
             grad = self.sds_weight(t) * (noise_pred - noise)
             out = self.sds_loss(latents, grad)
-            out.update({"min_step": self.min_step, "max_step": self.max_step, "timesteps": t})
+            out.update(self.step_summary(t))
             return out
 
         # editing: noise to (about) t, then DDIM back to a clean edited image
@@ -463,7 +468,7 @@ class ImageEditMixin:
             )
             edit_images = self.decode_latents(edited)
         edit_images = F.interpolate(edit_images, (height, width), mode="bilinear")
-        return {"edit_images": edit_images.permute(0, 2, 3, 1), "timesteps": t}
+        return {"edit_images": edit_images.permute(0, 2, 3, 1), "timestep": t.float().mean()}
 
 
 def _square_size(size: Any) -> int:

@@ -93,7 +93,7 @@ class DeepFloydGuidance(DiffusionGuidanceMixin, BaseObject):
         grad = self.sds_weight(t) * (noise_pred - noise)
 
         out = self.sds_loss(images, grad)
-        out.update({"min_step": self.min_step, "max_step": self.max_step, "timesteps": t})
+        out.update(self.step_summary(t))
         if guidance_eval:
             out["eval"] = ddim_inspection(
                 self.scheduler_ddim,

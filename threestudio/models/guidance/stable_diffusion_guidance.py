@@ -111,7 +111,7 @@ class StableDiffusionGuidance(DiffusionGuidanceMixin, VAELatentsMixin, BaseObjec
                     / (1 - alpha_bar) ** 0.5
                 )
             out["loss_sds_img"] = self.sds_loss(image, grad_img)["loss_sds"]
-        out.update({"min_step": self.min_step, "max_step": self.max_step, "timesteps": t})
+        out.update(self.step_summary(t))
 
         if guidance_eval:
             out["eval"] = self.guidance_eval(

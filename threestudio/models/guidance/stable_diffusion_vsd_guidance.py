@@ -210,7 +210,7 @@ class StableDiffusionVSDGuidance(DiffusionGuidanceMixin, VAELatentsMixin, BaseMo
                 grad_img = w * (image_est - image_pretrain) * alpha / sigma
             out["loss_vsd_img"] = self.sds_loss(encoded["image"], grad_img)["loss_sds"]
         out["loss_lora"] = self.train_lora(latents, text_embeddings, camera)
-        out.update({"min_step": self.min_step, "max_step": self.max_step, "timesteps": t})
+        out.update(self.step_summary(t))
         return out
 
     def train_lora(

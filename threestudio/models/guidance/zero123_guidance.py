@@ -144,7 +144,7 @@ class Zero123Guidance(DiffusionGuidanceMixin, VAELatentsMixin, BaseObject):
         grad = self.sds_weight(t) * (noise_pred - noise)
 
         out = self.sds_loss(latents, grad)
-        out.update({"min_step": self.min_step, "max_step": self.max_step, "timesteps": t})
+        out.update(self.step_summary(t))
         if guidance_eval:
 
             def predict_guided(x: Tensor, t_i: Tensor, b: int) -> Tensor:
