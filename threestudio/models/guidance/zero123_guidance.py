@@ -86,6 +86,15 @@ class Zero123Guidance(DiffusionGuidanceMixin, VAELatentsMixin, BaseObject):
         self.clip_embeds = self.pipe.encode_image_clip(image).float()
         self.concat_latents = self.pipe.encode_image_concat(image).float()
 
+    def render_to_latents(
+        self, rgb: Float[Tensor, "B H W C"], rgb_as_latents: bool
+    ) -> Dict[str, Tensor]:
+        encoded = super().render_to_latents(rgb, rgb_as_latents)
+        if rgb_as_latents:
+            # as established: a latent render in [0, 1] is mapped to [-1, 1]
+            encoded["latents"] = encoded["latents"] * 2 - 1
+        return encoded
+
     def camera_embedding(
         self,
         elevation: Float[Tensor, "B"],
