@@ -59,12 +59,16 @@ def tiny_scheduler(**kwargs) -> DDPMScheduler:
     )
 
 
-def build_tiny_sd(root: Path, seed: int = 0, **unet_kwargs) -> str:
-    """A Stable-Diffusion-style folder: unet/, vae/, scheduler/."""
+def build_tiny_sd(root: Path, seed: int = 0, vae_sample_size: int = 16, **unet_kwargs) -> str:
+    """A Stable-Diffusion-style folder: unet/, vae/, scheduler/.
+
+    ``vae_sample_size`` is only a config entry (the VAE is convolutional); the published SD 2.1-base
+    folder says 768 there while its UNet runs on 64² latents of 512² images, which a tiny folder
+    mirrors with ``vae_sample_size=24`` (UNet 8² latents, 16² images)."""
     torch.manual_seed(seed)
     root = Path(root)
     tiny_unet(**unet_kwargs).save_pretrained(root / "unet")
-    tiny_vae().save_pretrained(root / "vae")
+    tiny_vae(sample_size=vae_sample_size).save_pretrained(root / "vae")
     tiny_scheduler().save_pretrained(root / "scheduler")
     return str(root)
 

@@ -36,7 +36,8 @@ def test_pixel_sds_gradient_uses_noise_half_of_the_output(tiny_if_path, prompt_u
         )
     assert cond.sample.shape[1] == 6  # noise and learned variance
     eps_cond, eps_uncond = cond.sample[:, :3], uncond.sample[:, :3]
-    expected = (1 - a) * (eps_uncond + 20.0 * (eps_cond - eps_uncond) - noise)
+    # the established IF form: cond + s (cond - uncond)
+    expected = (1 - a) * (eps_cond + 20.0 * (eps_cond - eps_uncond) - noise)
     # images = 2 * rgb - 1 and d loss / d images = grad / B
     torch.testing.assert_close(rgb.grad.permute(0, 3, 1, 2), 2 * expected / B, rtol=1e-4, atol=1e-4)
 

@@ -60,12 +60,13 @@ def test_sds_gradient_matches_hand_computation(tiny_sd_path, prompt_utils, laten
     guidance = make_guidance(tiny_sd_path, guidance_scale=7.5)
     out, grad = run_on_latents(guidance, prompt_utils, latents)
     t, noise = replay_noise(guidance, latents)
-    assert torch.equal(out["timesteps"], t)
+    assert out["timestep"].ndim == 0 and float(out["timestep"]) == float(t.float().mean())
 
     alpha_bar = guidance.scheduler.alphas_cumprod[t].view(-1, 1, 1, 1)
     noisy = alpha_bar.sqrt() * latents + (1 - alpha_bar).sqrt() * noise
     cond, uncond = unet_eps(guidance, noisy, t, prompt_utils)
-    expected = (1 - alpha_bar) * (uncond + 7.5 * (cond - uncond) - noise)
+    # the established SDS form: cond + s (cond - uncond)
+    expected = (1 - alpha_bar) * (cond + 7.5 * (cond - uncond) - noise)
     # loss = 0.5 * |x - (x - g)|^2 / B  =>  d loss / dx = g / B
     # float32 sums in the perpendicular projection change with the thread count (~2e-5)
     torch.testing.assert_close(grad * B, expected, rtol=1e-4, atol=1e-4)
@@ -82,9 +83,9 @@ def test_guidance_scale_is_linear_in_cfg_direction(tiny_sd_path, prompt_utils, l
     alpha_bar = guidance.scheduler.alphas_cumprod[t].view(-1, 1, 1, 1)
     noisy = alpha_bar.sqrt() * latents + (1 - alpha_bar).sqrt() * noise
     cond, uncond = unet_eps(guidance, noisy, t, prompt_utils)
-    # scale 1 is the conditional prediction alone; each extra unit adds w * (cond - uncond)
+    # cond + s (cond - uncond): scale 1 is 2 cond - uncond; each extra unit adds w (cond - uncond)
     torch.testing.assert_close(
-        grads[1.0] * B, (1 - alpha_bar) * (cond - noise), atol=1e-5, rtol=1e-4
+        grads[1.0] * B, (1 - alpha_bar) * (2 * cond - uncond - noise), atol=1e-5, rtol=1e-4
     )
     step = (grads[2.0] - grads[1.0]) * B
     torch.testing.assert_close(step, (1 - alpha_bar) * (cond - uncond), atol=1e-5, rtol=1e-4)
@@ -162,10 +163,9 @@ def test_sjc_gradient_matches_hand_computation(tiny_sd_path, prompt_utils, laten
         sigma = ((1 - a) / a).sqrt()
         zs = latents + sigma * noise
         cond, uncond = unet_eps(guidance, zs / (1 + sigma**2).sqrt(), t, prompt_utils)
-        denoised = zs - sigma * (uncond + 4.0 * (cond - uncond))
+        denoised = zs - sigma * (cond + 4.0 * (cond - uncond))
         expected = -(denoised - (latents if var_red else zs)) / sigma
-        # float32 sums in the perpendicular projection change with the thread count (~2e-5)
-    torch.testing.assert_close(grad * B, expected, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(grad * B, expected, rtol=1e-4, atol=1e-4)
 
 
 def test_perp_neg_adds_perpendicular_negative_directions(tiny_sd_path, prompt_utils, latents):
@@ -282,8 +282,42 @@ def test_hifa_image_loss_gradient(tiny_sd_path, prompt_utils):
         a = guidance.scheduler.alphas_cumprod[t].view(-1, 1, 1, 1)
         noisy = a.sqrt() * latents + (1 - a).sqrt() * noise
         cond, uncond = unet_eps(guidance, noisy, t, prompt_utils)
-        eps = uncond + 2.0 * (cond - uncond)
+        eps = cond + 2.0 * (cond - uncond)
         x0 = (noisy - (1 - a).sqrt() * eps) / a.sqrt()
         image_x0 = (vae.decode(x0 / vae.config.scaling_factor).sample * 0.5 + 0.5).clamp(0, 1)
         expected = (1 - a) * (image - image_x0) * a.sqrt() / (1 - a).sqrt()
     torch.testing.assert_close(rgb.grad.permute(0, 3, 1, 2), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_cfg_form_uncond_is_the_diffusers_form(tiny_sd_path, prompt_utils, latents):
+    guidance = make_guidance(tiny_sd_path, guidance_scale=7.5, cfg_form="uncond")
+    grad = run_on_latents(guidance, prompt_utils, latents)[1]
+    t, noise = replay_noise(guidance, latents)
+    alpha_bar = guidance.scheduler.alphas_cumprod[t].view(-1, 1, 1, 1)
+    noisy = alpha_bar.sqrt() * latents + (1 - alpha_bar).sqrt() * noise
+    cond, uncond = unet_eps(guidance, noisy, t, prompt_utils)
+    expected = (1 - alpha_bar) * (uncond + 7.5 * (cond - uncond) - noise)
+    torch.testing.assert_close(grad * B, expected, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ConfigError, match="cfg_form 'diffusers'"):
+        make_guidance(tiny_sd_path, cfg_form="diffusers")
+
+
+def test_sqrt_anneal_sets_one_timestep_per_step(tiny_sd_path):
+    """HiFA: min_step = max_step = 1000 * (min + (max - min) (1 - sqrt(step / trainer_max_steps)))."""
+    guidance = make_guidance(tiny_sd_path, sqrt_anneal=True, trainer_max_steps=100)
+    for step in (0, 25, 64, 100, 500):
+        # the established expression (held at min past trainer_max_steps)
+        percent = (0.98 - 0.02) * (1 - min(step / 100, 1.0) ** 0.5) + 0.02
+        guidance.do_update_step(0, step)
+        assert guidance.min_step == guidance.max_step == int(1000 * percent), step
+        t = guidance.sample_timesteps(64)
+        assert bool((t == int(1000 * percent)).all())
+    # a schedule in max_step_percent: its start value, as the established guidance reads it
+    scheduled = make_guidance(
+        tiny_sd_path,
+        sqrt_anneal=True,
+        trainer_max_steps=100,
+        max_step_percent=[5000, 0.9, 0.5, 5001],
+    )
+    scheduled.do_update_step(0, 25)
+    assert scheduled.max_step == int(1000 * ((0.9 - 0.02) * (1 - 0.25**0.5) + 0.02))

@@ -20,6 +20,16 @@ from threestudio.utils.ops import perpendicular_component
 from threestudio.utils.typing import Any, Callable, Dict, Float, Optional, Tensor, Tuple
 
 WEIGHTING_STRATEGIES = ("sds", "uniform", "fantasia3d")
+CFG_FORMS = ("cond", "uncond")
+
+
+def combine_cfg(cond: Tensor, uncond: Tensor, scale: float, form: str) -> Tensor:
+    """Classifier-free guidance of two predictions. ``cond``: ``cond + s (cond - uncond)``, the
+    form of DreamFusion's and threestudio's SDS/SJC/IF guidances (their published scales, 100
+    for SD and 20 for IF, were tuned for it; an effective diffusers scale of s + 1).
+    ``uncond``: ``uncond + s (cond - uncond)``, the diffusers form (VSD, ControlNet, Zero123)."""
+    base = cond if form == "cond" else uncond
+    return base + scale * (cond - uncond)
 
 
 def _load_pretrained(cls, name: str, **kwargs):
@@ -98,7 +108,10 @@ class DiffusionGuidanceConfig:
 
     pretrained_model_name_or_path: str = "runwayml/stable-diffusion-v1-5"  # hub id or folder
     half_precision_weights: bool = True  # fp16 weights on CUDA; the CPU keeps float32
-    guidance_scale: float = 100.0  # classifier-free guidance: eps_u + s (eps_c - eps_u)
+    guidance_scale: float = 100.0  # classifier-free guidance scale s (see cfg_form)
+    # plain CFG: cond = eps_c + s (eps_c - eps_u) | uncond = eps_u + s (eps_c - eps_u) (diffusers);
+    # Perp-Neg is always eps_u + s (delta + perp. negatives); InstructPix2Pix has its own
+    cfg_form: str = "uncond"
     grad_clip: Optional[Any] = None  # a C() schedule; clamps every gradient element to [-c, c]
     # timesteps are drawn from [1000 * min, 1000 * max]; both C() schedules
     min_step_percent: Any = 0.02
@@ -109,6 +122,36 @@ class DiffusionGuidanceConfig:
     # after anneal_start_step, max_step_percent is replaced by max_step_percent_annealed
     max_step_percent_annealed: float = 0.5
     anneal_start_step: Optional[int] = None  # null: never
+
+
+@dataclass
+class HiFAConfig:
+    """HiFA's options (https://hifa-team.github.io/HiFA-site/), shared by SDS and VSD."""
+
+    # one timestep per step, t = min + (max - min) (1 - sqrt(step / trainer_max_steps))
+    sqrt_anneal: bool = False
+    trainer_max_steps: int = 25000  # for sqrt_anneal; set it to trainer.max_steps
+    # also an image-space loss (loss_sds_img / loss_vsd_img) from the one-step x0 estimates
+    use_img_loss: bool = False
+
+
+@dataclass
+class TokenMergingConfig:
+    """Token merging (ToMe for SD) on the UNet, an opt-in soft dependency (``pip install tomesd``)."""
+
+    token_merging: bool = False  # patch the UNet with tomesd (skipped, with a warning, without it)
+    token_merging_params: Optional[dict] = None  # keyword arguments of tomesd.apply_patch
+
+
+def apply_token_merging(cfg: TokenMergingConfig, unet: torch.nn.Module) -> None:
+    if not cfg.token_merging:
+        return
+    try:
+        import tomesd
+    except ImportError:
+        threestudio.warn("token_merging needs tomesd (pip install tomesd); running without it")
+        return
+    tomesd.apply_patch(unet, **(cfg.token_merging_params or {}))
 
 
 @dataclass
@@ -168,11 +211,14 @@ class DiffusionGuidanceMixin:
                 f"weighting_strategy '{self.cfg.weighting_strategy}' is unknown; use one of "
                 f"{', '.join(WEIGHTING_STRATEGIES)}"
             )
+        if self.cfg.cfg_form not in CFG_FORMS:
+            raise ConfigError(
+                f"cfg_form '{self.cfg.cfg_form}' is unknown; use 'cond' (cond + s (cond - uncond)) "
+                "or 'uncond' (uncond + s (cond - uncond))"
+            )
         self.num_train_timesteps = scheduler.config.num_train_timesteps
         self.alphas = scheduler.alphas_cumprod.to(self.device, torch.float32)
-        self.set_min_max_steps(
-            C(self.cfg.min_step_percent, 0, 0), C(self.cfg.max_step_percent, 0, 0)
-        )
+        self.schedule_steps(0, 0)
         self.grad_clip_val: Optional[float] = None
 
     def set_min_max_steps(
@@ -181,16 +227,44 @@ class DiffusionGuidanceMixin:
         self.min_step = int(self.num_train_timesteps * min_step_percent)
         self.max_step = int(self.num_train_timesteps * max_step_percent)
 
-    def update_step(self, epoch: int, global_step: int, on_load_weights: bool = False):
-        if self.cfg.grad_clip is not None:
-            self.grad_clip_val = C(self.cfg.grad_clip, epoch, global_step)
-        self.set_min_max_steps(
-            C(self.cfg.min_step_percent, epoch, global_step),
-            C(self.cfg.max_step_percent, epoch, global_step),
-        )
+    def sqrt_annealed_percent(self, epoch: int, global_step: int) -> float:
+        """HiFA's timestep at this step, as a fraction of the training timesteps:
+        ``min + (max - min) (1 - sqrt(step / trainer_max_steps))``. A schedule in
+        ``max_step_percent`` contributes its second entry (its start value in the
+        ``[start_step, start, end, end_step]`` form), as the established guidance reads it."""
+        # past trainer_max_steps the established formula goes below min (and then below 0,
+        # indexing alpha_bar from the end); hold it at min instead
+        progress = min(global_step / self.cfg.trainer_max_steps, 1.0) ** 0.5
+        max_percent = self.cfg.max_step_percent
+        if not isinstance(max_percent, (int, float)):
+            max_percent = max_percent[1]
+        min_percent = C(self.cfg.min_step_percent, epoch, global_step)
+        return (max_percent - min_percent) * (1 - progress) + min_percent
+
+    def schedule_steps(self, epoch: int, global_step: int) -> None:
+        """``min_step``/``max_step`` at this step: the C() schedules (or with ``sqrt_anneal``
+        both the one annealed timestep), then ``anneal_start_step`` if set."""
+        if getattr(self.cfg, "sqrt_anneal", False):
+            percent = self.sqrt_annealed_percent(epoch, global_step)
+            self.set_min_max_steps(percent, percent)
+        else:
+            self.set_min_max_steps(
+                C(self.cfg.min_step_percent, epoch, global_step),
+                C(self.cfg.max_step_percent, epoch, global_step),
+            )
         start = self.cfg.anneal_start_step
         if start is not None and global_step > start:
             self.max_step = int(self.num_train_timesteps * self.cfg.max_step_percent_annealed)
+
+    def update_step(self, epoch: int, global_step: int, on_load_weights: bool = False):
+        if self.cfg.grad_clip is not None:
+            self.grad_clip_val = C(self.cfg.grad_clip, epoch, global_step)
+        self.schedule_steps(epoch, global_step)
+
+    def step_summary(self, t: Tensor) -> Dict[str, Any]:
+        """The non-loss outputs of a guidance call, each a scalar (systems log every one with
+        ``self.log``): the timestep range (ints, as established) and the batch's mean timestep."""
+        return {"min_step": self.min_step, "max_step": self.max_step, "timestep": t.float().mean()}
 
     def sample_timesteps(self, batch_size: int) -> Tensor:
         # both ends included, as a DDPM training step would sample them
@@ -239,9 +313,11 @@ class DiffusionGuidanceMixin:
         text_embeddings: Tensor,
         neg_guidance_weights: Optional[Tensor],
         guidance_scale: float,
+        cfg_form: str = "uncond",
     ) -> Dict[str, Tensor]:
-        """Classifier-free guidance: ``uncond + s * (cond - uncond)``; with Perp-Neg the negative
-        prompts add their components perpendicular to ``cond - uncond``.
+        """Classifier-free guidance (``combine_cfg`` in ``cfg_form``). With Perp-Neg the
+        negative prompts add their components perpendicular to ``cond - uncond`` and the result
+        is ``uncond + s * (delta + accum)`` whatever ``cfg_form`` says, as published.
         ``predict(x, t, embeddings)`` runs the denoiser on a stacked batch."""
         batch_size = noisy.shape[0]
         noisy_in, t_in = [noisy, noisy], [t, t]
@@ -253,8 +329,10 @@ class DiffusionGuidanceMixin:
         pred = predict(torch.cat(noisy_in, dim=0), torch.cat(t_in), text_embeddings)
         pred_cond = pred[:batch_size]
         pred_uncond = pred[batch_size : 2 * batch_size]
-        delta = pred_cond - pred_uncond
-        if neg_guidance_weights is not None:
+        if neg_guidance_weights is None:
+            noise_pred = combine_cfg(pred_cond, pred_uncond, guidance_scale, cfg_form)
+        else:
+            delta = pred_cond - pred_uncond
             pred_neg = pred[2 * batch_size :]
             accum = torch.zeros_like(delta)
             for i in range(n_neg):
@@ -262,9 +340,9 @@ class DiffusionGuidanceMixin:
                 accum = accum + neg_guidance_weights[:, i].view(-1, 1, 1, 1).to(
                     delta
                 ) * perpendicular_component(delta_neg, delta)
-            delta = delta + accum
+            noise_pred = pred_uncond + guidance_scale * (delta + accum)
         return {
-            "noise_pred": pred_uncond + guidance_scale * delta,
+            "noise_pred": noise_pred,
             "noise_pred_cond": pred_cond,
             "noise_pred_uncond": pred_uncond,
         }
@@ -276,11 +354,17 @@ class DiffusionGuidanceMixin:
         neg_guidance_weights: Optional[Tensor],
     ) -> Callable[[Tensor, Tensor], Tensor]:
         """``(x_noisy, t) -> guided noise`` of the whole batch: ``guided_noise`` of the denoiser
-        ``predict`` with these embeddings at ``cfg.guidance_scale``."""
+        ``predict`` with these embeddings at ``cfg.guidance_scale`` in ``cfg.cfg_form``."""
 
         def guided(x: Tensor, t: Tensor) -> Tensor:
             return self.guided_noise(
-                predict, x, t, text_embeddings, neg_guidance_weights, self.cfg.guidance_scale
+                predict,
+                x,
+                t,
+                text_embeddings,
+                neg_guidance_weights,
+                self.cfg.guidance_scale,
+                self.cfg.cfg_form,
             )["noise_pred"]
 
         return guided
@@ -296,9 +380,9 @@ class DiffusionGuidanceMixin:
 
         def guided(x: Tensor, t: Tensor, b: int) -> Tensor:
             embeddings, weights = self.item_embeddings(text_embeddings, neg_guidance_weights, b)
-            return self.guided_noise(predict, x, t, embeddings, weights, self.cfg.guidance_scale)[
-                "noise_pred"
-            ]
+            return self.guided_noise(
+                predict, x, t, embeddings, weights, self.cfg.guidance_scale, self.cfg.cfg_form
+            )["noise_pred"]
 
         return guided
 
@@ -369,7 +453,7 @@ class ImageEditMixin:
             noise, _, noise_pred = self.noise_and_predict(latents, t, guided)
             grad = self.sds_weight(t) * (noise_pred - noise)
             out = self.sds_loss(latents, grad)
-            out.update({"min_step": self.min_step, "max_step": self.max_step, "timesteps": t})
+            out.update(self.step_summary(t))
             return out
 
         # editing: noise to (about) t, then DDIM back to a clean edited image
@@ -384,24 +468,35 @@ class ImageEditMixin:
             )
             edit_images = self.decode_latents(edited)
         edit_images = F.interpolate(edit_images, (height, width), mode="bilinear")
-        return {"edit_images": edit_images.permute(0, 2, 3, 1), "timesteps": t}
+        return {"edit_images": edit_images.permute(0, 2, 3, 1), "timestep": t.float().mean()}
+
+
+def _square_size(size: Any) -> int:
+    return int(size[0]) if isinstance(size, (list, tuple)) else int(size)
 
 
 class VAELatentsMixin:
     """Encode renders into (and decode out of) a Stable-Diffusion-style VAE latent space.
 
-    Sizes come from ``vae.config.sample_size`` so tiny test models work like the real ones."""
+    Sizes follow the diffusers pipelines: the UNet runs on ``unet.config.sample_size`` latents
+    and renders are resized to that times the VAE's downsampling factor. (``vae.config.
+    sample_size`` is not used: the published SD 2.1-base VAE says 768 where its UNet is trained
+    on 64² latents of 512² images.) Tiny test models follow the same rule."""
 
     vae: Any
+    unet: Any  # the denoiser whose sample size sets the latent size
 
     @property
-    def image_size(self) -> int:
-        size = self.vae.config.sample_size
-        return size[0] if isinstance(size, (list, tuple)) else int(size)
+    def vae_scale_factor(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
 
     @property
     def latent_size(self) -> int:
-        return self.image_size // 2 ** (len(self.vae.config.block_out_channels) - 1)
+        return _square_size(self.unet.config.sample_size)
+
+    @property
+    def image_size(self) -> int:
+        return self.latent_size * self.vae_scale_factor
 
     def encode_images(self, imgs: Float[Tensor, "B 3 H W"]) -> Float[Tensor, "B 4 h w"]:
         input_dtype = imgs.dtype

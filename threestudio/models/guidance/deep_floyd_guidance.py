@@ -30,6 +30,7 @@ class DeepFloydGuidance(DiffusionGuidanceMixin, BaseObject):
     class Config(BaseObject.Config, DiffusionGuidanceConfig, SpeedupConfig):
         pretrained_model_name_or_path: str = "DeepFloyd/IF-I-XL-v1.0"
         guidance_scale: float = 20.0
+        cfg_form: str = "cond"  # the established IF form, for which guidance_scale 20 was tuned
         max_items_eval: int = 4  # batch items in the guidance_eval images
 
     cfg: Config
@@ -92,7 +93,7 @@ class DeepFloydGuidance(DiffusionGuidanceMixin, BaseObject):
         grad = self.sds_weight(t) * (noise_pred - noise)
 
         out = self.sds_loss(images, grad)
-        out.update({"min_step": self.min_step, "max_step": self.max_step, "timesteps": t})
+        out.update(self.step_summary(t))
         if guidance_eval:
             out["eval"] = ddim_inspection(
                 self.scheduler_ddim,

@@ -6,8 +6,11 @@ import threestudio
 from threestudio.models.guidance.base import (
     DiffusionGuidanceConfig,
     DiffusionGuidanceMixin,
+    HiFAConfig,
     SpeedupConfig,
+    TokenMergingConfig,
     VAELatentsMixin,
+    apply_token_merging,
     ddim_inspection,
     ddim_scheduler,
     load_scheduler,
@@ -16,8 +19,7 @@ from threestudio.models.guidance.base import (
     weights_dtype,
 )
 from threestudio.utils.base import BaseObject
-from threestudio.utils.errors import ConfigError
-from threestudio.utils.typing import Any, Dict, Float, Optional, Tensor
+from threestudio.utils.typing import Any, Dict, Float, Tensor
 
 
 @threestudio.register("stable-diffusion-guidance")
@@ -26,16 +28,14 @@ class StableDiffusionGuidance(DiffusionGuidanceMixin, VAELatentsMixin, BaseObjec
     (Perturb-and-Average Scoring) and HiFA's image-space loss."""
 
     @dataclass
-    class Config(BaseObject.Config, DiffusionGuidanceConfig, SpeedupConfig):
-        # HiFA: t = max - (max - min) * sqrt(step / trainer_max_steps) instead of random
-        sqrt_anneal: bool = False
-        trainer_max_steps: int = 25000  # for sqrt_anneal
-        use_img_loss: bool = False  # HiFA: also loss_sds_img, in image space from the one-step x0
+    class Config(
+        BaseObject.Config, DiffusionGuidanceConfig, HiFAConfig, TokenMergingConfig, SpeedupConfig
+    ):
+        # the established SDS/SJC form cond + s (cond - uncond), for which 100 was tuned
+        cfg_form: str = "cond"
         # Score Jacobian Chaining (PAAS) instead of SDS (still reported as loss_sds)
         use_sjc: bool = False
         var_red: bool = True  # SJC: subtract the clean latents instead of the noisy ones
-        token_merging: bool = False  # accepted for config compatibility; not implemented
-        token_merging_params: Optional[dict] = None  # accepted, unused
         max_items_eval: int = 4  # batch items in the guidance_eval images
 
     cfg: Config
@@ -47,31 +47,15 @@ class StableDiffusionGuidance(DiffusionGuidanceMixin, VAELatentsMixin, BaseObjec
         self.unet, self.vae = load_unet_and_vae(name, self.weights_dtype)
         self.scheduler = load_scheduler(name)
         self.scheduler_ddim = ddim_scheduler(self.scheduler)
-        if self.cfg.token_merging:
-            threestudio.warn("token_merging is not implemented; running without it")
-        if self.cfg.sqrt_anneal and not isinstance(self.cfg.max_step_percent, (int, float)):
-            raise ConfigError("sqrt_anneal needs a constant max_step_percent, not a schedule")
+        apply_token_merging(self.cfg, self.unet)
         place_models(self.cfg, self.device, [self.unet], [self.vae])
         self.setup_schedule(self.scheduler)
         # SJC's noise scale sigma_t = sqrt((1 - alpha_bar) / alpha_bar)
         self.us = torch.sqrt((1 - self.alphas) / self.alphas)
-        self.global_step = 0
         threestudio.info("Loaded Stable Diffusion!")
 
     def forward_unet(self, latents: Tensor, t: Tensor, encoder_hidden_states: Tensor) -> Tensor:
         return self.run_unet(self.unet, latents, t, encoder_hidden_states)
-
-    def update_step(self, epoch: int, global_step: int, on_load_weights: bool = False):
-        super().update_step(epoch, global_step, on_load_weights=on_load_weights)
-        self.global_step = global_step
-
-    def _timesteps(self, batch_size: int) -> Tensor:
-        if not self.cfg.sqrt_anneal:
-            return self.sample_timesteps(batch_size)
-        # HiFA: deterministic, decreasing t following sqrt of the training progress
-        progress = min(self.global_step / self.cfg.trainer_max_steps, 1.0) ** 0.5
-        t = self.max_step - (self.max_step - self.min_step) * progress
-        return torch.full([batch_size], int(t), dtype=torch.long, device=self.device)
 
     def __call__(
         self,
@@ -90,7 +74,8 @@ class StableDiffusionGuidance(DiffusionGuidanceMixin, VAELatentsMixin, BaseObjec
         text_embeddings, neg_weights = self.text_embeddings(
             prompt_utils, elevation, azimuth, camera_distances
         )
-        t = self._timesteps(batch_size)
+        # with sqrt_anneal min_step == max_step: HiFA's one timestep, decreasing over training
+        t = self.sample_timesteps(batch_size)
         alpha_bar = self.alphas[t].view(-1, 1, 1, 1)
         guided = self.guided_predictor(self.forward_unet, text_embeddings, neg_weights)
 
@@ -126,7 +111,7 @@ class StableDiffusionGuidance(DiffusionGuidanceMixin, VAELatentsMixin, BaseObjec
                     / (1 - alpha_bar) ** 0.5
                 )
             out["loss_sds_img"] = self.sds_loss(image, grad_img)["loss_sds"]
-        out.update({"min_step": self.min_step, "max_step": self.max_step, "timesteps": t})
+        out.update(self.step_summary(t))
 
         if guidance_eval:
             out["eval"] = self.guidance_eval(

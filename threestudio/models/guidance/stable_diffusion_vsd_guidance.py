@@ -1,4 +1,5 @@
 import copy
+import random
 from dataclasses import dataclass
 
 import torch
@@ -11,9 +12,12 @@ import threestudio
 from threestudio.models.guidance.base import (
     DiffusionGuidanceConfig,
     DiffusionGuidanceMixin,
+    HiFAConfig,
     SpeedupConfig,
+    TokenMergingConfig,
     VAELatentsMixin,
     _load_pretrained,
+    apply_token_merging,
     freeze,
     load_scheduler,
     load_unet_and_vae,
@@ -22,7 +26,7 @@ from threestudio.models.guidance.base import (
 )
 from threestudio.utils.base import BaseModule
 from threestudio.utils.errors import ConfigError
-from threestudio.utils.typing import Any, Dict, Float, Optional, Tensor
+from threestudio.utils.typing import Any, Dict, Float, Tensor
 
 CAMERA_CONDITION_TYPES = ("extrinsics", "mvp")
 
@@ -43,17 +47,20 @@ class StableDiffusionVSDGuidance(DiffusionGuidanceMixin, VAELatentsMixin, BaseMo
     a camera-conditioned LoRA model that is fitted to the current renders at the same time."""
 
     @dataclass
-    class Config(BaseModule.Config, DiffusionGuidanceConfig, SpeedupConfig):
+    class Config(
+        BaseModule.Config, DiffusionGuidanceConfig, HiFAConfig, TokenMergingConfig, SpeedupConfig
+    ):
         pretrained_model_name_or_path: str = "stabilityai/stable-diffusion-2-1-base"
         # the LoRA branch starts from this model (the same name shares the pretrained UNet weights)
         pretrained_model_name_or_path_lora: str = "stabilityai/stable-diffusion-2-1"
         guidance_scale: float = 7.5  # CFG of the pretrained model
-        guidance_scale_lora: float = 1.0  # CFG of the LoRA model
+        # CFG of the LoRA model over the camera: est_u + s (est_cam - est_u); est_u sees the same
+        # (conditional) text with a zero camera
+        guidance_scale_lora: float = 1.0
         lora_cfg_training: bool = True  # drop the camera condition 10% of the time
         lora_n_timestamp_samples: int = 1  # timesteps per latent in the LoRA loss
         lora_rank: int = 4  # LoRA rank (alpha = rank)
         camera_condition_type: str = "extrinsics"  # extrinsics (c2w) | mvp
-        anneal_start_step: Optional[int] = 5000  # then max_step_percent_annealed applies
 
     cfg: Config
 
@@ -108,6 +115,8 @@ class StableDiffusionVSDGuidance(DiffusionGuidanceMixin, VAELatentsMixin, BaseMo
         self.lora_layers.requires_grad_(True)
         self.camera_embedding.requires_grad_(True)
 
+        for model in (unet, unet_lora) if unet_lora is not unet else (unet,):
+            apply_token_merging(self.cfg, model)
         place_models(self.cfg, self.device, [unet, unet_lora], [vae])
         self.frozen = _FrozenParts(unet=unet, unet_lora=unet_lora, vae=vae)
         self.setup_schedule(self.scheduler)
@@ -116,6 +125,10 @@ class StableDiffusionVSDGuidance(DiffusionGuidanceMixin, VAELatentsMixin, BaseMo
     @property
     def vae(self) -> AutoencoderKL:
         return self.frozen.vae
+
+    @property
+    def unet(self) -> UNet2DConditionModel:
+        return self.frozen.unet
 
     def forward_pretrained(self, latents: Tensor, t: Tensor, embeddings: Tensor) -> Tensor:
         return self.run_unet(self.frozen.unet, latents, t, embeddings)
@@ -150,7 +163,8 @@ class StableDiffusionVSDGuidance(DiffusionGuidanceMixin, VAELatentsMixin, BaseMo
         **kwargs,
     ) -> Dict[str, Any]:
         batch_size = rgb.shape[0]
-        latents = self.render_to_latents(rgb, rgb_as_latents)["latents"]
+        encoded = self.render_to_latents(rgb, rgb_as_latents)
+        latents = encoded["latents"]
         camera = self.camera_condition(kwargs).to(latents)
         text_embeddings_vd, neg_weights = self.text_embeddings(
             prompt_utils, elevation, azimuth, camera_distances
@@ -159,6 +173,7 @@ class StableDiffusionVSDGuidance(DiffusionGuidanceMixin, VAELatentsMixin, BaseMo
         text_embeddings = prompt_utils.get_text_embeddings(
             elevation, azimuth, camera_distances, view_dependent_prompting=False
         )
+        text_cond = text_embeddings[:batch_size]
         t = self.sample_timesteps(batch_size)
 
         # the VSD step: the same noisy latents scored by the pretrained and the LoRA model
@@ -168,21 +183,34 @@ class StableDiffusionVSDGuidance(DiffusionGuidanceMixin, VAELatentsMixin, BaseMo
                 t,
                 self.guided_predictor(self.forward_pretrained, text_embeddings_vd, neg_weights),
             )
-            # conditional branch sees the camera, unconditional branch a zero camera
+            # CFG over the camera: both halves see the conditional text, the second a zero camera
             cameras = torch.cat([camera, torch.zeros_like(camera)])
             noise_pred_est = self.guided_noise(
                 lambda x, t_in, emb: self.forward_lora(x, t_in, emb, cameras),
                 latents_noisy,
                 t,
-                text_embeddings,
+                torch.cat([text_cond, text_cond]),
                 None,
                 self.cfg.guidance_scale_lora,
+                "uncond",  # as established, whatever cfg_form says for the pretrained model
             )["noise_pred"]
-        grad = self.sds_weight(t) * (noise_pred_pretrain - noise_pred_est)
+        w = self.sds_weight(t)
+        grad = w * (noise_pred_pretrain - noise_pred_est)
 
         out = self.sds_loss(latents, grad, "loss_vsd")
+        if self.cfg.use_img_loss and encoded["image"] is not None:
+            # HiFA: pull the render from the LoRA model's one-step x0 toward the pretrained one's
+            with torch.no_grad():
+                alpha_bar = self.alphas[t].view(-1, 1, 1, 1)
+                alpha, sigma = alpha_bar**0.5, (1 - alpha_bar) ** 0.5
+                image_pretrain = self.decode_latents(
+                    (latents_noisy - sigma * noise_pred_pretrain) / alpha
+                )
+                image_est = self.decode_latents((latents_noisy - sigma * noise_pred_est) / alpha)
+                grad_img = w * (image_est - image_pretrain) * alpha / sigma
+            out["loss_vsd_img"] = self.sds_loss(encoded["image"], grad_img)["loss_sds"]
         out["loss_lora"] = self.train_lora(latents, text_embeddings, camera)
-        out.update({"min_step": self.min_step, "max_step": self.max_step, "timesteps": t})
+        out.update(self.step_summary(t))
         return out
 
     def train_lora(
@@ -205,7 +233,8 @@ class StableDiffusionVSDGuidance(DiffusionGuidanceMixin, VAELatentsMixin, BaseMo
         else:
             target = noise
         embeddings_cond = text_embeddings[:batch_size].repeat(n, 1, 1)
-        if self.cfg.lora_cfg_training and float(torch.rand(())) < 0.1:
+        # Python's generator, as established (a seeded run draws the same torch numbers)
+        if self.cfg.lora_cfg_training and random.random() < 0.1:
             camera = torch.zeros_like(camera)
         pred = self.run_unet(
             self.frozen.unet_lora,

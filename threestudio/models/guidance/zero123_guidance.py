@@ -10,6 +10,7 @@ from threestudio.models.guidance.base import (
     DiffusionGuidanceMixin,
     VAELatentsMixin,
     _load_pretrained,
+    combine_cfg,
     ddim_inspection,
     ddim_scheduler,
     freeze,
@@ -62,7 +63,7 @@ class Zero123Guidance(DiffusionGuidanceMixin, VAELatentsMixin, BaseObject):
         ):
             freeze(part)
         self.pipe.to(self.device)
-        self.vae = self.pipe.vae
+        self.vae, self.unet = self.pipe.vae, self.pipe.unet
         self.scheduler = self.pipe.scheduler
         self.scheduler_ddim = ddim_scheduler(self.scheduler)
         self.setup_schedule(self.scheduler)
@@ -84,6 +85,15 @@ class Zero123Guidance(DiffusionGuidanceMixin, VAELatentsMixin, BaseObject):
     def set_condition_image(self, image: Float[Tensor, "1 3 H W"]) -> None:
         self.clip_embeds = self.pipe.encode_image_clip(image).float()
         self.concat_latents = self.pipe.encode_image_concat(image).float()
+
+    def render_to_latents(
+        self, rgb: Float[Tensor, "B H W C"], rgb_as_latents: bool
+    ) -> Dict[str, Tensor]:
+        encoded = super().render_to_latents(rgb, rgb_as_latents)
+        if rgb_as_latents:
+            # as established: a latent render in [0, 1] is mapped to [-1, 1]
+            encoded["latents"] = encoded["latents"] * 2 - 1
+        return encoded
 
     def camera_embedding(
         self,
@@ -143,7 +153,7 @@ class Zero123Guidance(DiffusionGuidanceMixin, VAELatentsMixin, BaseObject):
         grad = self.sds_weight(t) * (noise_pred - noise)
 
         out = self.sds_loss(latents, grad)
-        out.update({"min_step": self.min_step, "max_step": self.max_step, "timesteps": t})
+        out.update(self.step_summary(t))
         if guidance_eval:
 
             def predict_guided(x: Tensor, t_i: Tensor, b: int) -> Tensor:
@@ -155,7 +165,9 @@ class Zero123Guidance(DiffusionGuidanceMixin, VAELatentsMixin, BaseObject):
                     cond["concat"][rows],
                 )
                 pred_cond, pred_uncond = pred.chunk(2)
-                return pred_uncond + self.cfg.guidance_scale * (pred_cond - pred_uncond)
+                return combine_cfg(
+                    pred_cond, pred_uncond, self.cfg.guidance_scale, self.cfg.cfg_form
+                )
 
             out["eval"] = ddim_inspection(
                 self.scheduler_ddim,
