@@ -24,6 +24,7 @@ import weakref
 import torch
 
 from threestudio.kernels.backend import report_fallback
+from threestudio.utils.errors import ConfigError
 from threestudio.utils.ops import as_resolution
 from threestudio.utils.typing import Float, Integer, List, Optional, Tensor, Tuple, Union
 
@@ -405,8 +406,6 @@ def make_rasterizer(
 ) -> Union[TorchRasterizer, NVDiffrastRasterizer]:
     """nvdiffrast when it imports and ``device`` is CUDA, else the pure-PyTorch backend."""
     if context_type not in CONTEXT_TYPES:
-        from threestudio.utils.errors import ConfigError  # noqa: PLC0415
-
         raise ConfigError(
             f"context_type: unknown rasterizer context '{context_type}' (use 'gl' or 'cuda')"
         )
