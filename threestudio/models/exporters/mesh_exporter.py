@@ -66,7 +66,7 @@ class MeshExporter(Exporter):
         # attributes to set on xatlas.ChartOptions / xatlas.PackOptions
         xatlas_chart_options: dict = field(default_factory=dict)
         xatlas_pack_options: dict = field(default_factory=dict)  # see xatlas_chart_options
-        context_type: str = "gl"  # nvdiffrast context for baking: gl | cuda (torch: ignored)
+        context_type: str = "gl"  # nvdiffrast context for baking: gl | cuda (checked on every backend; torch draws the same)
 
     cfg: Config
 

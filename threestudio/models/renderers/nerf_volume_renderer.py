@@ -41,7 +41,7 @@ class NeRFVolumeRenderer(PackedSamplesMixin, VolumeRenderer):
 
         # occgrid: skip empty cells, stop rays at transmittance < 1e-4 (false: march everything)
         grid_prune: bool = True
-        # occgrid: drop samples with alpha < 0.01 (one extra no-grad density pass)
+        # occgrid: drop samples with alpha < min(0.01, mean occupancy), as nerfacc (one no-grad density pass)
         prune_alpha_threshold: bool = True
         grid_resolution: int = 32  # occgrid: cells per axis
 

@@ -43,7 +43,7 @@ def pixel_ray_directions(
 class NVDiffRasterizer(Rasterizer):
     @dataclass
     class Config(Rasterizer.Config):
-        # nvdiffrast's OpenGL ("gl") or CUDA ("cuda") rasteriser; ignored by the torch backend
+        # nvdiffrast's OpenGL ("gl") or CUDA ("cuda") rasteriser; checked on every backend
         context_type: str = "gl"
 
     cfg: Config
