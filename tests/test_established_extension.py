@@ -92,7 +92,7 @@ def test_established_style_extension_trains_and_converts_its_stage(workdir):
 
     # every guidance output was logged; the float field followed its schedule list
     logged = metrics(geometry_trial)
-    for key in ("train/loss_sds", "train/timesteps", "train/min_step", "train/max_step"):
+    for key in ("train/loss_sds", "train/timestep", "train/min_step", "train/max_step"):
         assert key in logged and len(logged[key]) == 4, key
     assert logged["train/min_step_percent"][0] == pytest.approx(0.5)
     assert logged["train/min_step_percent"][2] == pytest.approx(0.3)

@@ -167,6 +167,20 @@ def test_schedule_resolvers():
     assert out["x"] is False and out["y"] is True and out["z"] is False and out["w"] is True
 
 
+def test_schedule_resolvers_read_chained_schedules_like_c():
+    # stable-zero123's [100, 7.0, 5.0, 150, 10.0, 200] peaks at 10; steps are not values
+    conf = OmegaConf.create(
+        {
+            "zero": [100, 0.0, 0.0, 150, 0.0, 200],
+            "late": [100, 0.0, 0.0, 150, 0.5, 200],
+            "x": "${cmaxgt0:${zero}}",
+            "y": "${cmaxgt0:${late}}",
+        }
+    )
+    out = OmegaConf.to_container(conf, resolve=True)
+    assert out["x"] is False and out["y"] is True
+
+
 def test_parse_structured_returns_typed_config():
     cfg = parse_structured(GeometryConfig, {"radius": 3})
     assert cfg.radius == 3.0 and isinstance(cfg.radius, float)

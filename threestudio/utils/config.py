@@ -34,11 +34,9 @@ def _c_max(value: Any) -> float:
         raise ConfigError(f"scheduled value must be a number or a list, got {value!r}")
     if len(value) == 3:
         return max(value[0], value[1])
-    if len(value) == 4:
-        return max(value[1], value[2])
-    if len(value) >= 6:
-        vals = value[1::2] if len(value) % 2 == 0 else value[0::2]
-        return max(vals)
+    if len(value) >= 4 and len(value) % 2 == 0:
+        # [start_step, start_value, value_1, step_1, value_2, step_2, ...], as misc.C reads it
+        return max([value[1]] + list(value[2::2]))
     raise ConfigError(f"cannot read scheduled value {value!r}")
 
 
