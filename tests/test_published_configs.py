@@ -1710,6 +1710,33 @@ TABLE.update(
     }
 )
 
+# ---- magic3d ----
+TABLE.update({})
+
+# ---- latentnerf ----
+TABLE.update({})
+
+# ---- fantasia3d ----
+TABLE.update({})
+
+# ---- sjc ----
+TABLE.update({})
+
+# ---- textmesh ----
+TABLE.update({})
+
+# ---- sdi ----
+TABLE.update({})
+
+# ---- eff-dreamfusion ----
+TABLE.update({})
+
+# ---- unified-guidance ----
+TABLE.update({})
+
+# ---- hifa ----
+TABLE.update({})
+
 SHIPPED: List[str] = sorted(name for name in TABLE if os.path.isfile(os.path.join(CONFIGS, name)))
 
 # values for the keys a published file leaves to the user (???)

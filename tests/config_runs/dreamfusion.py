@@ -1,0 +1,24 @@
+"""DreamFusion, the quickstart and the reconstruction demo."""
+
+from tests.config_runs import Row
+from tests.config_runs.common import (
+    CAMERAS,
+    HASH_GRID,
+    IF_MODELS,
+    ISOSURFACE,
+    NERF,
+    PROMPTS,
+    SD_MODELS,
+)
+
+_SMALL = CAMERAS + HASH_GRID + ISOSURFACE + NERF + PROMPTS
+
+ROWS = {
+    "dreamfusion": Row(models=SD_MODELS, overrides=_SMALL),
+    "dreamfusion-sd": Row(models=SD_MODELS, overrides=_SMALL),
+    "dreamfusion-wonormal": Row(models=SD_MODELS, overrides=_SMALL),
+    "dreamfusion-if": Row(models=IF_MODELS, overrides=_SMALL),
+    # the bundled model is the config's own: nothing to substitute
+    "quickstart": Row(overrides=_SMALL),
+    "reconstruct-spheres": Row(overrides=CAMERAS + HASH_GRID + ISOSURFACE + NERF),
+}
