@@ -7,7 +7,7 @@ The rows (which tiny model goes where, which overrides make a run tiny, which st
 before) live in ``tests/config_runs/``, one module per method family; a config without a row, or
 a row without a config, fails the fast test below. Published copies (a published table of
 ``tests/test_published_configs.py`` written out as it is) run with only the prompt, the model
-paths and the run length overridden."""
+paths, the run length and the run's size (resolution, samples, grid sizes) overridden."""
 
 import json
 import os
@@ -30,7 +30,10 @@ PROMPT = "a hamburger"
 ROWS = collect("ROWS")
 PUBLISHED_COPIES = collect("PUBLISHED_COPIES")
 
-# what a published copy may override: the prompt, model paths, the run length, the stage hand-over
+# what a published copy may override: the prompt, model paths, the run length, the stage
+# hand-over, and the run's size (a published 512x512 render of 512 samples per ray needs tens of
+# GiB on a CPU): resolution, samples per ray, hash-grid size, marching-grid size. Every key that
+# decides what the method does stays as published.
 PUBLISHED_COPY_KEYS = (
     "system.prompt_processor.prompt",
     "system.prompt_processor.spawn",
@@ -40,6 +43,17 @@ PUBLISHED_COPY_KEYS = (
     "data.n_val_views",
     "data.n_test_views",
     "system.geometry_convert_from",
+    "data.width",
+    "data.height",
+    "data.eval_width",
+    "data.eval_height",
+    "system.renderer.num_samples_per_ray",
+    "system.renderer.num_samples_per_ray_importance",
+    "system.geometry.pos_encoding_config.n_levels",
+    "system.geometry.pos_encoding_config.log2_hashmap_size",
+    "system.geometry.isosurface_resolution",
+    "system.geometry.isosurface_threshold",
+    "system.exporter.texture_size",
 )
 
 

@@ -1735,7 +1735,7 @@ TABLE.update({})
 TABLE.update({})
 
 # ---- hifa ----
-TABLE.update({})
+TABLE.update({"hifa.yaml": Recipe("hifa.yaml", without_loggers(HIFA))})
 
 SHIPPED: List[str] = sorted(name for name in TABLE if os.path.isfile(os.path.join(CONFIGS, name)))
 

@@ -1,4 +1,4 @@
-"""DreamFusion, the quickstart and the reconstruction demo."""
+"""DreamFusion, HiFA (a DreamFusion-system recipe), the quickstart and the reconstruction demo."""
 
 from tests.config_runs import Row
 from tests.config_runs.common import (
@@ -18,7 +18,13 @@ ROWS = {
     "dreamfusion-sd": Row(models=SD_MODELS, overrides=_SMALL),
     "dreamfusion-wonormal": Row(models=SD_MODELS, overrides=_SMALL),
     "dreamfusion-if": Row(models=IF_MODELS, overrides=_SMALL),
+    "hifa": Row(models=SD_MODELS, overrides=_SMALL),
     # the bundled model is the config's own: nothing to substitute
     "quickstart": Row(overrides=_SMALL),
     "reconstruct-spheres": Row(overrides=CAMERAS + HASH_GRID + ISOSURFACE + NERF),
+}
+
+PUBLISHED_COPIES = {
+    "dreamfusion-sd.yaml": Row(models=SD_MODELS, overrides=_SMALL, steps=1),
+    "hifa.yaml": Row(models=SD_MODELS, overrides=_SMALL, steps=1),
 }

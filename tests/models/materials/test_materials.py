@@ -92,6 +92,17 @@ def test_ambient_only_steps_and_export():
     torch.testing.assert_close(material.export(features)["albedo"], torch.sigmoid(features))
 
 
+def test_ambient_only_on_test_shows_albedo_outside_training():
+    material = diffuse_material(ambient_only_on_test=True, diffuse_prob=1.0, textureless_prob=0.0)
+    features, positions, normals, lights, cos = shading_case()
+    material.train()  # training still shades: albedo * (ambient + diffuse * cos)
+    torch.testing.assert_close(
+        material(features, positions, normals, lights), features * (0.1 + 0.9 * cos)
+    )
+    material.eval()
+    torch.testing.assert_close(material(features, positions, normals, lights), features)
+
+
 def test_soft_shading_splits_light_at_random():
     material = diffuse_material(soft_shading=True, diffuse_prob=1.0, textureless_prob=1.0)
     material.train()

@@ -31,6 +31,9 @@ class DiffuseWithPointLightMaterial(BaseMaterial):
         albedo_activation: str = "sigmoid"  # a get_activation name, applied to features[..., :3]
         # in training, draw the ambient/diffuse split at random (Magic3D-style soft shading)
         soft_shading: bool = False
+        # outside training (validation, test video, export preview) show the albedo only, e.g.
+        # for refine stages whose texture is judged without the point light
+        ambient_only_on_test: bool = False
 
     cfg: Config
     requires_normal: bool = True
@@ -59,7 +62,9 @@ class DiffuseWithPointLightMaterial(BaseMaterial):
             if random.random() < self.cfg.textureless_prob:
                 return "textureless"
             return "diffuse"
-        return "albedo" if self.ambient_only else "diffuse"
+        if self.ambient_only or self.cfg.ambient_only_on_test:
+            return "albedo"
+        return "diffuse"
 
     def forward(
         self,
