@@ -19,6 +19,9 @@ ROWS = {
     "dreamfusion-wonormal": Row(models=SD_MODELS, overrides=_SMALL),
     "dreamfusion-if": Row(models=IF_MODELS, overrides=_SMALL),
     "hifa": Row(models=SD_MODELS, overrides=_SMALL),
+    # the web-demo recipes (exp_root_dir outputs-gradio is overridden like every other)
+    "gradio/dreamfusion-sd": Row(models=SD_MODELS, overrides=_SMALL),
+    "gradio/dreamfusion-if": Row(models=IF_MODELS, overrides=_SMALL),
     # the bundled model is the config's own: nothing to substitute
     "quickstart": Row(overrides=_SMALL),
     "reconstruct-spheres": Row(overrides=CAMERAS + HASH_GRID + ISOSURFACE + NERF),
