@@ -26,13 +26,19 @@ ROWS = {
     "dreamfusion-sd-eff": Row(models=SD_MODELS, overrides=_COARSE + EFF_SAMPLES),
 }
 
-# published copies render their full-size views: one validation and one test view keep them short
-_ONE_VIEW = PROMPTS + ["data.n_val_views=1", "data.n_test_views=1"]
+# published copies at a CPU size (the keys PUBLISHED_COPY_KEYS allows); the eff copy keeps its
+# published 128x128 image and 64x64 rays (data.sample_* is not among those keys)
+_EFF_COPY = [o for o in CAMERAS if not o.startswith(("data.width", "data.height"))]
 
 PUBLISHED_COPIES = {
-    "magic3d-coarse-sd.yaml": Row(models=SD_MODELS, overrides=_ONE_VIEW),
-    "magic3d-coarse-if.yaml": Row(models=IF_MODELS, overrides=_ONE_VIEW),
-    # 512x512 rasterisation of a 128^3 tet grid: the slowest row here
-    "magic3d-refine-sd.yaml": Row(models=SD_MODELS, overrides=_ONE_VIEW, after="magic3d-coarse-sd"),
-    "dreamfusion-sd-eff.yaml": Row(models=SD_MODELS, overrides=_ONE_VIEW),
+    "magic3d-coarse-sd.yaml": Row(models=SD_MODELS, overrides=_COARSE, steps=1),
+    "magic3d-coarse-if.yaml": Row(models=IF_MODELS, overrides=_COARSE, steps=1),
+    "magic3d-refine-sd.yaml": Row(
+        models=SD_MODELS, overrides=_REFINE, after="magic3d-coarse-sd", steps=1
+    ),
+    "dreamfusion-sd-eff.yaml": Row(
+        models=SD_MODELS,
+        overrides=_EFF_COPY + HASH_GRID + ISOSURFACE + NERF + PROMPTS,
+        steps=1,
+    ),
 }
