@@ -1640,6 +1640,7 @@ DREAMFUSION_SD_EFF = {
 PUBLISHED: Dict[str, Dict[str, Any]] = {
     "dreamfusion-sd.yaml": DREAMFUSION_SD,
     "dreamfusion-if.yaml": DREAMFUSION_IF,
+    "dreamfusion-sd-eff.yaml": DREAMFUSION_SD_EFF,
     "magic3d-coarse-sd.yaml": MAGIC3D_COARSE_SD,
     "magic3d-coarse-if.yaml": MAGIC3D_COARSE_IF,
     "magic3d-refine-sd.yaml": MAGIC3D_REFINE_SD,
@@ -1657,7 +1658,6 @@ PUBLISHED: Dict[str, Dict[str, Any]] = {
     "magic123-coarse-sd.yaml": MAGIC123_COARSE_SD,
     "magic123-refine-sd.yaml": MAGIC123_REFINE_SD,
     "hifa.yaml": HIFA,
-    "dreamfusion-sd-eff.yaml": DREAMFUSION_SD_EFF,
 }
 
 # Config names threestudio publishes (its configs/ folder and READMEs) that have no table here
