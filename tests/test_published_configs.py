@@ -1721,9 +1721,88 @@ HIFA = {
 }
 
 
+# threestudio-project/threestudio@7f2f283:configs/dreamfusion-sd-eff.yaml
+# (its name is the published dreamfusion-sd's: trials land in outputs/dreamfusion-sd/)
+DREAMFUSION_SD_EFF = {
+    "name": "dreamfusion-sd",
+    "tag": "${rmspace:${system.prompt_processor.prompt},_}",
+    "exp_root_dir": "outputs",
+    "seed": 0,
+    "data_type": "eff-random-camera-datamodule",
+    "data.batch_size": 1,
+    "data.width": 128,
+    "data.height": 128,
+    "data.sample_width": 64,
+    "data.sample_height": 64,
+    "data.camera_distance_range": [1.5, 2.0],
+    "data.fovy_range": [40, 70],
+    "data.elevation_range": [-10, 45],
+    "data.light_sample_strategy": "dreamfusion",
+    "data.eval_camera_distance": 2.0,
+    "data.eval_fovy_deg": 70.0,
+    "system_type": "efficient-dreamfusion-system",
+    "system.geometry_type": "implicit-volume",
+    "system.geometry.radius": 2.0,
+    "system.geometry.normal_type": "analytic",
+    "system.geometry.density_bias": "blob_magic3d",
+    "system.geometry.density_activation": "softplus",
+    "system.geometry.density_blob_scale": 10.0,
+    "system.geometry.density_blob_std": 0.5,
+    "system.geometry.pos_encoding_config.otype": "ProgressiveBandHashGrid",
+    "system.geometry.pos_encoding_config.n_levels": 16,
+    "system.geometry.pos_encoding_config.n_features_per_level": 2,
+    "system.geometry.pos_encoding_config.log2_hashmap_size": 19,
+    "system.geometry.pos_encoding_config.base_resolution": 16,
+    "system.geometry.pos_encoding_config.per_level_scale": 1.447269237440378,
+    "system.geometry.pos_encoding_config.start_level": 8,
+    "system.geometry.pos_encoding_config.start_step": 2000,
+    "system.geometry.pos_encoding_config.update_steps": 500,
+    "system.material_type": "diffuse-with-point-light-material",
+    "system.material.ambient_only_steps": 2001,
+    "system.material.albedo_activation": "sigmoid",
+    "system.background_type": "neural-environment-map-background",
+    "system.background.color_activation": "sigmoid",
+    "system.renderer_type": "nerf-volume-renderer",
+    "system.renderer.radius": "${system.geometry.radius}",
+    "system.renderer.num_samples_per_ray": 512,
+    "system.prompt_processor_type": "stable-diffusion-prompt-processor",
+    "system.prompt_processor.pretrained_model_name_or_path": "stabilityai/stable-diffusion-2-1-base",
+    "system.prompt_processor.prompt": "???",
+    "system.guidance_type": "stable-diffusion-guidance",
+    "system.guidance.pretrained_model_name_or_path": "stabilityai/stable-diffusion-2-1-base",
+    "system.guidance.guidance_scale": 100.0,
+    "system.guidance.weighting_strategy": "sds",
+    "system.guidance.min_step_percent": 0.02,
+    "system.guidance.max_step_percent": 0.98,
+    "system.loggers.wandb.enable": False,
+    "system.loggers.wandb.project": "threestudio",
+    "system.loggers.wandb.name": "None",
+    "system.loss.lambda_sds": 1.0,
+    "system.loss.lambda_orient": [0, 10.0, 1000.0, 5000],
+    "system.loss.lambda_sparsity": 1.0,
+    "system.loss.lambda_opaque": 0.0,
+    "system.optimizer.name": "Adam",
+    "system.optimizer.args.lr": 0.01,
+    "system.optimizer.args.betas": [0.9, 0.99],
+    "system.optimizer.args.eps": 1e-15,
+    "system.optimizer.params.geometry.lr": 0.01,
+    "system.optimizer.params.background.lr": 0.001,
+    "trainer.max_steps": 10000,
+    "trainer.log_every_n_steps": 1,
+    "trainer.num_sanity_val_steps": 0,
+    "trainer.val_check_interval": 200,
+    "trainer.enable_progress_bar": True,
+    "trainer.precision": "16-mixed",
+    "checkpoint.save_last": True,
+    "checkpoint.save_top_k": -1,
+    "checkpoint.every_n_train_steps": "${trainer.max_steps}",
+}
+
+
 PUBLISHED: Dict[str, Dict[str, Any]] = {
     "dreamfusion-sd.yaml": DREAMFUSION_SD,
     "dreamfusion-if.yaml": DREAMFUSION_IF,
+    "dreamfusion-sd-eff.yaml": DREAMFUSION_SD_EFF,
     "magic3d-coarse-sd.yaml": MAGIC3D_COARSE_SD,
     "magic3d-coarse-if.yaml": MAGIC3D_COARSE_IF,
     "magic3d-refine-sd.yaml": MAGIC3D_REFINE_SD,
@@ -1754,7 +1833,6 @@ OTHER_PUBLISHED_NAMES = {
     "dreamfusion-if-lowres.yaml",
     "dreamfusion-if-perpneg.yaml",
     "dreamfusion-noact.yaml",
-    "dreamfusion-sd-eff.yaml",
     "dreamfusion-sdxl.yaml",
     "dreamfusion-wonormal.yaml",
     "dreamfusion.yaml",
@@ -1875,7 +1953,19 @@ TABLE.update(
 )
 
 # ---- magic3d ----
-TABLE.update({})
+TABLE.update(
+    {
+        "magic3d-coarse-sd.yaml": Recipe(
+            "magic3d-coarse-sd.yaml", without_loggers(MAGIC3D_COARSE_SD)
+        ),
+        "magic3d-coarse-if.yaml": Recipe(
+            "magic3d-coarse-if.yaml", without_loggers(MAGIC3D_COARSE_IF)
+        ),
+        "magic3d-refine-sd.yaml": Recipe(
+            "magic3d-refine-sd.yaml", without_loggers(MAGIC3D_REFINE_SD)
+        ),
+    }
+)
 
 # ---- latentnerf ----
 TABLE.update({})
@@ -1893,7 +1983,13 @@ TABLE.update({})
 TABLE.update({})
 
 # ---- eff-dreamfusion ----
-TABLE.update({})
+TABLE.update(
+    {
+        "dreamfusion-sd-eff.yaml": Recipe(
+            "dreamfusion-sd-eff.yaml", without_loggers(DREAMFUSION_SD_EFF)
+        ),
+    }
+)
 
 # ---- unified-guidance ----
 TABLE.update({})

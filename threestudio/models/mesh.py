@@ -225,13 +225,13 @@ class Mesh:
 
     # ------------------------------------------------------------------ regularisers
     def normal_consistency(self) -> Float[Tensor, ""]:
-        """Mean of (1 - cos) between the normals of faces that share an edge."""
-        v0, v1, v2 = self._face_vertices()
-        fn = F.normalize(torch.linalg.cross(v1 - v0, v2 - v0), dim=1)
-        pairs = self.face_adjacency()
-        if pairs.shape[0] == 0:
+        """Mean over the mesh edges of (1 - cos) between the vertex normals at the edge's two
+        ends, the established definition (the weights of published configs, e.g.
+        lambda_normal_consistency 10000 in magic3d-refine-sd, are tuned to it)."""
+        if self.t_pos_idx.shape[0] == 0:
             return self.v_pos.sum() * 0.0
-        cos = (fn[pairs[:, 0]] * fn[pairs[:, 1]]).sum(dim=1)
+        edge_nrm = self.v_nrm[self.edges]  # [Ne, 2, 3]
+        cos = F.cosine_similarity(edge_nrm[:, 0], edge_nrm[:, 1], dim=-1)
         return (1.0 - cos).mean()
 
     def _laplacian_uniform(self) -> Tensor:
@@ -250,8 +250,11 @@ class Mesh:
         return torch.sparse_coo_tensor(idx, values, (n, n)).coalesce()
 
     def laplacian(self) -> Float[Tensor, ""]:
-        """Uniform Laplacian smoothing loss: mean squared norm of L @ v_pos."""
+        """Uniform Laplacian smoothing loss: mean over vertices of the norm of (L @ v_pos)_i,
+        i.e. deg_i times the offset of vertex i from the mean of its neighbours (as
+        established)."""
+        if self.t_pos_idx.shape[0] == 0:
+            return self.v_pos.sum() * 0.0
         with torch.no_grad():
             lap = self._laplacian_uniform()
-        loss = torch.sparse.mm(lap, self.v_pos)
-        return loss.norm(dim=1).pow(2).mean()
+        return torch.sparse.mm(lap, self.v_pos).norm(dim=1).mean()

@@ -1,1 +1,7 @@
-from threestudio.systems import base, dreamfusion, reconstruction  # noqa: F401
+from threestudio.systems import (  # noqa: F401
+    base,
+    dreamfusion,
+    eff_dreamfusion,
+    magic3d,
+    reconstruction,
+)

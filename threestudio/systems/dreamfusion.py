@@ -13,7 +13,7 @@ from threestudio.systems.base import BaseLift3DSystem
 from threestudio.utils.errors import ConfigError
 from threestudio.utils.loss import binary_entropy
 from threestudio.utils.ops import dot
-from threestudio.utils.typing import Any, Dict
+from threestudio.utils.typing import Any, Dict, Tensor
 
 
 @threestudio.register("dreamfusion-system")
@@ -49,10 +49,15 @@ class DreamFusion(BaseLift3DSystem):
             )
         return terms
 
+    def guidance_input(self, out: Dict[str, Any], batch: Dict[str, Any]) -> Tensor:
+        """The image the guidance scores: the render itself (efficient-dreamfusion-system
+        spreads a sparse render over the full image here)."""
+        return out["comp_rgb"]
+
     def training_step(self, batch, batch_idx):
         out = self(batch)
         guidance_out = self.guidance(
-            out["comp_rgb"], self.prompt_utils, **batch, rgb_as_latents=False
+            self.guidance_input(out, batch), self.prompt_utils, **batch, rgb_as_latents=False
         )
         terms = {k: v for k, v in guidance_out.items() if k.startswith("loss_")}
         for name, value in guidance_out.items():
