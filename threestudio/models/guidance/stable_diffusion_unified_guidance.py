@@ -12,7 +12,9 @@ Its conventions are the established unified guidance's, which differ from
 ``uncond + s (cond - uncond)``, the loss named ``loss_sd`` (``loss_sd_img``, ``loss_train_phi``),
 and its own weightings, ``dreamfusion``: ``1 - sqrt(alpha_bar)`` and ``fantasia3d``:
 ``alpha_bar^(1/4) (1 - sqrt(alpha_bar))`` (``sds`` and ``uniform`` mean what they mean in the
-other guidances).
+other guidances). Besides the losses it returns scalars (``grad_norm``, ``min_step``,
+``max_step``, ``timestep``) and the images the config asks for (``rgb_1step_orig``,
+``rgb_multistep_orig`` with ``latents_multistep_orig``).
 """
 
 from contextlib import contextmanager
@@ -300,17 +302,10 @@ class StableDiffusionUnifiedGuidance(DiffusionGuidanceMixin, VAELatentsMixin, Ba
 
         w = self.sds_weight(t)
         out = self.sds_loss(latents, w * (eps_pretrain - eps_phi), "loss_sd")
+        # scalars besides the losses and the images asked for (systems log every other output):
+        # the per-sample tensors the established guidance also returns (timesteps, latents,
+        # latents_1step_orig, rgb, weights, lambdas) are left out
         out.update(self.step_summary(t))
-        out.update(
-            {
-                "timesteps": t,
-                "latents": latents,
-                "latents_1step_orig": latents_1step_orig,
-                "rgb": rgb,
-                "weights": w,
-                "lambdas": (sigma / alpha).view(-1),
-            }
-        )
 
         image = encoded["image"]
         need_image = self.cfg.return_rgb_1step_orig or (self.cfg.use_img_loss and image is not None)
