@@ -244,6 +244,7 @@ def test_published_copy_runs_unmodified(name, tmp_path, tiny_models, every_confi
     row = PUBLISHED_COPIES[name]
     table = dict(PUBLISHED[name])
     path = tmp_path / name
+    path.parent.mkdir(parents=True, exist_ok=True)  # tables of configs in subfolders
     path.write_text(yaml.safe_dump(unflatten(table)))
     handover = None
     if row.after is not None:

@@ -4,4 +4,5 @@ from threestudio.systems import (  # noqa: F401
     eff_dreamfusion,
     magic3d,
     reconstruction,
+    sdi,
 )

@@ -382,11 +382,15 @@ class BaseLift3DSystem(BaseSystem):
 
     def _trainable_guidance(self) -> bool:
         cfg = self.__dict__.get("cfg")
-        return bool(
-            cfg is not None
-            and cfg.guidance_type
-            and issubclass(threestudio.find(cfg.guidance_type), nn.Module)
-        )
+        if cfg is None or not cfg.guidance_type:
+            return False
+        cls = threestudio.find(cfg.guidance_type)
+        if not issubclass(cls, nn.Module):
+            return False
+        # a guidance whose trainable parts depend on its config (the unified guidance: only
+        # VSD) says whether this config has any
+        has_trainable = getattr(cls, "has_trainable_parameters", None)
+        return has_trainable is None or bool(has_trainable(cfg.guidance))
 
     def finish_configure(self) -> None:
         # trainable guidance (e.g. VSD's LoRA) must exist before the optimiser and checkpoint

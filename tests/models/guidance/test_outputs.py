@@ -61,6 +61,9 @@ def cond_image(tmp_path_factory):
         ("stable-diffusion-guidance", {"use_sjc": True}),
         ("stable-diffusion-guidance", {"use_img_loss": True, "sqrt_anneal": True}),
         ("stable-diffusion-vsd-guidance", {"use_img_loss": True}),
+        ("stable-diffusion-unified-guidance", {}),
+        ("stable-diffusion-unified-guidance", {"guidance_type": "vsd", "sqrt_anneal": True}),
+        ("stable-diffusion-sdi-guidance", {}),
     ],
 )
 def test_text_guidances_return_scalars(tiny_sd_path, prompt_utils, name, extra):

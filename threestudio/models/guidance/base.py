@@ -1,15 +1,17 @@
 """Pieces every diffusion guidance shares: loading pretrained parts offline-safely (one path
 for UNet/VAE and one for the schedulers), the timestep schedule, the SDS weighting w(t),
-noising and classifier-free guidance (plain or Perp-Neg), the detach-target loss and DDIM-based
-inspection and editing.
+noising and classifier-free guidance (plain or Perp-Neg), the detach-target loss, DDIM-based
+inspection and editing, and VSD's camera-conditioned LoRA model (phi).
 
 Each text or image guidance keeps its own SDS step in one function and calls these helpers for
 the rest; the editing guidances (InstructPix2Pix, ControlNet) share one call, ``ImageEditMixin``.
 """
 
+import random
 from dataclasses import dataclass
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 import threestudio
@@ -192,6 +194,8 @@ class DiffusionGuidanceMixin:
 
     alphas: Float[Tensor, "T"]
     num_train_timesteps: int
+    # the names weighting_strategy may take (a guidance with its own w(t) names its own)
+    weighting_strategies: Tuple[str, ...] = WEIGHTING_STRATEGIES
 
     def run_unet(
         self, unet: Any, x: Tensor, t: Tensor, encoder_hidden_states: Tensor, **kwargs
@@ -206,10 +210,10 @@ class DiffusionGuidanceMixin:
         ).sample.to(input_dtype)
 
     def setup_schedule(self, scheduler) -> None:
-        if self.cfg.weighting_strategy not in WEIGHTING_STRATEGIES:
+        if self.cfg.weighting_strategy not in self.weighting_strategies:
             raise ConfigError(
                 f"weighting_strategy '{self.cfg.weighting_strategy}' is unknown; use one of "
-                f"{', '.join(WEIGHTING_STRATEGIES)}"
+                f"{', '.join(self.weighting_strategies)}"
             )
         if self.cfg.cfg_form not in CFG_FORMS:
             raise ConfigError(
@@ -229,12 +233,18 @@ class DiffusionGuidanceMixin:
 
     def sqrt_annealed_percent(self, epoch: int, global_step: int) -> float:
         """HiFA's timestep at this step, as a fraction of the training timesteps:
-        ``min + (max - min) (1 - sqrt(step / trainer_max_steps))``. A schedule in
-        ``max_step_percent`` contributes its second entry (its start value in the
-        ``[start_step, start, end, end_step]`` form), as the established guidance reads it."""
+        ``min + (max - min) (1 - sqrt(step / trainer_max_steps))``."""
+        return self.annealed_percent(epoch, global_step, power=0.5)
+
+    def annealed_percent(self, epoch: int, global_step: int, power: float) -> float:
+        """One timestep annealed from max to min over ``trainer_max_steps``, as a fraction of the
+        training timesteps: ``min + (max - min) (1 - (step / trainer_max_steps) ** power)``
+        (HiFA: power 0.5; SDI: power 1). A schedule in ``max_step_percent`` contributes its
+        second entry (its start value in the ``[start_step, start, end, end_step]`` form), as
+        the established guidances read it."""
         # past trainer_max_steps the established formula goes below min (and then below 0,
         # indexing alpha_bar from the end); hold it at min instead
-        progress = min(global_step / self.cfg.trainer_max_steps, 1.0) ** 0.5
+        progress = min(global_step / self.cfg.trainer_max_steps, 1.0) ** power
         max_percent = self.cfg.max_step_percent
         if not isinstance(max_percent, (int, float)):
             max_percent = max_percent[1]
@@ -352,9 +362,12 @@ class DiffusionGuidanceMixin:
         predict: Callable[[Tensor, Tensor, Tensor], Tensor],
         text_embeddings: Tensor,
         neg_guidance_weights: Optional[Tensor],
+        guidance_scale: Optional[float] = None,
     ) -> Callable[[Tensor, Tensor], Tensor]:
         """``(x_noisy, t) -> guided noise`` of the whole batch: ``guided_noise`` of the denoiser
-        ``predict`` with these embeddings at ``cfg.guidance_scale`` in ``cfg.cfg_form``."""
+        ``predict`` with these embeddings at ``guidance_scale`` (default ``cfg.guidance_scale``)
+        in ``cfg.cfg_form``."""
+        scale = self.cfg.guidance_scale if guidance_scale is None else guidance_scale
 
         def guided(x: Tensor, t: Tensor) -> Tensor:
             return self.guided_noise(
@@ -363,7 +376,7 @@ class DiffusionGuidanceMixin:
                 t,
                 text_embeddings,
                 neg_guidance_weights,
-                self.cfg.guidance_scale,
+                scale,
                 self.cfg.cfg_form,
             )["noise_pred"]
 
@@ -397,15 +410,16 @@ class DiffusionGuidanceMixin:
         return noise, x_noisy, guided_predict(x_noisy, t)
 
     def sds_loss(
-        self, target_of: Tensor, grad: Tensor, name: str = "loss_sds"
+        self, target_of: Tensor, grad: Tensor, name: str = "loss_sds", reduction: str = "sum"
     ) -> Dict[str, Tensor]:
         """Turn a gradient into a loss whose d/d(target_of) is ``grad`` (per sample, summed),
-        so one backward pass serves every loss term of the system."""
+        so one backward pass serves every loss term of the system. ``reduction="mean"`` also
+        divides by the number of elements (SDI's published loss, ``0.5 mean(grad^2) / B``)."""
         grad = torch.nan_to_num(grad)
         if self.grad_clip_val is not None:
             grad = grad.clamp(-self.grad_clip_val, self.grad_clip_val)
         target = (target_of - grad).detach()
-        loss = 0.5 * F.mse_loss(target_of, target, reduction="sum") / target_of.shape[0]
+        loss = 0.5 * F.mse_loss(target_of, target, reduction=reduction) / target_of.shape[0]
         return {name: loss, "grad_norm": grad.norm()}
 
 
@@ -588,3 +602,97 @@ def ddim_edit(
         eps = predict_guided(x, t_i.expand(batch_size))
         x = scheduler_ddim.step(eps, t_i, x).prev_sample
     return x
+
+
+# ---------- VSD's phi model: a camera-conditioned LoRA copy of the denoiser ----------
+
+CAMERA_CONDITION_DIMS = {"extrinsics": 16, "mvp": 16, "spherical": 4}
+
+
+def camera_condition(kind: str, batch: Dict[str, Any]) -> Float[Tensor, "B D"]:
+    """The camera a phi model sees: ``extrinsics`` the flattened camera-to-world matrix,
+    ``mvp`` the flattened MVP matrix, ``spherical`` (elevation in radians, sin and cos of the
+    azimuth, camera distance)."""
+    if kind == "spherical":
+        elevation = torch.deg2rad(batch["elevation"])
+        azimuth = torch.deg2rad(batch["azimuth"])
+        return torch.stack(
+            [elevation, torch.sin(azimuth), torch.cos(azimuth), batch["camera_distances"]], dim=-1
+        )
+    key = "c2w" if kind == "extrinsics" else "mvp_mtx"
+    if key not in batch:
+        raise ValueError(f"VSD guidance with camera condition '{kind}' needs '{key}' in the batch")
+    return batch[key].reshape(batch[key].shape[0], -1)
+
+
+def add_camera_lora(
+    unet: Any, camera_dim: Optional[int], lora_rank: Optional[int]
+) -> Tuple[nn.ModuleList, Optional[nn.Module]]:
+    """Turn the frozen ``unet`` into a phi model: a camera embedding (``camera_dim`` inputs to
+    the time-embedding width) as its class embedding, and LoRA adapters (alpha = rank, so a
+    scale of 1) on the attention projections. ``None`` leaves either out. Returns the
+    trainable parts, in float32: ``(lora_layers, camera_embedding)``."""
+    from diffusers.models.embeddings import TimestepEmbedding
+
+    camera_embedding = None
+    if camera_dim is not None:
+        time_embed_dim = unet.config.block_out_channels[0] * 4
+        unet.class_embedding = TimestepEmbedding(camera_dim, time_embed_dim)
+        camera_embedding = unet.class_embedding.float()
+    lora_modules = []
+    if lora_rank:
+        from peft import LoraConfig
+
+        unet.add_adapter(
+            LoraConfig(
+                r=lora_rank,
+                lora_alpha=lora_rank,
+                init_lora_weights="gaussian",
+                target_modules=["to_k", "to_q", "to_v", "to_out.0"],
+            )
+        )
+        for module in unet.modules():
+            if hasattr(module, "lora_A") and hasattr(module, "lora_B"):
+                lora_modules += [module.lora_A, module.lora_B]
+    # (after add_adapter, which freezes everything but the adapters)
+    lora_layers = nn.ModuleList(lora_modules).float().requires_grad_(True)
+    if camera_embedding is not None:
+        camera_embedding.requires_grad_(True)
+    return lora_layers, camera_embedding
+
+
+def phi_denoising_loss(
+    run_phi: Callable[[Tensor, Tensor, Tensor, Optional[Tensor]], Tensor],
+    scheduler: Any,
+    latents: Float[Tensor, "B 4 h w"],
+    text_cond: Float[Tensor, "B N Nf"],
+    camera: Optional[Float[Tensor, "B D"]],
+    n_timestep_samples: int,
+    camera_dropout: bool,
+) -> Tensor:
+    """The phi model's denoising loss on the current (detached) renders, at
+    ``n_timestep_samples`` uniform timesteps per latent, in the model's own parametrisation.
+    ``camera_dropout``: a zero camera 10% of the time (drawn with Python's generator, as
+    established). ``run_phi(x, t, embeddings, camera)`` returns the raw prediction."""
+    batch_size = latents.shape[0]
+    n = n_timestep_samples
+    latents = latents.detach().repeat(n, 1, 1, 1)
+    t = torch.randint(
+        0,
+        scheduler.config.num_train_timesteps,
+        [batch_size * n],
+        dtype=torch.long,
+        device=latents.device,
+    )
+    noise = torch.randn_like(latents)
+    latents_noisy = scheduler.add_noise(latents, noise, t)
+    if scheduler.config.prediction_type == "v_prediction":
+        target = scheduler.get_velocity(latents, noise, t)
+    else:
+        target = noise
+    if camera is not None and camera_dropout and random.random() < 0.1:
+        camera = torch.zeros_like(camera)
+    pred = run_phi(
+        latents_noisy, t, text_cond.repeat(n, 1, 1), None if camera is None else camera.repeat(n, 1)
+    )
+    return F.mse_loss(pred.float(), target.float(), reduction="mean")

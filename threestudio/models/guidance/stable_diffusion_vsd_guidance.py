@@ -1,12 +1,8 @@
 import copy
-import random
 from dataclasses import dataclass
 
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
 from diffusers import AutoencoderKL, UNet2DConditionModel
-from diffusers.models.embeddings import TimestepEmbedding
 
 import threestudio
 from threestudio.models.guidance.base import (
@@ -17,10 +13,13 @@ from threestudio.models.guidance.base import (
     TokenMergingConfig,
     VAELatentsMixin,
     _load_pretrained,
+    add_camera_lora,
     apply_token_merging,
+    camera_condition,
     freeze,
     load_scheduler,
     load_unet_and_vae,
+    phi_denoising_loss,
     place_models,
     weights_dtype,
 )
@@ -92,28 +91,11 @@ class StableDiffusionVSDGuidance(DiffusionGuidanceMixin, VAELatentsMixin, BaseMo
             )
             self.scheduler_lora = load_scheduler(name_lora)
 
-        # camera (flattened 4x4 matrix) -> class embedding added to the timestep embedding
-        time_embed_dim = unet_lora.config.block_out_channels[0] * 4
-        unet_lora.class_embedding = TimestepEmbedding(16, time_embed_dim)
-        from peft import LoraConfig
-
-        unet_lora.add_adapter(
-            LoraConfig(
-                r=self.cfg.lora_rank,
-                lora_alpha=self.cfg.lora_rank,
-                init_lora_weights="gaussian",
-                target_modules=["to_k", "to_q", "to_v", "to_out.0"],
-            )
+        # camera (flattened 4x4 matrix) -> class embedding added to the timestep embedding;
+        # the trainable parts stay float32 even when the frozen weights are fp16
+        self.lora_layers, self.camera_embedding = add_camera_lora(
+            unet_lora, camera_dim=16, lora_rank=self.cfg.lora_rank
         )
-        # trainable parts stay float32 even when the frozen weights are fp16
-        lora_modules = []
-        for module in unet_lora.modules():
-            if hasattr(module, "lora_A") and hasattr(module, "lora_B"):
-                lora_modules += [module.lora_A, module.lora_B]
-        self.lora_layers = nn.ModuleList(lora_modules).float()
-        self.camera_embedding = unet_lora.class_embedding.float()
-        self.lora_layers.requires_grad_(True)
-        self.camera_embedding.requires_grad_(True)
 
         for model in (unet, unet_lora) if unet_lora is not unet else (unet,):
             apply_token_merging(self.cfg, model)
@@ -146,10 +128,7 @@ class StableDiffusionVSDGuidance(DiffusionGuidanceMixin, VAELatentsMixin, BaseMo
         return pred
 
     def camera_condition(self, kwargs: Dict[str, Any]) -> Float[Tensor, "B 16"]:
-        key = "c2w" if self.cfg.camera_condition_type == "extrinsics" else "mvp_mtx"
-        if key not in kwargs:
-            raise ValueError(f"VSD guidance with camera_condition_type needs '{key}' in the batch")
-        return kwargs[key].reshape(kwargs[key].shape[0], -1)
+        return camera_condition(self.cfg.camera_condition_type, kwargs)
 
     def __call__(
         self,
@@ -220,27 +199,14 @@ class StableDiffusionVSDGuidance(DiffusionGuidanceMixin, VAELatentsMixin, BaseMo
         camera: Float[Tensor, "B 16"],
     ) -> Tensor:
         """Denoising loss of the LoRA model on the current (detached) renders."""
-        batch_size = latents.shape[0]
-        n = self.cfg.lora_n_timestamp_samples
-        latents = latents.detach().repeat(n, 1, 1, 1)
-        t = torch.randint(
-            0, self.num_train_timesteps, [batch_size * n], dtype=torch.long, device=self.device
+        return phi_denoising_loss(
+            lambda x, t, emb, cam: self.run_unet(
+                self.frozen.unet_lora, x, t, emb, class_labels=cam.float()
+            ),
+            self.scheduler_lora,
+            latents,
+            text_embeddings[: latents.shape[0]],
+            camera,
+            self.cfg.lora_n_timestamp_samples,
+            self.cfg.lora_cfg_training,
         )
-        noise = torch.randn_like(latents)
-        latents_noisy = self.scheduler_lora.add_noise(latents, noise, t)
-        if self.scheduler_lora.config.prediction_type == "v_prediction":
-            target = self.scheduler_lora.get_velocity(latents, noise, t)
-        else:
-            target = noise
-        embeddings_cond = text_embeddings[:batch_size].repeat(n, 1, 1)
-        # Python's generator, as established (a seeded run draws the same torch numbers)
-        if self.cfg.lora_cfg_training and random.random() < 0.1:
-            camera = torch.zeros_like(camera)
-        pred = self.run_unet(
-            self.frozen.unet_lora,
-            latents_noisy,
-            t,
-            embeddings_cond,
-            class_labels=camera.repeat(n, 1).float(),
-        )
-        return F.mse_loss(pred.float(), target.float(), reduction="mean")
