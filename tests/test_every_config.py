@@ -157,6 +157,7 @@ def _train_argv(path: Path, row: Row, workdir: Path, tiny_models, handover=None,
         f"trainer.val_check_interval={row.steps}",
         "trainer.enable_progress_bar=false",
         "system.export_after_train=false",
+        *row.flags,
     ]
     if _needs_prompt(path):
         argv.append(f"system.prompt_processor.prompt={PROMPT}")
@@ -194,9 +195,10 @@ def _run_config(name: str, tmp_root: Path, tiny_models, full: bool) -> Path:
         trial = workdir / "outputs" / str(OmegaConf.load(path).name) / "run"
         parsed = trial / "configs" / "parsed.yaml"
         ckpt = trial / "ckpts" / "last.ckpt"
-        runs.append(["--config", str(parsed), "--test", "--gpu", "0", f"resume={ckpt}"])
-        if row.export:
-            runs.append(["--config", str(parsed), "--export", "--gpu", "0", f"resume={ckpt}"])
+        for stage in ("--test", "--export") if row.export else ("--test",):
+            runs.append(
+                ["--config", str(parsed), stage, "--gpu", "0", f"resume={ckpt}", *row.flags]
+            )
     proc = _launch(workdir, runs)
     assert proc.returncode == 0, f"{name} failed:\n{proc.stderr[-4000:]}"
     trial = _trial(workdir)

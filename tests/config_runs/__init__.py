@@ -27,6 +27,9 @@ class Row:
     handover: str = "system.geometry_convert_from"
     steps: int = 2  # trainer.max_steps
     export: bool = True  # also --export from the checkpoint (False: the config exports nothing)
+    flags: List[str] = field(
+        default_factory=list
+    )  # launch.py flags for every run, e.g. --typecheck
 
 
 def collect(attr: str) -> Dict[str, Row]:

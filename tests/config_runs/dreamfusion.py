@@ -15,7 +15,8 @@ _SMALL = CAMERAS + HASH_GRID + ISOSURFACE + NERF + PROMPTS
 
 ROWS = {
     "dreamfusion": Row(models=SD_MODELS, overrides=_SMALL),
-    "dreamfusion-sd": Row(models=SD_MODELS, overrides=_SMALL),
+    # with run-time shape checks of every jaxtyping signature on the way
+    "dreamfusion-sd": Row(models=SD_MODELS, overrides=_SMALL, flags=["--typecheck"]),
     "dreamfusion-wonormal": Row(models=SD_MODELS, overrides=_SMALL),
     "dreamfusion-if": Row(models=IF_MODELS, overrides=_SMALL),
     "hifa": Row(models=SD_MODELS, overrides=_SMALL),

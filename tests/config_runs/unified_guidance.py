@@ -10,11 +10,12 @@ ROWS = {
     "experimental/unified-guidance/hifa": Row(models=SD_MODELS, overrides=_SMALL),
 }
 
-_VIEWS = ["data.n_val_views=1", "data.n_test_views=2"]
-
-# the 64x64 published dreamfusion-sd runs as published (about 4 minutes on 2 busy cores: full
-# hash grid, 512 samples per ray, 512x512 evaluation views); hifa.yaml renders 512x512 in
-# training too and a copy may not override resolution (PUBLISHED_COPY_KEYS), so it has none
+# the published files at a CPU size (PUBLISHED_COPY_KEYS): every key that decides the method as
+# published
 PUBLISHED_COPIES = {
-    "experimental/unified-guidance/dreamfusion-sd.yaml": Row(models=SD_MODELS, overrides=_VIEWS),
+    name: Row(models=SD_MODELS, overrides=CAMERAS + HASH_GRID + NERF + PROMPTS, steps=1)
+    for name in (
+        "experimental/unified-guidance/dreamfusion-sd.yaml",
+        "experimental/unified-guidance/hifa.yaml",
+    )
 }

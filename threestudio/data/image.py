@@ -123,7 +123,8 @@ def _check_aspect(path: str, image: Image.Image, heights: List[int], widths: Lis
 class SingleImageDataBase:
     """The reference view at every training resolution (built once in ``setup``)."""
 
-    def setup(self, cfg: SingleImageDataModuleConfig, split: str) -> None:
+    def setup(self, cfg: Any, split: str) -> None:
+        # cfg: the parsed SingleImageDataModuleConfig (a DictConfig, not the dataclass)
         self.cfg = cfg
         self.split = split
         self.rank = get_rank()

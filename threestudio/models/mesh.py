@@ -11,7 +11,7 @@ import torch.nn.functional as F
 import threestudio
 from threestudio.utils.errors import ConfigError, did_you_mean
 from threestudio.utils.ops import dot
-from threestudio.utils.typing import Any, Dict, Float, Integer, Optional, Tensor, Union
+from threestudio.utils.typing import Any, Dict, Float, Integer, Mapping, Optional, Tensor, Union
 
 
 def connected_components(n_vertices: int, faces: np.ndarray) -> np.ndarray:
@@ -166,8 +166,8 @@ class Mesh:
 
     def _unwrap_uv(
         self,
-        xatlas_chart_options: Optional[dict] = None,
-        xatlas_pack_options: Optional[dict] = None,
+        xatlas_chart_options: Optional[Mapping[str, Any]] = None,
+        xatlas_pack_options: Optional[Mapping[str, Any]] = None,
     ):
         import xatlas
 
@@ -198,7 +198,11 @@ class Mesh:
         t_tex_idx = torch.from_numpy(indices.astype(np.int64)).to(device)
         return v_tex, t_tex_idx
 
-    def unwrap_uv(self, xatlas_chart_options: dict = {}, xatlas_pack_options: dict = {}) -> None:
+    def unwrap_uv(
+        self,
+        xatlas_chart_options: Optional[Mapping[str, Any]] = None,
+        xatlas_pack_options: Optional[Mapping[str, Any]] = None,
+    ) -> None:
         """(Re)compute ``v_tex``/``t_tex_idx`` with xatlas; the option dicts set attributes of
         ``xatlas.ChartOptions`` / ``xatlas.PackOptions`` (e.g. ``{"max_iterations": 4}``)."""
         self._v_tex, self._t_tex_idx = self._unwrap_uv(xatlas_chart_options, xatlas_pack_options)

@@ -14,6 +14,7 @@ from typing import (  # noqa: F401
     Iterable,
     List,
     Literal,
+    Mapping,
     NamedTuple,
     NewType,
     Optional,

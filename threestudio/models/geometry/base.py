@@ -179,7 +179,7 @@ class BaseImplicitGeometry(BaseGeometry):
 
     def forward(
         self, points: Float[Tensor, "*N Di"], output_normal: bool = False
-    ) -> Dict[str, Float[Tensor, "..."]]:
+    ) -> Dict[str, Tensor]:
         """The field's outputs at ``points`` (see ``_forward``). Analytic normals differentiate the
         field with autograd, also under ``torch.no_grad()`` (evaluation): autograd is on for the
         call and the points are made a leaf that requires grad."""
@@ -192,7 +192,7 @@ class BaseImplicitGeometry(BaseGeometry):
 
     def _forward(
         self, points: Float[Tensor, "*N Di"], output_normal: bool, create_graph: bool
-    ) -> Dict[str, Float[Tensor, "..."]]:
+    ) -> Dict[str, Tensor]:
         """The body of ``forward``: density or SDF, features and (``output_normal``) normals.
         ``create_graph``: the caller had autograd on, so normals stay differentiable."""
         raise NotImplementedError
@@ -369,7 +369,7 @@ class TextureFieldMixin:
 
     def forward(
         self, points: Float[Tensor, "*N Di"], output_normal: bool = False
-    ) -> Dict[str, Float[Tensor, "..."]]:
+    ) -> Dict[str, Tensor]:
         assert not output_normal, (
             f"{self.__class__.__name__} has no normal field; use the mesh's normals"
         )

@@ -329,7 +329,7 @@ class ImplicitSDF(EncodedFieldMixin, BaseImplicitGeometry):
 
     def _forward(
         self, points: Float[Tensor, "*N Di"], output_normal: bool, create_graph: bool
-    ) -> Dict[str, Float[Tensor, "..."]]:
+    ) -> Dict[str, Tensor]:
         batch_shape = points.shape[:-1]
         enc = self.encode(points)
         sdf = self.get_shifted_sdf(points, self.sdf_network(enc).view(*batch_shape, 1))

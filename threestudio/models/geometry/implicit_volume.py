@@ -100,7 +100,7 @@ class ImplicitVolume(DensityLevelMixin, EncodedFieldMixin, BaseImplicitGeometry)
 
     def _forward(
         self, points: Float[Tensor, "*N Di"], output_normal: bool, create_graph: bool
-    ) -> Dict[str, Float[Tensor, "..."]]:
+    ) -> Dict[str, Tensor]:
         batch_shape = points.shape[:-1]
         enc = self.encode(points)
         density = self.density_network(enc).view(*batch_shape, 1)

@@ -123,7 +123,7 @@ class VolumeGrid(DensityLevelMixin, BaseImplicitGeometry):
 
     def _forward(
         self, points: Float[Tensor, "*N 3"], output_normal: bool, create_graph: bool
-    ) -> Dict[str, Float[Tensor, "..."]]:
+    ) -> Dict[str, Tensor]:
         coords = self.to_grid_coords(points)
         out = trilinear_sample(self.grid, coords)
         raw_density = out[..., :1] * torch.exp(self.density_scale) + self.density_bias(points)

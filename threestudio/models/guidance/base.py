@@ -145,7 +145,9 @@ class TokenMergingConfig:
     token_merging_params: Optional[dict] = None  # keyword arguments of tomesd.apply_patch
 
 
-def apply_token_merging(cfg: TokenMergingConfig, unet: torch.nn.Module) -> None:
+def apply_token_merging(cfg: Any, unet: torch.nn.Module) -> None:
+    """``cfg``: a guidance's parsed config (a structured DictConfig holding TokenMergingConfig's
+    fields, not a TokenMergingConfig instance)."""
     if not cfg.token_merging:
         return
     try:
@@ -167,8 +169,9 @@ class SpeedupConfig:
     enable_channels_last_format: bool = False  # the name published threestudio configs use
 
 
-def place_models(cfg: SpeedupConfig, device: torch.device, unets: list, others: list) -> None:
-    """Move models to ``device`` and apply the speed-ups ``cfg`` asks for."""
+def place_models(cfg: Any, device: torch.device, unets: list, others: list) -> None:
+    """Move models to ``device`` and apply the speed-ups ``cfg`` asks for (a parsed guidance
+    config holding SpeedupConfig's fields: a DictConfig, not the dataclass)."""
     on_cuda = device.type == "cuda"
     if not on_cuda and (cfg.enable_memory_efficient_attention or cfg.enable_sequential_cpu_offload):
         threestudio.info("memory-efficient attention and CPU offload need CUDA; skipped")

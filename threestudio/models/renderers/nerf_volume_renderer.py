@@ -170,7 +170,7 @@ class NeRFVolumeRenderer(PackedSamplesMixin, VolumeRenderer):
         light_positions: Float[Tensor, "B 3"],
         bg_color: Optional[Tensor] = None,
         **kwargs,
-    ) -> Dict[str, Float[Tensor, "..."]]:
+    ) -> Dict[str, Tensor]:
         image_shape = rays_o.shape[:3]
         n_rays = image_shape.numel()
         samples, shaded = self.sample_and_shade(

@@ -46,7 +46,7 @@ class PatchRenderer(VolumeRenderer):
         light_positions: Float[Tensor, "B 3"],
         bg_color: Optional[Tensor] = None,
         **kwargs,
-    ) -> Dict[str, Float[Tensor, "..."]]:
+    ) -> Dict[str, Tensor]:
         if not self.training:
             return self.base_renderer(rays_o, rays_d, light_positions, bg_color, **kwargs)
         B, H, W, _ = rays_o.shape
