@@ -1559,6 +1559,155 @@ HIFA = {
 }
 
 
+# threestudio-project/threestudio@c2f4c21:configs/gradio/sjc.yaml
+GRADIO_SJC = {
+    "name": "sjc",
+    "tag": "${rmspace:${system.prompt_processor.prompt},_}",
+    "exp_root_dir": "outputs-gradio",
+    "seed": 0,
+    "data_type": "random-camera-datamodule",
+    "data.camera_distance_range": [1.5, 1.5],
+    "data.elevation_range": [-10, 45],
+    "data.camera_perturb": 0.0,
+    "data.center_perturb": 0.0,
+    "data.up_perturb": 0.0,
+    "data.light_position_perturb": 0.0,
+    "data.eval_elevation_deg": 20.0,
+    "system_type": "sjc-system",
+    "system.subpixel_rendering": False,
+    "system.geometry_type": "volume-grid",
+    "system.geometry.normal_type": None,
+    "system.geometry.grid_size": [100, 100, 100],
+    "system.geometry.density_bias": -1.0,
+    "system.geometry.n_feature_dims": 4,
+    "system.material_type": "no-material",
+    "system.material.n_output_dims": 4,
+    "system.material.color_activation": "none",
+    "system.background_type": "textured-background",
+    "system.background.n_output_dims": 4,
+    "system.background.color_activation": "none",
+    "system.background.height": 4,
+    "system.background.width": 4,
+    "system.renderer_type": "nerf-volume-renderer",
+    "system.renderer.num_samples_per_ray": 512,
+    "system.renderer.grid_prune": False,
+    "system.prompt_processor_type": "stable-diffusion-prompt-processor",
+    "system.prompt_processor.pretrained_model_name_or_path": "stabilityai/stable-diffusion-2-1-base",
+    "system.prompt_processor.prompt": "???",
+    "system.prompt_processor.view_dependent_prompt_front": True,
+    "system.guidance_type": "stable-diffusion-guidance",
+    "system.guidance.pretrained_model_name_or_path": "stabilityai/stable-diffusion-2-1-base",
+    "system.guidance.guidance_scale": 100.0,
+    "system.guidance.use_sjc": True,
+    "system.guidance.var_red": True,
+    "system.guidance.min_step_percent": 0.01,
+    "system.guidance.max_step_percent": 0.97,
+    "system.guidance.grad_clip": [0, 2.0, 8.0, 5000],
+    "system.exporter_type": "dummy-exporter",
+    "system.loggers.wandb.enable": False,
+    "system.loggers.wandb.project": "threestudio",
+    "system.loggers.wandb.name": "None",
+    "system.loss.lambda_sds": 1.0,
+    "system.loss.center_ratio": 0.78125,
+    "system.loss.lambda_depth": 0,
+    "system.loss.lambda_emptiness": [5000, 10000.0, 200000.0, 5001],
+    "system.loss.emptiness_scale": 10,
+    "system.optimizer.name": "Adamax",
+    "system.optimizer.args.lr": 0.05,
+    "system.optimizer.params.geometry.lr": 0.05,
+    "system.optimizer.params.background.lr": 0.0001,
+    "trainer.max_steps": 5000,
+    "trainer.log_every_n_steps": 1,
+    "trainer.num_sanity_val_steps": 0,
+    "trainer.val_check_interval": 200,
+    "trainer.enable_progress_bar": True,
+    "trainer.precision": "16-mixed",
+    "checkpoint.save_last": False,
+    "checkpoint.save_top_k": -1,
+    "checkpoint.every_n_train_steps": 0,
+}
+
+# threestudio-project/threestudio@330a8c1:configs/gradio/textmesh-if.yaml
+GRADIO_TEXTMESH_IF = {
+    "name": "textmesh-if",
+    "tag": "${rmspace:${system.prompt_processor.prompt},_}",
+    "exp_root_dir": "outputs-gradio",
+    "seed": 0,
+    "data_type": "random-camera-datamodule",
+    "data.batch_size": 1,
+    "data.width": 64,
+    "data.height": 64,
+    "data.camera_distance_range": [1.5, 2.0],
+    "data.fovy_range": [40, 70],
+    "data.elevation_range": [-10, 90],
+    "data.light_sample_strategy": "dreamfusion",
+    "data.eval_camera_distance": 2.0,
+    "data.eval_fovy_deg": 70.0,
+    "system_type": "textmesh-system",
+    "system.geometry_type": "implicit-sdf",
+    "system.geometry.radius": 2.0,
+    "system.geometry.normal_type": "finite_difference",
+    "system.geometry.finite_difference_normal_eps": "progressive",
+    "system.geometry.sdf_bias": "sphere",
+    "system.geometry.sdf_bias_params": 0.5,
+    "system.geometry.pos_encoding_config.otype": "ProgressiveBandHashGrid",
+    "system.geometry.pos_encoding_config.n_levels": 16,
+    "system.geometry.pos_encoding_config.n_features_per_level": 2,
+    "system.geometry.pos_encoding_config.log2_hashmap_size": 19,
+    "system.geometry.pos_encoding_config.base_resolution": 16,
+    "system.geometry.pos_encoding_config.per_level_scale": 1.381912879967776,
+    "system.geometry.pos_encoding_config.start_level": 10,
+    "system.geometry.pos_encoding_config.start_step": 2000,
+    "system.geometry.pos_encoding_config.update_steps": 400,
+    "system.material_type": "diffuse-with-point-light-material",
+    "system.material.ambient_only_steps": 2001,
+    "system.material.albedo_activation": "sigmoid",
+    "system.background_type": "neural-environment-map-background",
+    "system.background.color_activation": "sigmoid",
+    "system.background.random_aug": True,
+    "system.renderer_type": "neus-volume-renderer",
+    "system.renderer.radius": "${system.geometry.radius}",
+    "system.renderer.num_samples_per_ray": 512,
+    "system.renderer.cos_anneal_end_steps": "${trainer.max_steps}",
+    "system.renderer.eval_chunk_size": 8192,
+    "system.prompt_processor_type": "deep-floyd-prompt-processor",
+    "system.prompt_processor.pretrained_model_name_or_path": "DeepFloyd/IF-I-XL-v1.0",
+    "system.prompt_processor.prompt": "???",
+    "system.guidance_type": "deep-floyd-guidance",
+    "system.guidance.pretrained_model_name_or_path": "DeepFloyd/IF-I-XL-v1.0",
+    "system.guidance.guidance_scale": 20.0,
+    "system.guidance.weighting_strategy": "sds",
+    "system.guidance.min_step_percent": 0.02,
+    "system.guidance.max_step_percent": 0.98,
+    "system.exporter_type": "mesh-exporter",
+    "system.exporter.fmt": "obj",
+    "system.exporter.save_uv": False,
+    "system.exporter.context_type": "cuda",
+    "system.loss.lambda_sds": 1.0,
+    "system.loss.lambda_orient": 0.0,
+    "system.loss.lambda_sparsity": 0.0,
+    "system.loss.lambda_opaque": 0.0,
+    "system.loss.lambda_eikonal": 1000.0,
+    "system.optimizer.name": "Adam",
+    "system.optimizer.args.betas": [0.9, 0.99],
+    "system.optimizer.args.eps": 1e-15,
+    "system.optimizer.params.geometry.encoding.lr": 0.01,
+    "system.optimizer.params.geometry.sdf_network.lr": 0.001,
+    "system.optimizer.params.geometry.feature_network.lr": 0.001,
+    "system.optimizer.params.background.lr": 0.001,
+    "system.optimizer.params.renderer.lr": 0.001,
+    "trainer.max_steps": 5000,
+    "trainer.log_every_n_steps": 1,
+    "trainer.num_sanity_val_steps": 0,
+    "trainer.val_check_interval": 100,
+    "trainer.enable_progress_bar": True,
+    "trainer.precision": "16-mixed",
+    "checkpoint.save_last": False,
+    "checkpoint.save_top_k": -1,
+    "checkpoint.every_n_train_steps": 0,
+}
+
+
 PUBLISHED: Dict[str, Dict[str, Any]] = {
     "dreamfusion-sd.yaml": DREAMFUSION_SD,
     "dreamfusion-if.yaml": DREAMFUSION_IF,
@@ -1720,10 +1869,24 @@ TABLE.update({})
 TABLE.update({})
 
 # ---- sjc ----
-TABLE.update({})
+PUBLISHED["gradio/sjc.yaml"] = GRADIO_SJC
+PUBLISHED_NAMES.add("gradio/sjc.yaml")
+TABLE.update(
+    {
+        "sjc.yaml": Recipe("sjc.yaml", without_loggers(SJC)),
+        "gradio/sjc.yaml": Recipe("gradio/sjc.yaml", without_loggers(GRADIO_SJC)),
+    }
+)
 
 # ---- textmesh ----
-TABLE.update({})
+PUBLISHED["gradio/textmesh-if.yaml"] = GRADIO_TEXTMESH_IF
+PUBLISHED_NAMES.add("gradio/textmesh-if.yaml")
+TABLE.update(
+    {
+        "textmesh-if.yaml": Recipe("textmesh-if.yaml"),
+        "gradio/textmesh-if.yaml": Recipe("gradio/textmesh-if.yaml"),
+    }
+)
 
 # ---- sdi ----
 TABLE.update({})

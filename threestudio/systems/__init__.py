@@ -1,1 +1,1 @@
-from threestudio.systems import base, dreamfusion, reconstruction  # noqa: F401
+from threestudio.systems import base, dreamfusion, reconstruction, sjc, textmesh  # noqa: F401
