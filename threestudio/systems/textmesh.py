@@ -39,5 +39,5 @@ class TextMesh(DreamFusion):
                 )
             terms["loss_eikonal"] = eikonal_loss(out["sdf_grad"])
         if "inv_std" in out:
-            self.log("train/inv_std", float(out["inv_std"]), prog_bar=True)
+            self.log("train/inv_std", float(out["inv_std"].detach()), prog_bar=True)
         return terms
