@@ -5,4 +5,6 @@ from threestudio.systems import (  # noqa: F401
     magic3d,
     reconstruction,
     sdi,
+    sjc,
+    textmesh,
 )

@@ -3,10 +3,7 @@ from dataclasses import dataclass
 import torch
 
 import threestudio
-from threestudio.kernels.ray_marching import (
-    ImportanceEstimator,
-    render_weight_from_density,
-)
+from threestudio.kernels.ray_marching import render_weight_from_density
 from threestudio.models.renderers.base import VolumeRenderer
 from threestudio.models.renderers.volume_compositing import PackedSamplesMixin, finish_render
 from threestudio.utils.errors import ConfigError
@@ -68,7 +65,7 @@ class NeRFVolumeRenderer(PackedSamplesMixin, VolumeRenderer):
         if self.cfg.estimator == "occgrid":
             self.configure_occgrid()
         elif self.cfg.estimator == "importance":
-            self.estimator = ImportanceEstimator()
+            self.configure_importance()
         else:
             self._configure_proposal()
 
@@ -93,7 +90,7 @@ class NeRFVolumeRenderer(PackedSamplesMixin, VolumeRenderer):
             self.prop_scheduler = getattr(torch.optim.lr_scheduler, sched["name"])(
                 self._prop_optim[0], **sched.get("args", {})
             )
-        self.estimator = ImportanceEstimator()
+        self.configure_importance()
         self.vars_in_forward: Dict[str, Any] = {"requires_grad": False}
 
     # ------------------------------------------------------------------ sampling
@@ -117,34 +114,20 @@ class NeRFVolumeRenderer(PackedSamplesMixin, VolumeRenderer):
 
         # importance and proposal sample [near_plane, far_plane] (as the established renderer
         # does), not the ray-box interval: configs using them set both planes
-        t_min, t_max = self.cfg.near_plane, self.cfg.far_plane
-
-        def dense_sigma_fn(t_starts, t_ends, density_fn):
-            positions = rays_o[:, None] + rays_d[:, None] * ((t_starts + t_ends)[..., None] / 2)
-            return density_fn(positions.reshape(-1, 3)).reshape(t_starts.shape)
-
         if self.cfg.estimator == "importance":
-            fn = lambda s, e: dense_sigma_fn(s, e, lambda x: self._density_at(x)[..., 0])  # noqa: E731
-            n_coarse = self.cfg.num_samples_per_ray_importance
-            requires_grad = False
-        else:
-            fn = lambda s, e: dense_sigma_fn(s, e, self._proposal_density)  # noqa: E731
-            n_coarse = self.cfg.num_samples_per_ray_proposal
-            requires_grad = self.training and self.vars_in_forward["requires_grad"]
-            if requires_grad:
-                fn = self._recording(fn)
-        t_starts, t_ends = self.estimator.sampling(
-            prop_sigma_fns=[fn],
-            prop_samples=[n_coarse],
-            num_samples=self.cfg.num_samples_per_ray,
-            n_rays=n_rays,
-            near_plane=t_min,
-            far_plane=t_max,
-            stratified=self.randomized,
-            requires_grad=requires_grad,
+            density_fn = self.midpoint_density_fn(
+                rays_o, rays_d, lambda x: self._density_at(x)[..., 0]
+            )
+            return self.importance_sample(
+                density_fn, n_rays, self.cfg.num_samples_per_ray_importance
+            )
+        density_fn = self.midpoint_density_fn(rays_o, rays_d, self._proposal_density)
+        requires_grad = self.training and self.vars_in_forward["requires_grad"]
+        if requires_grad:
+            density_fn = self._recording(density_fn)
+        return self.importance_sample(
+            density_fn, n_rays, self.cfg.num_samples_per_ray_proposal, requires_grad
         )
-        ray_indices = torch.arange(n_rays, device=rays_o.device)[:, None].expand_as(t_starts)
-        return ray_indices.reshape(-1), t_starts.reshape(-1), t_ends.reshape(-1)
 
     def _proposal_density(self, positions):
         aabb = self.bbox

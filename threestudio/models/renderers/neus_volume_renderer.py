@@ -8,6 +8,7 @@ import threestudio
 from threestudio.kernels.ray_marching import render_weight_from_alpha, render_weight_from_density
 from threestudio.models.renderers.base import VolumeRenderer
 from threestudio.models.renderers.volume_compositing import PackedSamplesMixin, finish_render
+from threestudio.utils.errors import ConfigError
 from threestudio.utils.ops import chunk_batch
 from threestudio.utils.typing import Dict, Float, Optional, Tensor
 
@@ -34,33 +35,58 @@ def volsdf_density(sdf: Tensor, inv_std: Tensor) -> Tensor:
     return inv_std * (0.5 + 0.5 * sdf.sign() * torch.expm1(-sdf.abs() / beta))
 
 
+ESTIMATORS = ("occgrid", "importance")
+
+
 @threestudio.register("neus-volume-renderer")
 class NeuSVolumeRenderer(PackedSamplesMixin, VolumeRenderer):
     """Volume rendering of a signed distance field: NeuS's unbiased opacity (or VolSDF's
-    Laplace density with ``use_volsdf``), with samples from an occupancy grid."""
+    Laplace density with ``use_volsdf``), with samples from an occupancy grid or, for VolSDF,
+    from importance sampling of the density between the near and far planes."""
 
     @dataclass
     class Config(VolumeRenderer.Config):
-        num_samples_per_ray: int = 512  # march step = 1.732 * 2 * radius / num_samples_per_ray
+        # occgrid: march step = 1.732 * 2 * radius / num_samples_per_ray; importance: the
+        # number of fine samples
+        num_samples_per_ray: int = 512
         randomized: bool = True  # jittered (stratified) samples in training; never in eval
         eval_chunk_size: int = 160000  # points per geometry/material call in eval (0: all)
-        # skip empty cells of the occupancy grid and stop rays at transmittance < 1e-4
+        # "occgrid" (march an occupancy grid) or "importance" (hierarchical sampling of
+        # [near_plane, far_plane]; needs use_volsdf)
+        estimator: str = "occgrid"
+        # occgrid: skip empty cells of the occupancy grid, stop rays at transmittance < 1e-4
         grid_prune: bool = True
-        # drop samples with alpha < 0.01 (alpha from the SDF, head-on)
+        # occgrid: drop samples with alpha < 0.01 (alpha from the SDF, head-on)
         prune_alpha_threshold: bool = True
-        grid_resolution: int = 32  # occupancy grid cells per axis
+        grid_resolution: int = 32  # occgrid: occupancy grid cells per axis
+        # importance: coarse samples whose VolSDF density guides the fine ones
+        num_samples_per_ray_importance: int = 64
         learned_variance_init: float = 0.3  # inv_std = exp(10 * v), v learned, starts here
         # steps over which NeuS's cosine anneals to the true one (0: no annealing)
         cos_anneal_end_steps: int = 0
         use_volsdf: bool = False  # VolSDF's Laplace-CDF density instead of NeuS's opacity
-        near_plane: float = 0.0  # clip distances along the ray
+        # clip distances along the ray; importance samples all of [near, far] (set both)
+        near_plane: float = 0.0
         far_plane: float = 1e10  # see near_plane
 
     cfg: Config
 
     def configure_renderer(self) -> None:
+        if self.cfg.estimator not in ESTIMATORS:
+            raise ConfigError(
+                f"renderer.estimator: unknown estimator '{self.cfg.estimator}' "
+                f"(use one of {', '.join(ESTIMATORS)})"
+            )
+        if self.cfg.estimator == "importance" and not self.cfg.use_volsdf:
+            raise ConfigError(
+                "renderer.estimator=importance needs renderer.use_volsdf=true: NeuS's opacity "
+                "has no density to importance-sample (or use estimator=occgrid)"
+            )
         self.variance = LearnedVariance(self.cfg.learned_variance_init)
-        self.configure_occgrid()
+        if self.cfg.estimator == "occgrid":
+            self.configure_occgrid()
+        else:
+            self.configure_importance()
         self.cos_anneal_ratio = 1.0
 
     def _alpha_from_sdf_only(self, sdf: Tensor) -> Tensor:
@@ -89,17 +115,28 @@ class NeuSVolumeRenderer(PackedSamplesMixin, VolumeRenderer):
         next_cdf = torch.sigmoid(next_sdf * inv_std)
         return ((prev_cdf - next_cdf + 1e-5) / (prev_cdf + 1e-5)).clip(0.0, 1.0)
 
+    def _sdf_at(self, positions: Float[Tensor, "N 3"]) -> Float[Tensor, "N 1"]:
+        if self.training:
+            return self.geometry.forward_sdf(positions)
+        return chunk_batch(self.geometry.forward_sdf, self.cfg.eval_chunk_size, positions)
+
     def sample(self, rays_o, rays_d):
-        """Packed ``(ray_indices, t_starts, t_ends)`` from the occupancy grid."""
+        """Packed ``(ray_indices, t_starts, t_ends)`` from the configured estimator."""
+        if self.cfg.estimator == "importance":
+
+            def density_at(positions):
+                sdf = self._sdf_at(positions)
+                return volsdf_density(sdf, self.variance(sdf))[..., 0]
+
+            density_fn = self.midpoint_density_fn(rays_o, rays_d, density_at)
+            return self.importance_sample(
+                density_fn, rays_o.shape[0], self.cfg.num_samples_per_ray_importance
+            )
 
         def alpha_fn(t_starts, t_ends, ray_indices):
             t_mid = (t_starts + t_ends)[:, None] / 2.0
             positions = rays_o[ray_indices] + rays_d[ray_indices] * t_mid
-            if self.training:
-                sdf = self.geometry.forward_sdf(positions)
-            else:
-                sdf = chunk_batch(self.geometry.forward_sdf, self.cfg.eval_chunk_size, positions)
-            return self._alpha_from_sdf_only(sdf)[..., 0]
+            return self._alpha_from_sdf_only(self._sdf_at(positions))[..., 0]
 
         return self.occgrid_sample(rays_o, rays_d, alpha_fn=alpha_fn)
 
@@ -135,7 +172,7 @@ class NeuSVolumeRenderer(PackedSamplesMixin, VolumeRenderer):
             )
             weights, _ = render_weight_from_alpha(alpha[..., 0], ray_indices, n_rays)
 
-        return finish_render(
+        out = finish_render(
             weights,
             samples,
             shaded,
@@ -145,6 +182,8 @@ class NeuSVolumeRenderer(PackedSamplesMixin, VolumeRenderer):
             n_rays,
             self.training,
         )
+        out["inv_std"] = self.variance.inv_std  # the current sharpness, for logging
+        return out
 
     def update_step(self, epoch: int, global_step: int, on_load_weights: bool = False) -> None:
         self.cos_anneal_ratio = (
@@ -152,6 +191,9 @@ class NeuSVolumeRenderer(PackedSamplesMixin, VolumeRenderer):
             if self.cfg.cos_anneal_end_steps == 0
             else min(1.0, global_step / self.cfg.cos_anneal_end_steps)
         )
+
+        if self.cfg.estimator != "occgrid":
+            return
 
         def occ_eval_fn(x):
             return self._alpha_from_sdf_only(self.geometry.forward_sdf(x))

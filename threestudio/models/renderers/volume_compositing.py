@@ -4,7 +4,11 @@ material on packed samples, and compositing per-sample weights into images."""
 import torch
 import torch.nn.functional as F
 
-from threestudio.kernels.ray_marching import OccGridEstimator, accumulate_along_rays
+from threestudio.kernels.ray_marching import (
+    ImportanceEstimator,
+    OccGridEstimator,
+    accumulate_along_rays,
+)
 from threestudio.utils.ops import chunk_batch, validate_empty_rays
 from threestudio.utils.typing import Any, Callable, Dict, Float, Int, Optional, Tensor, Tuple
 
@@ -167,10 +171,11 @@ def finish_render(
 
 class PackedSamplesMixin:
     """What the packed-sample volume renderers (NeRF, NeuS) share: the step size, an occupancy
-    grid estimator and its sampling and updates, and the step from camera rays to shaded
-    samples. Needs Config fields ``num_samples_per_ray``, ``randomized``, ``eval_chunk_size``,
-    ``grid_prune``, ``prune_alpha_threshold``, ``grid_resolution``, ``near_plane``,
-    ``far_plane``, and a ``sample(rays_o_flat, rays_d_flat)`` giving packed samples."""
+    grid estimator and its sampling and updates, hierarchical (importance) sampling between the
+    near and far planes, and the step from camera rays to shaded samples. Needs Config fields
+    ``num_samples_per_ray``, ``randomized``, ``eval_chunk_size``, ``grid_prune``,
+    ``prune_alpha_threshold``, ``grid_resolution``, ``near_plane``, ``far_plane``, and a
+    ``sample(rays_o_flat, rays_d_flat)`` giving packed samples."""
 
     @property
     def render_step_size(self) -> float:
@@ -211,6 +216,50 @@ class PackedSamplesMixin:
                 early_stop_eps=1e-4 if self.cfg.grid_prune else 0.0,
                 stratified=self.randomized,
             )
+
+    def configure_importance(self) -> None:
+        self.estimator = ImportanceEstimator()
+
+    @staticmethod
+    def midpoint_density_fn(
+        rays_o: Float[Tensor, "Nr 3"],
+        rays_d: Float[Tensor, "Nr 3"],
+        density_at: Callable[[Float[Tensor, "N 3"]], Float[Tensor, "N"]],
+    ) -> Callable[[Tensor, Tensor], Tensor]:
+        """``(t_starts [Nr, n], t_ends [Nr, n]) -> densities [Nr, n]``: ``density_at`` evaluated
+        at the midpoints of each ray's intervals (the form ``ImportanceEstimator`` asks for)."""
+
+        def density_fn(t_starts: Tensor, t_ends: Tensor) -> Tensor:
+            t_mid = (t_starts + t_ends)[..., None] / 2.0
+            positions = rays_o[:, None] + rays_d[:, None] * t_mid
+            return density_at(positions.reshape(-1, 3)).reshape(t_starts.shape)
+
+        return density_fn
+
+    def importance_sample(
+        self,
+        density_fn: Callable[[Tensor, Tensor], Tensor],
+        n_rays: int,
+        num_samples_coarse: int,
+        requires_grad: bool = False,
+    ) -> Tuple[Int[Tensor, "Ns"], Float[Tensor, "Ns"], Float[Tensor, "Ns"]]:
+        """Packed samples of hierarchical sampling: ``num_samples_coarse`` intervals over
+        [near_plane, far_plane] give each ray a density CDF (``density_fn``, see
+        ``midpoint_density_fn``), ``num_samples_per_ray`` more are drawn from it and merged with
+        them (every ray gets the same number of samples). The planes bound the samples, not the
+        scene box: configs using importance sampling set both."""
+        t_starts, t_ends = self.estimator.sampling(
+            prop_sigma_fns=[density_fn],
+            prop_samples=[num_samples_coarse],
+            num_samples=self.cfg.num_samples_per_ray,
+            n_rays=n_rays,
+            near_plane=self.cfg.near_plane,
+            far_plane=self.cfg.far_plane,
+            stratified=self.randomized,
+            requires_grad=requires_grad,
+        )
+        ray_indices = torch.arange(n_rays, device=t_starts.device)[:, None].expand_as(t_starts)
+        return ray_indices.reshape(-1), t_starts.reshape(-1), t_ends.reshape(-1)
 
     def update_occgrid(
         self, global_step: int, on_load_weights: bool, occ_eval_fn: Callable
