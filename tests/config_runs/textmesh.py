@@ -6,16 +6,13 @@ from tests.config_runs.common import CAMERAS, HASH_GRID, IF_MODELS, NERF, PROMPT
 # the SDF's zero level is the surface: --export marches a coarse grid at threshold 0
 _SMALL = CAMERAS + HASH_GRID + NERF + PROMPTS + ["system.geometry.isosurface_resolution=32"]
 
-# the Gradio recipe trains without checkpoints; the every-config run needs one to test and export
-_SAVE = ["checkpoint.save_last=true", "checkpoint.every_n_train_steps=2"]
 
 ROWS = {
     "textmesh-if": Row(models=IF_MODELS, overrides=_SMALL),
-    "gradio/textmesh-if": Row(models=IF_MODELS, overrides=_SMALL + _SAVE),
+    "gradio/textmesh-if": Row(models=IF_MODELS, overrides=_SMALL),
 }
 
-# the published table at a CPU size (only keys PUBLISHED_COPY_KEYS allows); the Gradio table
-# saves no checkpoint, which a copy must produce, so it has no copy
+# the published table at a CPU size (only keys PUBLISHED_COPY_KEYS allows)
 PUBLISHED_COPIES = {
     "textmesh-if.yaml": Row(models=IF_MODELS, overrides=_SMALL, steps=1),
 }
