@@ -40,6 +40,7 @@ PUBLISHED_COPY_KEYS = (
     "data.n_val_views",
     "data.n_test_views",
     "system.geometry_convert_from",
+    "system.guide_shape",  # Sketch-Shape's guide mesh: an input the published file leaves to users
 )
 
 
@@ -169,7 +170,9 @@ def _run_config(name: str, tmp_root: Path, tiny_models, full: bool) -> Path:
         if row.after not in _STAGES:
             _STAGES[row.after] = _run_config(row.after, tmp_root, tiny_models, full=False)
         handover = str(_STAGES[row.after] / "ckpts" / "last.ckpt")
-    workdir = tmp_root / name.replace("/", "__")
+    # a stage run only for a later stage has its own folder: the config's own (full) run may
+    # come before or after it
+    workdir = tmp_root / (name.replace("/", "__") + ("" if full else "__stage"))
     workdir.mkdir(parents=True, exist_ok=True)
     path = CONFIGS / f"{name}.yaml"
     runs = [_train_argv(path, row, workdir, tiny_models, handover)]
@@ -184,6 +187,7 @@ def _run_config(name: str, tmp_root: Path, tiny_models, full: bool) -> Path:
     proc = _launch(workdir, runs)
     assert proc.returncode == 0, f"{name} failed:\n{proc.stderr[-4000:]}"
     trial = _trial(workdir)
+    _STAGES.setdefault(name, trial)  # later stages start from it
     return trial
 
 
