@@ -35,7 +35,7 @@ TEDDY_PARTS = [
     ((0.26, -0.48, 0.30), (0.19, 0.17, 0.32)),
 ]
 BLEND = 0.06  # width of the smooth minimum that rounds the joints
-RESOLUTION = 28  # marching-cubes cells along the longest side of the bounding box
+RESOLUTION = 22  # marching-cubes cells along the longest side of the bounding box
 
 
 def ellipsoid_sdf(points: np.ndarray, centre, radii) -> np.ndarray:
