@@ -9,8 +9,9 @@ Brute force over every triangle (``implicit_sdf.mesh_sdf``) costs points x faces
   with edges; triangles are binned by their bounding boxes across the rays, so a point only
   tests the few triangles over its cell. A ray passing exactly through an edge or a vertex (a set
   of measure zero) may misjudge its point.
-- distance: exact point-triangle distances, by brute force over the triangles on the points'
-  device (points x faces work: cheap on a GPU for guide meshes of a few thousand faces).
+- distance: exact point-triangle distances on the points' device, measured against the triangles
+  whose bounding spheres come nearest (a cheap points x faces bound), and against every triangle
+  for the few points where those cannot be sure to hold the nearest one.
 """
 
 import numpy as np
@@ -145,14 +146,32 @@ class MeshQueries:
 
     @torch.no_grad()
     def distance(
-        self, points: Float[Tensor, "N 3"], chunk_pairs: int = 2**18
+        self, points: Float[Tensor, "N 3"], candidates: int = 128, chunk_pairs: int = 2**20
     ) -> Float[Tensor, "N"]:
-        triangles = self.triangles.to(points.device)
+        """Exact distances. Each triangle's bounding sphere gives a lower bound on the distance;
+        the ``candidates`` triangles with the lowest bounds are measured exactly, and a point
+        whose best exact distance exceeds the next bound (rare: e.g. the centre of a sphere) is
+        measured against every triangle."""
+        device = points.device
+        triangles = self.triangles.to(device)
         a, b, c = triangles[:, 0], triangles[:, 1], triangles[:, 2]
+        centre = triangles.mean(1)
+        radius = (triangles - centre[:, None]).norm(dim=-1).max(-1).values
         p = points.detach().float()
+        k = min(candidates, triangles.shape[0])
         chunk = max(1, chunk_pairs // triangles.shape[0])
-        out = [
-            point_triangle_distance2(p[i : i + chunk, None, :], a, b, c).min(-1).values.sqrt()
-            for i in range(0, p.shape[0], chunk)
-        ]
+        out = []
+        for i in range(0, p.shape[0], chunk):
+            q = p[i : i + chunk]
+            bound = (torch.cdist(q, centre) - radius).clamp_min(0.0)  # [n, F]
+            low, idx = bound.topk(min(k + 1, bound.shape[1]), dim=-1, largest=False)
+            near = idx[:, :k]
+            d2 = point_triangle_distance2(q[:, None, :], a[near], b[near], c[near]).min(-1).values
+            dist = d2.sqrt()
+            if k < triangles.shape[0]:
+                unsure = dist > low[:, k]
+                if unsure.any():
+                    d2_all = point_triangle_distance2(q[unsure][:, None, :], a, b, c)
+                    dist[unsure] = d2_all.min(-1).values.sqrt()
+            out.append(dist)
         return torch.cat(out).to(points.dtype) if out else p.new_zeros(0)
