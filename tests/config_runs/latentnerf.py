@@ -37,3 +37,13 @@ ROWS = {
         export=False,
     ),
 }
+
+# the published tables as they are (64x64 renders, 512 samples per ray, full hash grids, 512x512
+# validation): only the prompt, the models, the run length, the view counts and Sketch-Shape's
+# guide mesh are given. The refinement tables are not run this way: their system.weights must be
+# a latent-stage checkpoint of the published (full-size) field, which the tiny stage rows are not.
+_COPY = PROMPTS + ["data.n_val_views=1", "data.n_test_views=2"]
+PUBLISHED_COPIES = {
+    "latentnerf.yaml": Row(models=SD_MODELS, overrides=_COPY),
+    "sketchshape.yaml": Row(models=SD_MODELS, overrides=_COPY + GUIDE),
+}

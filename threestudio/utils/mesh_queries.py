@@ -146,7 +146,7 @@ class MeshQueries:
 
     @torch.no_grad()
     def distance(
-        self, points: Float[Tensor, "N 3"], candidates: int = 128, chunk_pairs: int = 2**20
+        self, points: Float[Tensor, "N 3"], candidates: int = 64, chunk_pairs: int = 2**22
     ) -> Float[Tensor, "N"]:
         """Exact distances. Each triangle's bounding sphere gives a lower bound on the distance;
         the ``candidates`` triangles with the lowest bounds are measured exactly, and a point
