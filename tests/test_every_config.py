@@ -7,7 +7,7 @@ The rows (which tiny model goes where, which overrides make a run tiny, which st
 before) live in ``tests/config_runs/``, one module per method family; a config without a row, or
 a row without a config, fails the fast test below. Published copies (a published table of
 ``tests/test_published_configs.py`` written out as it is) run with only the prompt, the model
-paths and the run length overridden."""
+paths, the run length and the run's size (resolution, samples, grid sizes) overridden."""
 
 import json
 import os
@@ -30,7 +30,10 @@ PROMPT = "a hamburger"
 ROWS = collect("ROWS")
 PUBLISHED_COPIES = collect("PUBLISHED_COPIES")
 
-# what a published copy may override: the prompt, model paths, the run length, the stage hand-over
+# what a published copy may override: the prompt, model paths, the run length, the stage
+# hand-over, and the run's size (a published 512x512 render of 512 samples per ray needs tens of
+# GiB on a CPU): resolution, samples per ray, hash-grid size, marching-grid size. Every key that
+# decides what the method does stays as published.
 PUBLISHED_COPY_KEYS = (
     "system.prompt_processor.prompt",
     "system.prompt_processor.spawn",
@@ -40,6 +43,17 @@ PUBLISHED_COPY_KEYS = (
     "data.n_val_views",
     "data.n_test_views",
     "system.geometry_convert_from",
+    "data.width",
+    "data.height",
+    "data.eval_width",
+    "data.eval_height",
+    "system.renderer.num_samples_per_ray",
+    "system.renderer.num_samples_per_ray_importance",
+    "system.geometry.pos_encoding_config.n_levels",
+    "system.geometry.pos_encoding_config.log2_hashmap_size",
+    "system.geometry.isosurface_resolution",
+    "system.geometry.isosurface_threshold",
+    "system.exporter.texture_size",
     "system.guide_shape",  # Sketch-Shape's guide mesh: an input the published file leaves to users
 )
 
@@ -170,8 +184,8 @@ def _run_config(name: str, tmp_root: Path, tiny_models, full: bool) -> Path:
         if row.after not in _STAGES:
             _STAGES[row.after] = _run_config(row.after, tmp_root, tiny_models, full=False)
         handover = str(_STAGES[row.after] / "ckpts" / "last.ckpt")
-    # a stage run only for a later stage has its own folder: the config's own (full) run may
-    # come before or after it
+    # a stage run only to hand over its checkpoint gets a folder of its own: the config's own
+    # (full) run may come before or after it
     workdir = tmp_root / (name.replace("/", "__") + ("" if full else "__stage"))
     workdir.mkdir(parents=True, exist_ok=True)
     path = CONFIGS / f"{name}.yaml"
@@ -187,7 +201,7 @@ def _run_config(name: str, tmp_root: Path, tiny_models, full: bool) -> Path:
     proc = _launch(workdir, runs)
     assert proc.returncode == 0, f"{name} failed:\n{proc.stderr[-4000:]}"
     trial = _trial(workdir)
-    _STAGES.setdefault(name, trial)  # later stages start from it
+    _STAGES.setdefault(name, trial)  # a later stage may start from this run
     return trial
 
 
@@ -231,6 +245,7 @@ def test_published_copy_runs_unmodified(name, tmp_path, tiny_models, every_confi
     row = PUBLISHED_COPIES[name]
     table = dict(PUBLISHED[name])
     path = tmp_path / name
+    path.parent.mkdir(parents=True, exist_ok=True)  # tables of configs in subfolders
     path.write_text(yaml.safe_dump(unflatten(table)))
     handover = None
     if row.after is not None:

@@ -38,12 +38,20 @@ ROWS = {
     ),
 }
 
-# the published tables as they are (64x64 renders, 512 samples per ray, full hash grids, 512x512
-# validation): only the prompt, the models, the run length, the view counts and Sketch-Shape's
-# guide mesh are given. The refinement tables are not run this way: their system.weights must be
-# a latent-stage checkpoint of the published (full-size) field, which the tiny stage rows are not.
-_COPY = PROMPTS + ["data.n_val_views=1", "data.n_test_views=2"]
+# published copies at a CPU size (the keys PUBLISHED_COPY_KEYS allows, Sketch-Shape's guide mesh
+# among them); the refinements load their stage rows' weights, whose hash grids the same size
+# overrides make match. The Gradio table saves no checkpoint, which a copy's run must leave.
 PUBLISHED_COPIES = {
-    "latentnerf.yaml": Row(models=SD_MODELS, overrides=_COPY),
-    "sketchshape.yaml": Row(models=SD_MODELS, overrides=_COPY + GUIDE),
+    "latentnerf.yaml": Row(models=SD_MODELS, overrides=_SMALL, steps=1),
+    "latentnerf-refine.yaml": Row(
+        models=SD_MODELS, overrides=_SMALL, after="latentnerf", handover="system.weights", steps=1
+    ),
+    "sketchshape.yaml": Row(models=SD_MODELS, overrides=_SMALL + GUIDE, steps=1),
+    "sketchshape-refine.yaml": Row(
+        models=SD_MODELS,
+        overrides=_SMALL + GUIDE,
+        after="sketchshape",
+        handover="system.weights",
+        steps=1,
+    ),
 }
