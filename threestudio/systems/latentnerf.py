@@ -74,9 +74,9 @@ class SketchShapeLoss(nn.Module):
 
     As in Latent-NeRF, the indicator is the cross-entropy's second argument, clamped to
     ``[1e-4, 1 - 1e-4]``: a point inside the mesh costs ``-(o log(1 - 1e-4) + (1 - o) log 1e-4)``,
-    which falls as its occupancy ``o`` rises. The inside test is a ray-parity test and the
-    distance a nearest-surface-sample one (``threestudio.utils.mesh_queries``): Latent-NeRF uses a
-    winding number and exact distances, which cost points x faces per step here."""
+    which falls as its occupancy ``o`` rises. Inside is decided by ray parity and distances are
+    exact (``threestudio.utils.mesh_queries``); Latent-NeRF uses a winding number, which agrees
+    on closed meshes and costs points x faces per step by brute force."""
 
     EPS = 1.0e-4
 
