@@ -54,6 +54,7 @@ PUBLISHED_COPY_KEYS = (
     "system.geometry.isosurface_resolution",
     "system.geometry.isosurface_threshold",
     "system.exporter.texture_size",
+    "system.guide_shape",  # Sketch-Shape's guide mesh: an input the published file leaves to users
 )
 
 

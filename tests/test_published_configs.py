@@ -2195,6 +2195,227 @@ UNIFIED_HIFA = {
 }
 
 
+# threestudio-project/threestudio@bf542b2:configs/sketchshape.yaml
+SKETCHSHAPE = {
+    "name": "sketchshape",
+    "tag": "${rmspace:${system.prompt_processor.prompt},_}",
+    "exp_root_dir": "outputs",
+    "seed": 0,
+    "data_type": "random-camera-datamodule",
+    "system_type": "latentnerf-system",
+    "system.guide_shape": "???",
+    "system.geometry_type": "implicit-volume",
+    "system.geometry.n_feature_dims": 4,
+    "system.geometry.normal_type": None,
+    "system.material_type": "no-material",
+    "system.material.n_output_dims": 4,
+    "system.material.color_activation": "none",
+    "system.background_type": "neural-environment-map-background",
+    "system.background.n_output_dims": 4,
+    "system.background.color_activation": "none",
+    "system.renderer_type": "nerf-volume-renderer",
+    "system.renderer.num_samples_per_ray": 512,
+    "system.prompt_processor_type": "stable-diffusion-prompt-processor",
+    "system.prompt_processor.pretrained_model_name_or_path": "runwayml/stable-diffusion-v1-5",
+    "system.prompt_processor.prompt": "???",
+    "system.guidance_type": "stable-diffusion-guidance",
+    "system.guidance.pretrained_model_name_or_path": "runwayml/stable-diffusion-v1-5",
+    "system.guidance.guidance_scale": 100.0,
+    "system.guidance.weighting_strategy": "sds",
+    "system.loggers.wandb.enable": False,
+    "system.loggers.wandb.project": "threestudio",
+    "system.loggers.wandb.name": "None",
+    "system.loss.lambda_sds": 1.0,
+    "system.loss.lambda_sparsity": 0.0,
+    "system.loss.lambda_shape": 1.0,
+    "system.loss.lambda_opaque": 0.0,
+    "system.loss.lambda_orient": 0.0,
+    "system.optimizer.name": "Adam",
+    "system.optimizer.args.lr": 0.01,
+    "system.optimizer.args.betas": [0.9, 0.99],
+    "system.optimizer.args.eps": 1e-15,
+    "system.scheduler.name": "SequentialLR",
+    "system.scheduler.interval": "step",
+    "system.scheduler.warmup_steps": 100,
+    "system.scheduler.milestones": ["${system.scheduler.warmup_steps}"],
+    "system.scheduler.schedulers": [
+        {
+            "name": "LinearLR",
+            "args": {
+                "start_factor": 0.1,
+                "end_factor": 1.0,
+                "total_iters": "${system.scheduler.warmup_steps}",
+            },
+        },
+        {
+            "name": "ExponentialLR",
+            "args": {
+                "gamma": "${calc_exp_lr_decay_rate:0.1,${sub:${trainer.max_steps},${system.scheduler.warmup_steps}}}"
+            },
+        },
+    ],
+    "trainer.max_steps": 10000,
+    "trainer.log_every_n_steps": 1,
+    "trainer.num_sanity_val_steps": 0,
+    "trainer.val_check_interval": 200,
+    "trainer.enable_progress_bar": True,
+    "trainer.precision": "16-mixed",
+    "checkpoint.save_last": True,
+    "checkpoint.save_top_k": -1,
+    "checkpoint.every_n_train_steps": "${trainer.max_steps}",
+}
+
+# threestudio-project/threestudio@abfe213:configs/sketchshape-refine.yaml
+SKETCHSHAPE_REFINE = {
+    "name": "sketchshape-refine",
+    "tag": "${rmspace:${system.prompt_processor.prompt},_}",
+    "exp_root_dir": "outputs",
+    "seed": 0,
+    "data_type": "random-camera-datamodule",
+    "system_type": "latentnerf-system",
+    "system.refinement": True,
+    "system.weights": "???",
+    "system.weights_ignore_modules": ["material", "background"],
+    "system.guide_shape": "???",
+    "system.geometry_type": "implicit-volume",
+    "system.geometry.n_feature_dims": 4,
+    "system.geometry.normal_type": None,
+    "system.material_type": "sd-latent-adapter-material",
+    "system.background_type": "neural-environment-map-background",
+    "system.renderer_type": "nerf-volume-renderer",
+    "system.renderer.num_samples_per_ray": 512,
+    "system.prompt_processor_type": "stable-diffusion-prompt-processor",
+    "system.prompt_processor.pretrained_model_name_or_path": "runwayml/stable-diffusion-v1-5",
+    "system.prompt_processor.prompt": "???",
+    "system.guidance_type": "stable-diffusion-guidance",
+    "system.guidance.pretrained_model_name_or_path": "runwayml/stable-diffusion-v1-5",
+    "system.guidance.guidance_scale": 100.0,
+    "system.guidance.weighting_strategy": "sds",
+    "system.loggers.wandb.enable": False,
+    "system.loggers.wandb.project": "threestudio",
+    "system.loggers.wandb.name": "None",
+    "system.loss.lambda_sds": 1.0,
+    "system.loss.lambda_sparsity": 0.0,
+    "system.loss.lambda_shape": 1.0,
+    "system.loss.lambda_opaque": 0.0,
+    "system.loss.lambda_orient": 0.0,
+    "system.optimizer.name": "Adam",
+    "system.optimizer.args.lr": 0.01,
+    "system.optimizer.args.betas": [0.9, 0.99],
+    "system.optimizer.args.eps": 1e-15,
+    "system.scheduler.name": "SequentialLR",
+    "system.scheduler.interval": "step",
+    "system.scheduler.warmup_steps": 100,
+    "system.scheduler.milestones": ["${system.scheduler.warmup_steps}"],
+    "system.scheduler.schedulers": [
+        {
+            "name": "LinearLR",
+            "args": {
+                "start_factor": 0.1,
+                "end_factor": 1.0,
+                "total_iters": "${system.scheduler.warmup_steps}",
+            },
+        },
+        {
+            "name": "ExponentialLR",
+            "args": {
+                "gamma": "${calc_exp_lr_decay_rate:0.1,${sub:${trainer.max_steps},${system.scheduler.warmup_steps}}}"
+            },
+        },
+    ],
+    "trainer.max_steps": 10000,
+    "trainer.log_every_n_steps": 1,
+    "trainer.num_sanity_val_steps": 1,
+    "trainer.val_check_interval": 200,
+    "trainer.enable_progress_bar": True,
+    "trainer.precision": "16-mixed",
+    "checkpoint.save_last": True,
+    "checkpoint.save_top_k": -1,
+    "checkpoint.every_n_train_steps": "${trainer.max_steps}",
+}
+
+# threestudio-project/threestudio@89b2618:configs/gradio/latentnerf.yaml (the Gradio demo's)
+GRADIO_LATENTNERF = {
+    "name": "latentnerf",
+    "tag": "${rmspace:${system.prompt_processor.prompt},_}",
+    "exp_root_dir": "outputs-gradio",
+    "seed": 0,
+    "data_type": "random-camera-datamodule",
+    "data.elevation_range": [-10, 45],
+    "system_type": "latentnerf-system",
+    "system.geometry_type": "implicit-volume",
+    "system.geometry.n_feature_dims": 4,
+    "system.geometry.normal_type": None,
+    "system.geometry.density_bias": "blob_dreamfusion",
+    "system.geometry.density_activation": "trunc_exp",
+    "system.geometry.density_blob_scale": 5.0,
+    "system.geometry.density_blob_std": 0.2,
+    "system.geometry.pos_encoding_config.otype": "HashGrid",
+    "system.geometry.pos_encoding_config.n_levels": 16,
+    "system.geometry.pos_encoding_config.n_features_per_level": 2,
+    "system.geometry.pos_encoding_config.log2_hashmap_size": 19,
+    "system.geometry.pos_encoding_config.base_resolution": 16,
+    "system.geometry.pos_encoding_config.per_level_scale": 1.381912879967776,
+    "system.material_type": "no-material",
+    "system.material.n_output_dims": 4,
+    "system.material.color_activation": "none",
+    "system.background_type": "neural-environment-map-background",
+    "system.background.n_output_dims": 4,
+    "system.background.color_activation": "none",
+    "system.renderer_type": "nerf-volume-renderer",
+    "system.renderer.num_samples_per_ray": 512,
+    "system.prompt_processor_type": "stable-diffusion-prompt-processor",
+    "system.prompt_processor.pretrained_model_name_or_path": "stabilityai/stable-diffusion-2-1-base",
+    "system.prompt_processor.prompt": "???",
+    "system.guidance_type": "stable-diffusion-guidance",
+    "system.guidance.pretrained_model_name_or_path": "stabilityai/stable-diffusion-2-1-base",
+    "system.guidance.guidance_scale": 100.0,
+    "system.guidance.weighting_strategy": "sds",
+    "system.guidance.grad_clip": [0, 2.0, 8.0, 5000],
+    "system.exporter_type": "dummy-exporter",
+    "system.loggers.wandb.enable": False,
+    "system.loggers.wandb.project": "threestudio",
+    "system.loggers.wandb.name": "None",
+    "system.loss.lambda_sds": 1.0,
+    "system.loss.lambda_sparsity": 0.0005,
+    "system.loss.lambda_opaque": 0.0,
+    "system.loss.lambda_orient": 0.0,
+    "system.optimizer.name": "Adam",
+    "system.optimizer.args.lr": 0.01,
+    "system.optimizer.args.betas": [0.9, 0.99],
+    "system.optimizer.args.eps": 1e-15,
+    "system.scheduler.name": "SequentialLR",
+    "system.scheduler.interval": "step",
+    "system.scheduler.warmup_steps": 100,
+    "system.scheduler.milestones": ["${system.scheduler.warmup_steps}"],
+    "system.scheduler.schedulers": [
+        {
+            "name": "LinearLR",
+            "args": {
+                "start_factor": 0.1,
+                "end_factor": 1.0,
+                "total_iters": "${system.scheduler.warmup_steps}",
+            },
+        },
+        {
+            "name": "ExponentialLR",
+            "args": {
+                "gamma": "${calc_exp_lr_decay_rate:0.1,${sub:${trainer.max_steps},${system.scheduler.warmup_steps}}}"
+            },
+        },
+    ],
+    "trainer.max_steps": 5000,
+    "trainer.log_every_n_steps": 1,
+    "trainer.num_sanity_val_steps": 0,
+    "trainer.val_check_interval": 200,
+    "trainer.enable_progress_bar": True,
+    "trainer.precision": "16-mixed",
+    "checkpoint.save_last": False,
+    "checkpoint.save_top_k": -1,
+    "checkpoint.every_n_train_steps": 0,
+}
+
+
 PUBLISHED: Dict[str, Dict[str, Any]] = {
     "dreamfusion-sd.yaml": DREAMFUSION_SD,
     "dreamfusion-if.yaml": DREAMFUSION_IF,
@@ -2223,6 +2444,9 @@ PUBLISHED: Dict[str, Dict[str, Any]] = {
     "sdi.yaml": SDI,
     "experimental/unified-guidance/dreamfusion-sd.yaml": UNIFIED_DREAMFUSION_SD,
     "experimental/unified-guidance/hifa.yaml": UNIFIED_HIFA,
+    "sketchshape.yaml": SKETCHSHAPE,
+    "sketchshape-refine.yaml": SKETCHSHAPE_REFINE,
+    "gradio/latentnerf.yaml": GRADIO_LATENTNERF,
 }
 
 # Config names threestudio publishes (its configs/ folder and READMEs) that have no table here
@@ -2254,8 +2478,6 @@ OTHER_PUBLISHED_NAMES = {
     "prolificdreamer-patch.yaml",
     "prolificdreamer-scene-hifa.yaml",
     "prolificdreamer-scene.yaml",
-    "sketchshape-refine.yaml",
-    "sketchshape.yaml",
 }
 PUBLISHED_NAMES = set(PUBLISHED) | OTHER_PUBLISHED_NAMES
 
@@ -2369,7 +2591,18 @@ TABLE.update(
 )
 
 # ---- latentnerf ----
-TABLE.update({})
+TABLE.update(
+    {
+        name: Recipe(name, without_loggers(PUBLISHED[name]))
+        for name in (
+            "latentnerf.yaml",
+            "latentnerf-refine.yaml",
+            "sketchshape.yaml",
+            "sketchshape-refine.yaml",
+            "gradio/latentnerf.yaml",
+        )
+    }
+)
 
 # ---- fantasia3d ----
 TABLE.update({})

@@ -2,6 +2,7 @@ from threestudio.systems import (  # noqa: F401
     base,
     dreamfusion,
     eff_dreamfusion,
+    latentnerf,
     magic3d,
     reconstruction,
     sdi,

@@ -24,6 +24,7 @@ from threestudio.models.geometry.base import (
 from threestudio.models.networks import get_encoding, get_mlp
 from threestudio.utils.config import config_to_primitive
 from threestudio.utils.errors import ConfigError, UserError
+from threestudio.utils.mesh_queries import point_triangle_distance2
 from threestudio.utils.misc import broadcast, get_rank
 from threestudio.utils.typing import Any, Callable, Dict, Float, Int, Optional, Tensor, Tuple, Union
 
@@ -35,13 +36,6 @@ AXES = {
     "-y": (0, -1, 0),
     "-z": (0, 0, -1),
 }
-
-
-def _point_segment_distance2(p, a, b):
-    ab = b - a
-    t = ((p - a) * ab).sum(-1, keepdim=True) / (ab * ab).sum(-1, keepdim=True).clamp_min(1e-20)
-    closest = a + t.clamp(0.0, 1.0) * ab
-    return ((p - closest) ** 2).sum(-1)
 
 
 @torch.no_grad()
@@ -57,26 +51,11 @@ def mesh_sdf(
     number (|w| > 0.5 is inside), which tolerates small holes and either face orientation."""
     tri = vertices[faces]  # [F, 3, 3]
     a, b, c = tri[:, 0], tri[:, 1], tri[:, 2]
-    n = torch.cross(b - a, c - a, dim=-1)
-    n_unit = F.normalize(n, dim=-1)
     out = []
     chunk = max(1, chunk_pairs // max(1, faces.shape[0]))
     for i in range(0, points.shape[0], chunk):
         p = points[i : i + chunk, None, :]  # [n, 1, 3]
-        # distance to the plane when the projection falls inside the triangle
-        plane_dist = ((p - a) * n_unit).sum(-1)
-        proj = p - plane_dist[..., None] * n_unit
-        inside = (
-            ((torch.cross((b - a).expand_as(proj), proj - a, dim=-1) * n).sum(-1) >= 0)
-            & ((torch.cross((c - b).expand_as(proj), proj - b, dim=-1) * n).sum(-1) >= 0)
-            & ((torch.cross((a - c).expand_as(proj), proj - c, dim=-1) * n).sum(-1) >= 0)
-        )
-        edge_d2 = torch.minimum(
-            torch.minimum(_point_segment_distance2(p, a, b), _point_segment_distance2(p, b, c)),
-            _point_segment_distance2(p, c, a),
-        )
-        d2 = torch.where(inside, plane_dist**2, edge_d2)
-        dist = d2.min(dim=-1).values.sqrt()
+        dist = point_triangle_distance2(p, a, b, c).min(dim=-1).values.sqrt()
         # winding number: sum of signed solid angles (Van Oosterom-Strackee)
         va, vb, vc = a - p, b - p, c - p
         la, lb, lc = va.norm(dim=-1), vb.norm(dim=-1), vc.norm(dim=-1)
