@@ -184,6 +184,7 @@ def _run_config(name: str, tmp_root: Path, tiny_models, full: bool) -> Path:
     proc = _launch(workdir, runs)
     assert proc.returncode == 0, f"{name} failed:\n{proc.stderr[-4000:]}"
     trial = _trial(workdir)
+    _STAGES.setdefault(name, trial)  # a later stage starts from this run, not a second one
     return trial
 
 

@@ -1,1 +1,1 @@
-from threestudio.systems import base, dreamfusion, reconstruction  # noqa: F401
+from threestudio.systems import base, dreamfusion, fantasia3d, reconstruction  # noqa: F401
