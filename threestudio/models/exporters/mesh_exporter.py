@@ -103,11 +103,11 @@ class MeshExporter(Exporter):
 
     @torch.no_grad()
     def material_export(self, points: Float[Tensor, "N 3"]) -> Dict[str, Tensor]:
-        """The material's exported values at surface points; nothing for a geometry without
-        features (e.g. a geometry stage that renders normals only)."""
+        """The material's exported values at surface points; nothing for a geometry that
+        exports nothing (no features, e.g. a geometry stage that renders normals only)."""
         geo_out = self.geometry.export(points=points)
-        if "features" not in geo_out:
-            threestudio.warn("mesh-exporter: the geometry has no features; no texture to bake")
+        if not geo_out:
+            threestudio.warn("mesh-exporter: the geometry exports no features; no texture baked")
             return {}
         return self.material.export(points=points, **geo_out)
 
