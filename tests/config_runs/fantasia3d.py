@@ -23,7 +23,7 @@ ROWS = {
     "fantasia3d-texture": Row(
         models=SD_MODELS, overrides=CAMERAS + HASH_GRID + _TETS + PROMPTS, after="fantasia3d"
     ),
-    # the demo saves no checkpoints; --test/--export here read the trial's last one
+    # the demo saves no checkpoints: the row saves the last one for --test and --export to read
     "gradio/fantasia3d": Row(
         models=SD_MODELS,
         overrides=_GEOMETRY

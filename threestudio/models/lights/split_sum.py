@@ -14,7 +14,10 @@ envlight's, so environment maps light a scene the same way: the map's top row is
 atan2(x, -z) / 2pi + 0.5, v = acos(y) / pi); six levels, level i prefiltered at roughness
 ``0.08 + i / 4 * (0.5 - 0.08)`` for i < 5 and 1 for the last; the same roughness-to-level mapping
 and linear blending between neighbouring levels; the specular kernel ``(n . l) D(n . h) / 4``
-with n = v = r, normalised; the diffuse map from the coarsest box-filtered level.
+with n = v = r, normalised; the irradiance map from the map box-filtered to 16 rows (envlight:
+its 16-texel cube level). Where envlight divides the cosine sum by pi and drops the GGX tail
+beyond a cut-off, the sums here are exact and normalised by the discrete kernel's total, so a
+constant environment gives back its radiance exactly.
 """
 
 import math
