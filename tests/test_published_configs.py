@@ -1868,6 +1868,23 @@ HIFA = {
     "checkpoint.every_n_train_steps": "${trainer.max_steps}",
 }
 
+# threestudio-project/threestudio@363da45:configs/gradio/fantasia3d.yaml
+FANTASIA3D_GRADIO = {
+    **{k: v for k, v in FANTASIA3D.items() if not k.startswith("checkpoint.")},
+    "exp_root_dir": "outputs-gradio",
+    "system.renderer.context_type": "cuda",
+    "system.exporter_type": "mesh-exporter",
+    "system.exporter.fmt": "obj",
+    "system.exporter.save_uv": False,
+    "system.exporter.save_texture": False,
+    "system.exporter.context_type": "cuda",
+    "trainer.max_steps": 5000,
+    "trainer.val_check_interval": 200,
+    "checkpoint.save_last": False,
+    "checkpoint.save_top_k": -1,
+    "checkpoint.every_n_train_steps": 0,
+}
+
 
 # threestudio-project/threestudio@7f2f283:configs/dreamfusion-sd-eff.yaml
 # (its name is the published dreamfusion-sd's: trials land in outputs/dreamfusion-sd/)
@@ -2430,6 +2447,7 @@ PUBLISHED: Dict[str, Dict[str, Any]] = {
     "latentnerf-refine.yaml": LATENTNERF_REFINE,
     "fantasia3d.yaml": FANTASIA3D,
     "fantasia3d-texture.yaml": FANTASIA3D_TEXTURE,
+    "gradio/fantasia3d.yaml": FANTASIA3D_GRADIO,
     "sjc.yaml": SJC,
     "gradio/sjc.yaml": GRADIO_SJC,
     "textmesh-if.yaml": TEXTMESH_IF,
@@ -2605,7 +2623,12 @@ TABLE.update(
 )
 
 # ---- fantasia3d ----
-TABLE.update({})
+TABLE.update(
+    {
+        name: Recipe(name, without_loggers(PUBLISHED[name]))
+        for name in ("fantasia3d.yaml", "fantasia3d-texture.yaml", "gradio/fantasia3d.yaml")
+    }
+)
 
 # ---- sjc ----
 TABLE.update(

@@ -2,6 +2,7 @@ from threestudio.systems import (  # noqa: F401
     base,
     dreamfusion,
     eff_dreamfusion,
+    fantasia3d,
     latentnerf,
     magic3d,
     reconstruction,

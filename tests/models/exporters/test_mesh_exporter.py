@@ -60,6 +60,25 @@ def test_obj_vertex_colours():
     assert torch.allclose(mesh.v_rgb, mesh.v_pos / (2 * RADIUS) + 0.5)
 
 
+class FeaturelessGeometry(SphereGeometry):
+    def export(self, points):
+        return {}  # e.g. an implicit-sdf with n_feature_dims 0 (Fantasia3D's geometry stage)
+
+
+@pytest.mark.parametrize("fmt", ["obj-mtl", "obj"])
+def test_a_featureless_geometry_exports_its_mesh_without_textures(fmt):
+    cls = threestudio.find("mesh-exporter")
+    exporter = cls(
+        {"fmt": fmt, "texture_size": 16, "xatlas_chart_options": {"max_iterations": 1}},
+        geometry=FeaturelessGeometry(),
+        material=PositionMaterial(),  # never asked: it would fail without radius
+        background=None,
+    )
+    (out,) = exporter()
+    assert out.params["mesh"].t_pos_idx.shape[0] > 0
+    assert out.params["map_Kd"] is None and not out.params["save_vertex_color"]
+
+
 def test_bad_config_is_a_one_line_error():
     with pytest.raises(ConfigError, match="fmt"):
         make_exporter(fmt="fbx")

@@ -101,6 +101,16 @@ class MeshExporter(Exporter):
             "map_format": self.cfg.texture_format,
         }
 
+    @torch.no_grad()
+    def material_export(self, points: Float[Tensor, "N 3"]) -> Dict[str, Tensor]:
+        """The material's exported values at surface points; nothing for a geometry that
+        exports nothing (no features, e.g. a geometry stage that renders normals only)."""
+        geo_out = self.geometry.export(points=points)
+        if not geo_out:
+            threestudio.warn("mesh-exporter: the geometry exports no features; no texture baked")
+            return {}
+        return self.material.export(points=points, **geo_out)
+
     def bake_textures(self, mesh: Mesh) -> Dict[str, Float[Tensor, "H W C"]]:
         """Texture maps (by saver slot) of the material's exported values over the UV layout."""
         size = self.cfg.texture_size
@@ -113,9 +123,7 @@ class MeshExporter(Exporter):
         # the UV faces are the position faces (same order), so the ids index t_pos_idx too
         points, _ = self.ctx.interpolate_one(mesh.v_pos, rast[None], mesh.t_pos_idx.int())
         points = points[0]
-        with torch.no_grad():
-            geo_out = self.geometry.export(points=points[valid])
-            mat_out = self.material.export(points=points[valid], **geo_out)
+        mat_out = self.material_export(points[valid])
         maps = {}
         for name, slot in TEXTURE_SLOTS.items():
             if name not in mat_out:
@@ -150,9 +158,7 @@ class MeshExporter(Exporter):
         if self.cfg.save_uv:
             mesh.unwrap_uv(self.cfg.xatlas_chart_options, self.cfg.xatlas_pack_options)
         if self.cfg.save_texture:
-            with torch.no_grad():
-                geo_out = self.geometry.export(points=mesh.v_pos)
-                mat_out = self.material.export(points=mesh.v_pos, **geo_out)
+            mat_out = self.material_export(mesh.v_pos)
             if "albedo" in mat_out:
                 mesh.set_vertex_color(mat_out["albedo"].detach())
                 params["save_vertex_color"] = True

@@ -4,5 +4,6 @@ from threestudio.models.materials import (  # noqa: F401
     hybrid_rgb_latent_material,
     neural_radiance_material,
     no_material,
+    pbr_material,
     sd_latent_adapter_material,
 )
