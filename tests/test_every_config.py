@@ -22,6 +22,7 @@ from omegaconf import OmegaConf
 
 from tests.config_runs import Row, collect
 from threestudio.utils.paths import REPO_ROOT as REPO
+from threestudio.utils.typing import Any, Dict, List
 
 CONFIGS = Path(REPO) / "configs"
 SEQUENCE = os.path.join(REPO, "tests", "launch_sequence.py")
@@ -38,6 +39,7 @@ PUBLISHED_COPY_KEYS = (
     "system.prompt_processor.prompt",
     "system.prompt_processor.spawn",
     "trainer.max_steps",
+    "system.geometry.shape_init_steps",  # the length of a shape prior's fit
     "trainer.val_check_interval",
     "trainer.enable_progress_bar",
     "data.n_val_views",
@@ -129,21 +131,6 @@ def _needs_prompt(path: Path) -> bool:
     )
 
 
-def _launch(workdir: Path, runs, timeout=900) -> subprocess.CompletedProcess:
-    spec = workdir / f"runs-{len(list(workdir.glob('runs-*.json')))}.json"
-    spec.write_text(json.dumps(runs))
-    env = dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
-    env["THREESTUDIO_CACHE_DIR"] = str(workdir / "cache")
-    return subprocess.run(
-        [sys.executable, SEQUENCE, str(spec)],
-        cwd=workdir,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
 def _train_argv(path: Path, row: Row, workdir: Path, tiny_models, handover=None, tag="run"):
     argv = [
         "--config",
@@ -169,42 +156,140 @@ def _train_argv(path: Path, row: Row, workdir: Path, tiny_models, handover=None,
     return argv
 
 
-def _trial(workdir: Path, tag="run") -> Path:
-    trials = sorted((workdir / "outputs").glob(f"*/{tag}"))
-    assert len(trials) == 1, trials
-    return trials[0]
+def _trial_dir(workdir: Path, config_name: str) -> Path:
+    # known before training: exp_root_dir/<name>/<tag>
+    return workdir / "outputs" / config_name / "run"
 
 
-_STAGES = {}  # config name -> its trial (stages that later stages start from)
+def _eval_runs(trial: Path, row: Row) -> List[List[str]]:
+    """--test and --export as users run them: from the trial's parsed.yaml and checkpoint."""
+    parsed, ckpt = trial / "configs" / "parsed.yaml", trial / "ckpts" / "last.ckpt"
+    stages = ("--test", "--export") if row.export else ("--test",)
+    return [
+        ["--config", str(parsed), stage, "--gpu", "0", f"resume={ckpt}", *row.flags]
+        for stage in stages
+    ]
 
 
-def _run_config(name: str, tmp_root: Path, tiny_models, full: bool) -> Path:
+def _config_job(name: str, root: Path, tiny_models) -> Dict[str, Any]:
     row = ROWS[name]
-    handover = None
-    if row.after is not None:
-        if row.after not in _STAGES:
-            _STAGES[row.after] = _run_config(row.after, tmp_root, tiny_models, full=False)
-        handover = str(_STAGES[row.after] / "ckpts" / "last.ckpt")
-    # a stage run only to hand over its checkpoint gets a folder of its own: the config's own
-    # (full) run may come before or after it
-    workdir = tmp_root / (name.replace("/", "__") + ("" if full else "__stage"))
+    workdir = root / "configs" / name.replace("/", "__")
     workdir.mkdir(parents=True, exist_ok=True)
     path = CONFIGS / f"{name}.yaml"
-    runs = [_train_argv(path, row, workdir, tiny_models, handover)]
-    if full:
-        # the trial folder is known before training: exp_root_dir/<name>/<tag>
-        trial = workdir / "outputs" / str(OmegaConf.load(path).name) / "run"
-        parsed = trial / "configs" / "parsed.yaml"
-        ckpt = trial / "ckpts" / "last.ckpt"
-        for stage in ("--test", "--export") if row.export else ("--test",):
-            runs.append(
-                ["--config", str(parsed), stage, "--gpu", "0", f"resume={ckpt}", *row.flags]
-            )
-    proc = _launch(workdir, runs)
-    assert proc.returncode == 0, f"{name} failed:\n{proc.stderr[-4000:]}"
-    trial = _trial(workdir)
-    _STAGES.setdefault(name, trial)  # a later stage may start from this run
-    return trial
+    handover = None
+    if row.after is not None:
+        handover = _config_job(row.after, root, tiny_models)["trial"] / "ckpts" / "last.ckpt"
+    trial = _trial_dir(workdir, str(OmegaConf.load(path).name))
+    train = _train_argv(path, row, workdir, tiny_models, handover)
+    return {
+        "name": name,
+        "after": row.after,
+        "workdir": workdir,
+        "trial": trial,
+        "runs": [train, *_eval_runs(trial, row)],
+        "flags": row.flags,
+    }
+
+
+def _copy_job(name: str, root: Path, tiny_models) -> Dict[str, Any]:
+    from tests.test_published_configs import PUBLISHED, fills, unflatten
+
+    row = PUBLISHED_COPIES[name]
+    table = dict(PUBLISHED[name])
+    workdir = root / "copies" / name.replace("/", "__")
+    path = workdir / os.path.basename(name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(unflatten(table)))
+    handover = None
+    if row.after is not None:
+        handover = _config_job(row.after, root, tiny_models)["trial"] / "ckpts" / "last.ckpt"
+    argv = _train_argv(path, row, workdir, tiny_models, handover)
+    given = {a.split("=", 1)[0] for a in argv}
+    argv += [f"{k}={v}" for k, v in fills(table).items() if k not in given]
+    return {
+        "name": f"copy:{name}",
+        "after": row.after,
+        "workdir": workdir,
+        "trial": _trial_dir(workdir, str(table["name"])),
+        "runs": [argv],
+        "flags": row.flags,
+    }
+
+
+def _selected(session, test_name: str) -> List[str]:
+    return [
+        item.callspec.params["name"]
+        for item in session.items
+        if getattr(item, "originalname", None) == test_name and hasattr(item, "callspec")
+    ]
+
+
+def _run_batch(jobs: List[Dict[str, Any]], root: Path, label: str) -> Dict[str, Any]:
+    spec = {
+        "jobs": [
+            {
+                "name": j["name"],
+                "runs": j["runs"],
+                "after": j["after"],
+                "log": str(j["workdir"] / "launch.log"),
+            }
+            for j in jobs
+        ],
+        "results": str(root / f"results-{label}.json"),
+    }
+    spec_path = root / f"jobs-{label}.json"
+    spec_path.write_text(json.dumps(spec, default=str))
+    env = dict(os.environ, PYTHONPATH=REPO, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    env["THREESTUDIO_CACHE_DIR"] = str(root / "cache")
+    proc = subprocess.run(
+        [sys.executable, SEQUENCE, str(spec_path)],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=3600,
+    )
+    results_path = Path(spec["results"])
+    results = json.loads(results_path.read_text()) if results_path.exists() else {}
+    for j in jobs:
+        results.setdefault(j["name"], f"not run (the batch ended: {proc.stderr[-2000:]})")
+    return results
+
+
+@pytest.fixture(scope="session")
+def every_config_runs(request, tmp_path_factory, tiny_models):
+    """Every selected config (and the stages they start from) and published copy, run in one
+    process: the imports are paid once instead of once per config. Rows with launch flags (e.g.
+    --typecheck, which must hook the imports) run in a process of their own."""
+    root = tmp_path_factory.mktemp("every_config")
+    jobs: Dict[str, Dict[str, Any]] = {}
+
+    def add(job):
+        if job["after"] is not None and job["after"] not in jobs:
+            add(_config_job(job["after"], root, tiny_models))
+        jobs.setdefault(job["name"], job)
+
+    for name in _selected(request.session, "test_config_trains_tests_and_exports"):
+        if name in ROWS:
+            add(_config_job(name, root, tiny_models))
+    for name in _selected(request.session, "test_published_copy_runs_unmodified"):
+        add(_copy_job(name, root, tiny_models))
+    ordered = list(jobs.values())
+    results = {}
+    plain = [j for j in ordered if not j["flags"]]
+    if plain:
+        results.update(_run_batch(plain, root, "plain"))
+    for i, job in enumerate(j for j in ordered if j["flags"]):
+        results.update(_run_batch([job], root, f"flags{i}"))
+    return {name: (results[name], job) for name, job in jobs.items()}
+
+
+def _result(runs, key: str):
+    rc, job = runs[key]
+    log = job["workdir"] / "launch.log"
+    text = log.read_text() if log.exists() else ""
+    assert rc == 0, f"{key} failed ({rc}):\n{text[-4000:]}"
+    return job["trial"]
 
 
 def _check_outputs(name: str, trial: Path, row: Row) -> None:
@@ -222,17 +307,12 @@ def _check_outputs(name: str, trial: Path, row: Row) -> None:
             assert len(mesh.faces) > 0, f"{name}: empty mesh {obj.name}"
 
 
-@pytest.fixture(scope="session")
-def every_config_root(tmp_path_factory):
-    return tmp_path_factory.mktemp("every_config")
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("name", config_names())
-def test_config_trains_tests_and_exports(name, every_config_root, tiny_models):
+def test_config_trains_tests_and_exports(name, every_config_runs):
     if name not in ROWS:
         pytest.fail(f"{name} has no row in tests/config_runs/")
-    trial = _run_config(name, every_config_root, tiny_models, full=True)
+    trial = _result(every_config_runs, name)
     _check_outputs(name, trial, ROWS[name])
     cfg = yaml.safe_load((trial / "configs" / "parsed.yaml").read_text())
     if ROWS[name].after is not None:
@@ -241,22 +321,6 @@ def test_config_trains_tests_and_exports(name, every_config_root, tiny_models):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(PUBLISHED_COPIES))
-def test_published_copy_runs_unmodified(name, tmp_path, tiny_models, every_config_root):
-    from tests.test_published_configs import PUBLISHED, fills, unflatten
-
-    row = PUBLISHED_COPIES[name]
-    table = dict(PUBLISHED[name])
-    path = tmp_path / name
-    path.parent.mkdir(parents=True, exist_ok=True)  # tables of configs in subfolders
-    path.write_text(yaml.safe_dump(unflatten(table)))
-    handover = None
-    if row.after is not None:
-        if row.after not in _STAGES:
-            _STAGES[row.after] = _run_config(row.after, every_config_root, tiny_models, False)
-        handover = str(_STAGES[row.after] / "ckpts" / "last.ckpt")
-    argv = _train_argv(path, row, tmp_path, tiny_models, handover)
-    given = {a.split("=", 1)[0] for a in argv}
-    argv += [f"{k}={v}" for k, v in fills(table).items() if k not in given]
-    proc = _launch(tmp_path, [argv])
-    assert proc.returncode == 0, f"published {name} failed:\n{proc.stderr[-4000:]}"
-    assert (_trial(tmp_path) / "ckpts" / "last.ckpt").is_file()
+def test_published_copy_runs_unmodified(name, every_config_runs):
+    trial = _result(every_config_runs, f"copy:{name}")
+    assert (trial / "ckpts" / "last.ckpt").is_file()

@@ -29,18 +29,16 @@ ROWS = {
     "sketchshape-refine": Row(
         models=SD_MODELS, overrides=_SMALL + GUIDE, after="sketchshape", handover="system.weights"
     ),
-    # the demo saves no checkpoint and exports nothing (dummy-exporter): the row keeps the last
-    # checkpoint so that --test can start from it
+    # the demo saves no checkpoints during training (launch.py still writes ckpts/last.ckpt) and
+    # exports nothing (dummy-exporter)
     "gradio/latentnerf": Row(
-        models=SD_MODELS,
-        overrides=CAMERAS + HASH_GRID + NERF + PROMPTS + ["checkpoint.save_last=true"],
-        export=False,
+        models=SD_MODELS, overrides=CAMERAS + HASH_GRID + NERF + PROMPTS, export=False
     ),
 }
 
 # published copies at a CPU size (the keys PUBLISHED_COPY_KEYS allows, Sketch-Shape's guide mesh
 # among them); the refinements load their stage rows' weights, whose hash grids the same size
-# overrides make match. The Gradio table saves no checkpoint, which a copy's run must leave.
+# overrides make match.
 PUBLISHED_COPIES = {
     "latentnerf.yaml": Row(models=SD_MODELS, overrides=_SMALL, steps=1),
     "latentnerf-refine.yaml": Row(
