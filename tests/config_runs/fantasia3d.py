@@ -30,7 +30,7 @@ ROWS = {
 # the published tables at a CPU size (PUBLISHED_COPY_KEYS: resolution, hash grid, tet grid) and
 # a short sphere fit (its run length); at the published size the geometry stage took 15 minutes
 # and 3.8 GB on the 2 cores
-_COPY = CAMERAS + HASH_GRID + _TETS + PROMPTS + ["system.geometry.shape_init_steps=30"]
+_COPY = CAMERAS + HASH_GRID + _TETS + PROMPTS + ["system.geometry.shape_init_steps=200"]
 PUBLISHED_COPIES = {
     "fantasia3d.yaml": Row(models=SD_MODELS, overrides=_COPY, steps=1),
     "fantasia3d-texture.yaml": Row(

@@ -38,6 +38,7 @@ from threestudio.utils.base import Updateable
 from threestudio.utils.config import parse_structured
 from threestudio.utils.errors import ConfigError, UserError
 from threestudio.utils.misc import get_rank
+from threestudio.utils.paths import shipped_path
 from threestudio.utils.typing import Any, Dict, Float, List, Optional, Tensor
 
 # an image whose width/height differs from the render's by more than this is refused, not squashed
@@ -187,7 +188,7 @@ class SingleImageDataBase:
 
     def load_images(self) -> None:
         """Read the files once; ``images_at`` resizes them for each resolution."""
-        path = self.cfg.image_path
+        path = shipped_path(self.cfg.image_path)
         if not path:
             raise ConfigError("data.image_path is empty: give the reference image")
         image = _read_png(path, "image")
@@ -196,8 +197,9 @@ class SingleImageDataBase:
             image.mode == "P" and "transparency" in image.info
         )
         if self.cfg.mask_path:
-            mask_image = _read_png(self.cfg.mask_path, "mask")
-            _check_aspect(self.cfg.mask_path, mask_image, self.heights, self.widths)
+            mask_path = shipped_path(self.cfg.mask_path)
+            mask_image = _read_png(mask_path, "mask")
+            _check_aspect(mask_path, mask_image, self.heights, self.widths)
             alpha = _to_float(mask_image.convert("L"))
         elif has_alpha:
             alpha = _to_float(image.convert("RGBA"))[..., 3:]

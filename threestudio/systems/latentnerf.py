@@ -24,6 +24,7 @@ from threestudio.models.materials.sd_latent_adapter_material import LATENT_TO_RG
 from threestudio.systems.dreamfusion import DreamFusion
 from threestudio.utils.errors import ConfigError, UserError
 from threestudio.utils.mesh_queries import MeshQueries
+from threestudio.utils.paths import shipped_path
 from threestudio.utils.typing import Any, Dict, Float, Int, List, Optional, Tensor, Tuple
 
 
@@ -39,6 +40,7 @@ def load_guide_shape(
     """The guide mesh as Latent-NeRF places it: centred on the mean of its vertices, scaled so
     that its farthest vertex lies at ``scale`` from the centre, then turned so that the mesh's
     ``up`` axis becomes +z and its ``front`` axis +x."""
+    path = shipped_path(path)
     if not os.path.isfile(path):
         raise UserError(f"system.guide_shape: mesh file not found: {path}")
     for key, axis in (("guide_shape_up", up), ("guide_shape_front", front)):

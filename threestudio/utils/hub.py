@@ -10,6 +10,7 @@ import os
 from typing import Sequence
 
 from threestudio.utils.errors import MissingModelError
+from threestudio.utils.paths import shipped_path
 from threestudio.utils.typing import Any, Optional, Union
 
 DEFAULT_KEY_HINT = (
@@ -78,6 +79,7 @@ def load_pretrained(
     ``subfolder=`` for one component (``"text_encoder"``, ``"tokenizer"``, ``"unet"`` ...)."""
     from huggingface_hub.errors import LocalEntryNotFoundError
 
+    name = shipped_path(name)  # the bundled load/tiny-shapes from any working directory
     if _looks_like_path(name) and not os.path.isdir(os.path.expanduser(name)):
         raise MissingModelError(missing_model_message(name, key_hint))
     path = os.path.expanduser(name) if _looks_like_path(name) else name

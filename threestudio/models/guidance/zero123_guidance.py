@@ -18,6 +18,7 @@ from threestudio.models.guidance.base import (
 )
 from threestudio.utils.base import BaseObject
 from threestudio.utils.errors import ConfigError, UserError
+from threestudio.utils.paths import shipped_path
 from threestudio.utils.typing import Any, Dict, Float, Optional, Tensor
 
 
@@ -73,6 +74,7 @@ class Zero123Guidance(DiffusionGuidanceMixin, VAELatentsMixin, BaseObject):
     @torch.no_grad()
     def prepare_embeddings(self, image_path: str) -> None:
         """CLIP embedding and VAE latent of the conditioning image (computed once)."""
+        image_path = shipped_path(image_path)
         if not os.path.isfile(image_path):
             raise UserError(
                 f"conditioning image not found: {image_path} "

@@ -22,7 +22,7 @@ from threestudio.models.lights.split_sum import (
 from threestudio.models.materials.base import BaseMaterial
 from threestudio.utils.errors import ConfigError
 from threestudio.utils.ops import dot, get_activation
-from threestudio.utils.paths import LOAD_DIR
+from threestudio.utils.paths import LOAD_DIR, shipped_path
 from threestudio.utils.typing import Any, Dict, Float, Optional, Tensor
 
 BRDF_LUT_PATH = os.path.join(LOAD_DIR, "lights", "bsdf_256_256.bin")
@@ -62,7 +62,7 @@ class PBRMaterial(BaseMaterial):
         self.n_channels = 8 if self.cfg.use_bump else 5
         self.activation = get_activation(self.cfg.material_activation)
         self.light = EnvironmentLight.from_file(
-            self.cfg.environment_texture,
+            shipped_path(self.cfg.environment_texture),
             scale=self.cfg.environment_scale,
             resolution=self.cfg.environment_resolution,
         )
