@@ -37,7 +37,7 @@ from threestudio.utils.misc import (
 )
 from threestudio.utils.ops import as_size
 from threestudio.utils.saving import SaverMixin
-from threestudio.utils.typing import Any, Dict, List, Optional, Tensor, Tuple
+from threestudio.utils.typing import Any, Dict, List, Optional, Sequence, Tensor, Tuple
 
 
 def _rng_state() -> Dict[str, Any]:
@@ -114,7 +114,7 @@ class BaseSystem(pl.LightningModule, Updateable, SaverMixin):
     def post_configure(self) -> None:
         pass
 
-    def load_weights(self, weights: str, ignore_modules: Optional[List[str]] = None) -> None:
+    def load_weights(self, weights: str, ignore_modules: Optional[Sequence[str]] = None) -> None:
         path, prefix = split_weights_spec(weights)
         state_dict, epoch, global_step = load_module_weights(
             find_last_path(path),

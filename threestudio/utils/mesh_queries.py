@@ -29,12 +29,13 @@ def _point_segment_distance2(p, a, b):
 
 
 def point_triangle_distance2(
-    p: Float[Tensor, "n 1 3"],
-    a: Float[Tensor, "F 3"],
-    b: Float[Tensor, "F 3"],
-    c: Float[Tensor, "F 3"],
-) -> Float[Tensor, "n F"]:
-    """Squared distance from every point to every triangle (a, b, c)."""
+    p: Float[Tensor, "*P 3"],
+    a: Float[Tensor, "*F 3"],
+    b: Float[Tensor, "*F 3"],
+    c: Float[Tensor, "*F 3"],
+) -> Float[Tensor, "..."]:
+    """Squared distance from points to triangles (a, b, c), broadcast: points [n, 1, 3] against
+    triangles [F, 3] give [n, F]; against per-point candidates [n, k, 3], [n, k]."""
     n = torch.cross(b - a, c - a, dim=-1)
     n_unit = F.normalize(n, dim=-1)
     # distance to the plane when the projection falls inside the triangle

@@ -10,7 +10,7 @@ from packaging import version
 
 from threestudio.utils.config import config_to_primitive
 from threestudio.utils.errors import ConfigError, UserError
-from threestudio.utils.typing import Any, Dict, List, Optional, Tuple, Union
+from threestudio.utils.typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 
 def parse_version(ver: str):
@@ -153,7 +153,7 @@ def load_state_dict_file(path: str, map_location="cpu") -> Dict[str, Any]:
 def load_module_weights(
     path: str,
     module_name: Optional[str] = None,
-    ignore_modules: Optional[List[str]] = None,
+    ignore_modules: Optional[Sequence[str]] = None,
     map_location=None,
 ) -> Tuple[Dict[str, Any], int, int]:
     """Load a (sub-)state-dict from a Lightning checkpoint or a plain state dict.

@@ -18,6 +18,7 @@ from typing import (  # noqa: F401
     NamedTuple,
     NewType,
     Optional,
+    Sequence,
     Sized,
     Tuple,
     Type,

@@ -1,7 +1,7 @@
 from dataclasses import dataclass
 
 from threestudio.models.background.base import BaseBackground
-from threestudio.models.geometry.base import BaseImplicitGeometry
+from threestudio.models.geometry.base import BaseGeometry
 from threestudio.models.materials.base import BaseMaterial
 from threestudio.models.sub_modules import HoldsSubModules
 from threestudio.utils.base import BaseObject
@@ -30,7 +30,7 @@ class Exporter(HoldsSubModules, BaseObject):
 
     def configure(
         self,
-        geometry: BaseImplicitGeometry,
+        geometry: BaseGeometry,
         material: BaseMaterial,
         background: BaseBackground,
     ) -> None:

@@ -111,7 +111,7 @@ class MeshExporter(Exporter):
             return {}
         return self.material.export(points=points, **geo_out)
 
-    def bake_textures(self, mesh: Mesh) -> Dict[str, Float[Tensor, "H W C"]]:
+    def bake_textures(self, mesh: Mesh) -> Dict[str, Float[Tensor, "H W _"]]:
         """Texture maps (by saver slot) of the material's exported values over the UV layout."""
         size = self.cfg.texture_size
         uv_clip = mesh.v_tex * 2.0 - 1.0

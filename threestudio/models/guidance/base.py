@@ -530,7 +530,7 @@ class VAELatentsMixin:
 
     def render_to_latents(
         self, rgb: Float[Tensor, "B H W C"], rgb_as_latents: bool
-    ) -> Dict[str, Tensor]:
+    ) -> Dict[str, Optional[Tensor]]:
         rgb_BCHW = rgb.permute(0, 3, 1, 2)
         if rgb_as_latents:
             size = (self.latent_size, self.latent_size)

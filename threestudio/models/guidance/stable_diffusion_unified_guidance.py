@@ -47,7 +47,7 @@ from threestudio.models.guidance.base import (
 )
 from threestudio.utils.base import BaseModule
 from threestudio.utils.errors import ConfigError
-from threestudio.utils.typing import Any, Dict, Float, Optional, Tensor
+from threestudio.utils.typing import Any, Dict, Float, Mapping, Optional, Tensor
 
 GUIDANCE_TYPES = ("sds", "vsd")
 
@@ -106,7 +106,7 @@ class StableDiffusionUnifiedGuidance(DiffusionGuidanceMixin, VAELatentsMixin, Ba
     cfg: Config
 
     @classmethod
-    def has_trainable_parameters(cls, cfg: Dict[str, Any]) -> bool:
+    def has_trainable_parameters(cls, cfg: Mapping[str, Any]) -> bool:
         """Only VSD has trainable parts (phi's LoRA and camera embedding): with SDS the system
         builds this guidance when fitting starts, as any frozen guidance."""
         return (cfg or {}).get("guidance_type", "sds") == "vsd"

@@ -3,7 +3,7 @@ from dataclasses import dataclass
 import torch
 
 from threestudio.models.background.base import BaseBackground
-from threestudio.models.geometry.base import BaseImplicitGeometry
+from threestudio.models.geometry.base import BaseGeometry
 from threestudio.models.materials.base import BaseMaterial
 from threestudio.models.sub_modules import HoldsSubModules
 from threestudio.utils.base import BaseModule
@@ -23,7 +23,7 @@ class Renderer(HoldsSubModules, BaseModule):
 
     def configure(
         self,
-        geometry: BaseImplicitGeometry,
+        geometry: BaseGeometry,
         material: BaseMaterial,
         background: BaseBackground,
     ) -> None:
