@@ -3470,10 +3470,24 @@ TABLE.update(
             "experimental/prolificdreamer-importance.yaml",
             "experimental/prolificdreamer-neus-importance.yaml",
             "experimental/prolificdreamer-propnet.yaml",
-            "experimental/unified-guidance/prolificdreamer.yaml",
             "experimental/unified-guidance/prolificdreamer-hifa.yaml",
         )
     }
+)
+# the published unified prolificdreamer.yaml predates the unified guidance's HiFA image loss,
+# which is on by default since (use_img_loss: true); the file sets no lambda_sd_img, so it would
+# stop at the first step: the image loss is turned off, as the file was written
+TABLE["experimental/unified-guidance/prolificdreamer.yaml"] = Recipe(
+    "experimental/unified-guidance/prolificdreamer.yaml",
+    {
+        "system.guidance.use_img_loss": Deviation(
+            False,
+            "written before the guidance's image-space loss existed (default on since); the file "
+            "sets no lambda_sd_img, so with it on the first step fails",
+            "use_img_loss",
+        ),
+        **without_loggers(UNIFIED_PROLIFICDREAMER),
+    },
 )
 # the published patch file sets the wrapped renderer's sample count on patch-renderer itself,
 # whose Config (here as in threestudio) has no such key: it goes to base_renderer instead
