@@ -11,7 +11,6 @@ on the LoRA prediction and the LoRA loss falling on a fixed render are guidance 
 import pytest
 import torch
 
-import threestudio
 from tests.tiny_pipelines import build_tiny_sd
 from tests.tiny_text import make_tiny_clip_text
 from threestudio.data.uncond import make_camera_batch
