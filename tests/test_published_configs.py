@@ -3492,8 +3492,8 @@ TABLE["experimental/unified-guidance/prolificdreamer.yaml"] = Recipe(
 # the published patch file sets the wrapped renderer's sample count on patch-renderer itself,
 # whose Config (here as in threestudio) has no such key: it goes to base_renderer instead
 PATCH_BASE = (
-    "patch-renderer has no num_samples_per_ray (threestudio's neither: the published file does not "
-    "parse there); the wrapped nerf-volume-renderer's settings go in renderer.base_renderer"
+    "patch-renderer's Config has no num_samples_per_ray (nor has threestudio's): the key is the "
+    "wrapped nerf-volume-renderer's, and its settings go in renderer.base_renderer"
 )
 TABLE["prolificdreamer-patch.yaml"] = Recipe(
     "prolificdreamer-patch.yaml",
