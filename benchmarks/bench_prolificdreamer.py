@@ -147,7 +147,9 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--model", default=None, help="SD folder or name (default: tiny random)")
-    parser.add_argument("--model-lora", default=None, help="the LoRA copy's model (default: --model)")
+    parser.add_argument(
+        "--model-lora", default=None, help="the LoRA copy's model (default: --model)"
+    )
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--resolution", type=int, default=64, help="render size of every stage")
@@ -197,7 +199,10 @@ def main():
         f"{args.samples} coarse samples/ray, tet grid {args.tet_resolution}, "
         f"median of {args.steps} steps after {args.warmup} warm-up"
     )
-    print("| stage | step (ms) | peak RSS (MiB) |" + (" peak CUDA (MiB) |" if args.device == "cuda" else ""))
+    print(
+        "| stage | step (ms) | peak RSS (MiB) |"
+        + (" peak CUDA (MiB) |" if args.device == "cuda" else "")
+    )
     print("|---|---|---|" + ("---|" if args.device == "cuda" else ""))
     for r in results:
         row = f"| {r['stage']} | {r['step_ms']:.0f} | {r['peak_rss_mib']:.0f} |"

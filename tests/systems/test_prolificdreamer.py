@@ -118,6 +118,12 @@ def test_coarse_step_trains_the_lora_branch_and_not_the_pretrained_unet(tiny_sd)
 def test_unknown_stage_is_a_config_error(tiny_sd):
     with pytest.raises(ConfigError, match="system.stage"):
         ProlificDreamer(config("prolificdreamer", tiny_sd, "system.stage=refine").system)
+    # the VSD guidance draws no samples: said when fitting starts, not at the first validation
+    system = ProlificDreamer(
+        config("prolificdreamer", tiny_sd, "system.visualize_samples=true").system
+    )
+    with pytest.raises(ConfigError, match="system.visualize_samples"):
+        system.on_fit_start()
 
 
 @pytest.fixture(scope="module")

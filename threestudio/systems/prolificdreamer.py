@@ -43,6 +43,14 @@ class ProlificDreamer(TextMesh):
 
     def on_fit_start(self) -> None:
         super().on_fit_start()
+        if self.cfg.visualize_samples and not (
+            hasattr(self.guidance, "sample") and hasattr(self.guidance, "sample_lora")
+        ):
+            # said before training, not at the first validation
+            raise ConfigError(
+                f"system.visualize_samples: {self.cfg.guidance_type} cannot draw samples "
+                "(set visualize_samples=false)"
+            )
         if (
             self.cfg.stage != "coarse"
             and not self.cfg.geometry_convert_from
@@ -93,25 +101,20 @@ class ProlificDreamer(TextMesh):
     def validation_step(self, batch, batch_idx):
         super().validation_step(batch, batch_idx)
         if self.cfg.visualize_samples:
-            sample = getattr(self.guidance, "sample", None)
-            sample_lora = getattr(self.guidance, "sample_lora", None)
-            if sample is None or sample_lora is None:
-                raise ConfigError(
-                    f"system.visualize_samples: {self.cfg.guidance_type} cannot draw samples "
-                    "(set visualize_samples=false)"
-                )
             index = int(batch["index"][0])
             self.save_image_grid(
                 f"it{self.true_global_step}-{index}-sample.png",
                 [
                     {
                         "type": "rgb",
-                        "img": sample(self.prompt_utils, **batch, seed=self.global_step)[0],
+                        "img": self.guidance.sample(
+                            self.prompt_utils, **batch, seed=self.global_step
+                        )[0],
                         "kwargs": {"data_format": "HWC"},
                     },
                     {
                         "type": "rgb",
-                        "img": sample_lora(self.prompt_utils, **batch)[0],
+                        "img": self.guidance.sample_lora(self.prompt_utils, **batch)[0],
                         "kwargs": {"data_format": "HWC"},
                     },
                 ],
