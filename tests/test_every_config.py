@@ -220,7 +220,10 @@ def _selected(session, test_name: str) -> List[str]:
     return [
         item.callspec.params["name"]
         for item in session.items
-        if getattr(item, "originalname", None) == test_name and hasattr(item, "callspec")
+        if getattr(item, "originalname", None) == test_name
+        and getattr(item, "module", None) is not None
+        and item.module.__name__ == __name__
+        and "name" in getattr(getattr(item, "callspec", None), "params", {})
     ]
 
 

@@ -493,9 +493,24 @@ class BaseLift3DSystem(BaseSystem):
     def forward(self, batch: Dict[str, Any]) -> Dict[str, Any]:
         return self.renderer(**batch)
 
+    def guidance_terms(self, guidance_out: Dict[str, Any]) -> Dict[str, Any]:
+        """The guidance's ``loss_*`` terms; its other scalar outputs (timestep, step ranges,
+        gradient norms) are logged under ``train_params/``."""
+        for name, value in guidance_out.items():
+            if not name.startswith("loss_") and (
+                isinstance(value, (int, float)) or (torch.is_tensor(value) and value.numel() == 1)
+            ):
+                self.log(f"train_params/{name}", float(value))
+        return {k: v for k, v in guidance_out.items() if k.startswith("loss_")}
+
+    def eval_rgb(self, out: Dict[str, Any]) -> Tensor:
+        """The colour panel of a validation/test image ([H, W, 3] in [0, 1]): the render itself;
+        methods that render latents decode them here."""
+        return out["comp_rgb"][0]
+
     def eval_image_items(self, out: Dict[str, Any], batch: Dict[str, Any]) -> List[Dict[str, Any]]:
         """The panels of a validation/test image: rgb, normal (when rendered), opacity."""
-        items = [{"type": "rgb", "img": out["comp_rgb"][0], "kwargs": {"data_format": "HWC"}}]
+        items = [{"type": "rgb", "img": self.eval_rgb(out), "kwargs": {"data_format": "HWC"}}]
         if "comp_normal" in out:
             items.append(
                 {

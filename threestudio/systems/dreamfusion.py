@@ -6,8 +6,6 @@ and owns validation, the test video and export."""
 
 from dataclasses import dataclass
 
-import torch
-
 import threestudio
 from threestudio.systems.base import BaseLift3DSystem
 from threestudio.utils.errors import ConfigError
@@ -59,11 +57,6 @@ class DreamFusion(BaseLift3DSystem):
         guidance_out = self.guidance(
             self.guidance_input(out, batch), self.prompt_utils, **batch, rgb_as_latents=False
         )
-        terms = {k: v for k, v in guidance_out.items() if k.startswith("loss_")}
-        for name, value in guidance_out.items():
-            if not name.startswith("loss_") and (
-                isinstance(value, (int, float)) or (torch.is_tensor(value) and value.numel() == 1)
-            ):
-                self.log(f"train_params/{name}", float(value))
+        terms = self.guidance_terms(guidance_out)
         terms.update(self.regularizers(out))
         return {"loss": self.weighted_loss(terms)}

@@ -70,12 +70,7 @@ class Fantasia3D(BaseLift3DSystem):
                 out["comp_rgb"], self.prompt_utils, **batch, rgb_as_latents=False
             )
 
-        terms = {k: v for k, v in guidance_out.items() if k.startswith("loss_")}
-        for name, value in guidance_out.items():
-            if not name.startswith("loss_") and (
-                isinstance(value, (int, float)) or (torch.is_tensor(value) and value.numel() == 1)
-            ):
-                self.log(f"train_params/{name}", float(value))
+        terms = self.guidance_terms(guidance_out)
         if not self.cfg.texture and self.lambda_of("normal_consistency", default=0) > 0:
             terms["loss_normal_consistency"] = out["mesh"].normal_consistency()
         return {"loss": self.weighted_loss(terms)}

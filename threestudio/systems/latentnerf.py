@@ -25,7 +25,7 @@ from threestudio.systems.dreamfusion import DreamFusion
 from threestudio.utils.errors import ConfigError, UserError
 from threestudio.utils.mesh_queries import MeshQueries
 from threestudio.utils.paths import shipped_path
-from threestudio.utils.typing import Any, Dict, Float, Int, List, Optional, Tensor, Tuple
+from threestudio.utils.typing import Any, Dict, Float, Int, Optional, Tensor, Tuple
 
 
 def latents_to_rgb_preview(latents: Float[Tensor, "*B 4"]) -> Float[Tensor, "*B 3"]:
@@ -162,12 +162,7 @@ class LatentNeRF(DreamFusion):
         guidance_out = self.guidance(
             out["comp_rgb"], self.prompt_utils, **batch, rgb_as_latents=not self.cfg.refinement
         )
-        terms = {k: v for k, v in guidance_out.items() if k.startswith("loss_")}
-        for name, value in guidance_out.items():
-            if not name.startswith("loss_") and (
-                isinstance(value, (int, float)) or (torch.is_tensor(value) and value.numel() == 1)
-            ):
-                self.log(f"train_params/{name}", float(value))
+        terms = self.guidance_terms(guidance_out)
         terms.update(self.regularizers(out))
         if (
             self.cfg.guide_shape is not None
@@ -211,11 +206,5 @@ class LatentNeRF(DreamFusion):
             image = F.interpolate(image, (height, width), mode="bilinear", align_corners=False)
         return image.permute(0, 2, 3, 1)
 
-    def eval_image_items(self, out: Dict[str, Any], batch: Dict[str, Any]) -> List[Dict[str, Any]]:
-        items = super().eval_image_items(out, batch)
-        items[0] = {
-            "type": "rgb",
-            "img": self.decode_for_viewing(out["comp_rgb"])[0],
-            "kwargs": {"data_format": "HWC"},
-        }
-        return items
+    def eval_rgb(self, out: Dict[str, Any]) -> Tensor:
+        return self.decode_for_viewing(out["comp_rgb"])[0]

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 import threestudio
 from threestudio.systems.base import BaseLift3DSystem
 from threestudio.utils.errors import ConfigError
-from threestudio.utils.typing import Any, Dict, Float, List, Tensor
+from threestudio.utils.typing import Any, Dict, Float, Tensor
 
 # depth given to the empty part of a pixel (SJC's background distance)
 BACKGROUND_DEPTH = 10.0
@@ -100,12 +100,7 @@ class ScoreJacobianChaining(BaseLift3DSystem):
         guidance_out = self.guidance(
             out["comp_rgb"], self.prompt_utils, **batch, rgb_as_latents=True
         )
-        terms = {k: v for k, v in guidance_out.items() if k.startswith("loss_")}
-        for name, value in guidance_out.items():
-            if not name.startswith("loss_") and (
-                isinstance(value, (int, float)) or (torch.is_tensor(value) and value.numel() == 1)
-            ):
-                self.log(f"train_params/{name}", float(value))
+        terms = self.guidance_terms(guidance_out)
         terms.update(self.regularizers(out))
         return {"loss": self.weighted_loss(terms)}
 
@@ -131,30 +126,8 @@ class ScoreJacobianChaining(BaseLift3DSystem):
         with torch.no_grad():
             return self.latent_decoder().decode_latents(latents).permute(0, 2, 3, 1)
 
-    def eval_image_items(self, out: Dict[str, Any], batch: Dict[str, Any]) -> List[Dict[str, Any]]:
-        items = [
-            {
-                "type": "rgb",
-                "img": self.decode(out["comp_rgb"])[0],
-                "kwargs": {"data_format": "HWC"},
-            }
-        ]
-        if "comp_normal" in out:
-            items.append(
-                {
-                    "type": "rgb",
-                    "img": out["comp_normal"][0],
-                    "kwargs": {"data_format": "HWC", "data_range": (0, 1)},
-                }
-            )
-        items.append(
-            {
-                "type": "grayscale",
-                "img": out["opacity"][0, :, :, 0],
-                "kwargs": {"cmap": None, "data_range": (0, 1)},
-            }
-        )
-        return items
+    def eval_rgb(self, out: Dict[str, Any]) -> Tensor:
+        return self.decode(out["comp_rgb"])[0]
 
     @staticmethod
     def depth_image(depth: Float[Tensor, "H W"]) -> np.ndarray:
