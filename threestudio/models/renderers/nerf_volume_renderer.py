@@ -86,9 +86,13 @@ class NeRFVolumeRenderer(PackedSamplesMixin, VolumeRenderer):
         self._prop_optim = [optim_cls(self.prop_net.parameters(), **opt_cfg.get("args", {}))]
         self.prop_scheduler = None
         if self.cfg.prop_scheduler_config is not None:
-            sched = self.cfg.prop_scheduler_config
-            self.prop_scheduler = getattr(torch.optim.lr_scheduler, sched["name"])(
-                self._prop_optim[0], **sched.get("args", {})
+            # the systems' scheduler parser: it also builds ChainedScheduler / SequentialLR
+            # from their lists of schedulers (the published propnet config chains one)
+            from threestudio.systems.utils import get_scheduler
+            from threestudio.utils.config import config_to_primitive
+
+            self.prop_scheduler = get_scheduler(
+                config_to_primitive(self.cfg.prop_scheduler_config), self._prop_optim[0]
             )
         self.configure_importance()
         self.vars_in_forward: Dict[str, Any] = {"requires_grad": False}
