@@ -6,7 +6,7 @@ import torch.nn.functional as F
 import threestudio
 from threestudio.models.renderers.base import VolumeRenderer
 from threestudio.utils.errors import ConfigError
-from threestudio.utils.typing import Dict, Float, Optional, Tensor
+from threestudio.utils.typing import Any, Dict, Float, Optional, Tensor
 
 
 @threestudio.register("patch-renderer")
@@ -46,7 +46,7 @@ class PatchRenderer(VolumeRenderer):
         light_positions: Float[Tensor, "B 3"],
         bg_color: Optional[Tensor] = None,
         **kwargs,
-    ) -> Dict[str, Tensor]:
+    ) -> Dict[str, Any]:
         if not self.training:
             return self.base_renderer(rays_o, rays_d, light_positions, bg_color, **kwargs)
         B, H, W, _ = rays_o.shape
