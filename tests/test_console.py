@@ -8,6 +8,8 @@ import subprocess
 import sys
 import warnings
 
+import pytest
+
 import launch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -32,6 +34,7 @@ NOISE = [
 ]
 
 
+@pytest.mark.slow
 def test_a_short_run_prints_only_the_projects_lines_and_the_progress_bar(tmp_path):
     custom = tmp_path / "custom"
     custom.mkdir()

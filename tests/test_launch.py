@@ -197,6 +197,7 @@ def error_lines(proc):
     return [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
 
 
+@pytest.mark.slow
 def test_unregistered_name_names_the_extension_that_failed_to_import(tmp_path):
     (tmp_path / "custom" / "broken_ext").mkdir(parents=True)
     (tmp_path / "custom" / "broken_ext" / "__init__.py").write_text(
@@ -213,6 +214,7 @@ def test_unregistered_name_names_the_extension_that_failed_to_import(tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_an_empty_type_names_its_key(tmp_path):
     config = write_config(tmp_path, "data_type: random-camera-datamodule", 'data_type: ""')
     proc = launch(tmp_path, "--config", config, "--train")
@@ -229,6 +231,7 @@ def test_an_empty_type_names_its_key(tmp_path):
     assert "dreamfusion-system" in line
 
 
+@pytest.mark.slow
 def test_an_interpolation_of_a_missing_key_is_one_line(tmp_path):
     config = write_config(
         tmp_path, 'tag: "${rmspace:${system.label},_}"', 'tag: "${rmspace:${system.prompt},_}"'

@@ -1,6 +1,8 @@
 import subprocess
 import sys
 
+import pytest
+
 from threestudio.utils.paths import REPO_ROOT as REPO
 
 SNIPPET = """
@@ -28,6 +30,7 @@ def run_snippet(enable: bool) -> str:
     return proc.stdout.strip().splitlines()[-1]
 
 
+@pytest.mark.slow
 def test_typecheck_rejects_a_wrong_shape_only_when_enabled():
     assert run_snippet(True).startswith("REJECTED")
     assert run_snippet(False) == "ACCEPTED"

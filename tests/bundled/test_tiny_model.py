@@ -31,6 +31,7 @@ def test_bundled_model_is_small_and_complete():
         assert os.path.isfile(os.path.join(MODEL, name)), name
 
 
+@pytest.mark.slow
 def test_samples_through_the_real_guidance_are_recognised(tmp_path):
     guidance = threestudio.find("deep-floyd-guidance")(
         {"pretrained_model_name_or_path": MODEL, "guidance_scale": 3.0}
@@ -83,6 +84,7 @@ def test_unknown_words_get_one_warning_listing_the_known_ones(caplog):
     assert not [r for r in caplog.records if "never saw" in r.getMessage()]
 
 
+@pytest.mark.slow
 def test_training_recipe_lowers_the_loss():
     data = render_shape_dataset(4, 16, 16, seed=1, batch_size=4, progress=False)
     *_, history = bm.train_diffusion(data, steps=60, batch_size=16, lr=2e-3, progress=False)
