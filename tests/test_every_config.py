@@ -57,6 +57,16 @@ PUBLISHED_COPY_KEYS = (
     "system.geometry.isosurface_threshold",
     "system.exporter.texture_size",
     "system.guide_shape",  # Sketch-Shape's guide mesh: an input the published file leaves to users
+    # single-image-datamodule (Zero-1-to-3): the input image (the published one is not shipped)
+    # and the sizes and view counts of its novel-view cameras
+    "data.image_path",
+    "data.random_camera.height",
+    "data.random_camera.width",
+    "data.random_camera.eval_height",
+    "data.random_camera.eval_width",
+    "data.random_camera.batch_size",
+    "data.random_camera.n_val_views",
+    "data.random_camera.n_test_views",
 )
 
 

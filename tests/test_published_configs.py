@@ -3509,6 +3509,24 @@ TABLE["prolificdreamer-patch.yaml"] = Recipe(
     },
 )
 
+# ---- zero123 ----
+# the published image (load/images/hamburger_rgba.png) is not shipped: the shipped sphere is used
+NO_HAMBURGER = "load/images/hamburger_rgba.png is not shipped; the shipped sphere image is used"
+TABLE.update(
+    {
+        name: Recipe(
+            name,
+            {
+                "data.image_path": Deviation(
+                    "./load/images/sphere_rgba.png", NO_HAMBURGER, "hamburger_rgba.png"
+                ),
+                **without_loggers(table),
+            },
+        )
+        for name, table in (("zero123.yaml", ZERO123), ("stable-zero123.yaml", STABLE_ZERO123))
+    }
+)
+
 # ---- hifa ----
 TABLE.update({"hifa.yaml": Recipe("hifa.yaml", without_loggers(HIFA))})
 

@@ -10,4 +10,5 @@ from threestudio.systems import (  # noqa: F401
     sdi,
     sjc,
     textmesh,
+    zero123,
 )

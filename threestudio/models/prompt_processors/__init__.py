@@ -3,4 +3,5 @@ from threestudio.models.prompt_processors import (  # noqa: F401
     deepfloyd_prompt_processor,
     dummy_prompt_processor,
     stable_diffusion_prompt_processor,
+    zero123_prompt_processor,
 )

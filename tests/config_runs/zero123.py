@@ -1,0 +1,41 @@
+"""Zero-1-to-3 and Stable Zero123 (one image to a NeRF; the single-image datamodule)."""
+
+from tests.config_runs import Row
+from tests.config_runs.common import HASH_GRID, ISOSURFACE, NERF
+
+ZERO123_MODELS = {"system.guidance.pretrained_model_name_or_path": "zero123"}
+
+# single-image-datamodule: a 16x16 reference view, two 16x16 novel views per step, one
+# validation view and two test views (the published lists of sizes become lists of 16s, so
+# that their resolution milestones still apply)
+_IMAGE = [
+    "data.height=16",
+    "data.width=16",
+    "data.random_camera.height=16",
+    "data.random_camera.width=16",
+    "data.random_camera.eval_height=16",
+    "data.random_camera.eval_width=16",
+    "data.random_camera.batch_size=2",
+    "data.random_camera.n_val_views=1",
+    "data.random_camera.n_test_views=2",
+]
+_LISTS = [
+    "data.height=[16,16,16]",
+    "data.width=[16,16,16]",
+    "data.random_camera.height=[16,16,16]",
+    "data.random_camera.width=[16,16,16]",
+    "data.random_camera.batch_size=[2,2,2]",
+]
+_FIELD = HASH_GRID + NERF + ISOSURFACE
+
+ROWS = {
+    "zero123": Row(models=ZERO123_MODELS, overrides=_IMAGE + _FIELD),
+    "stable-zero123": Row(models=ZERO123_MODELS, overrides=_IMAGE + _LISTS + _FIELD),
+}
+
+# the published tables at a CPU size (only keys PUBLISHED_COPY_KEYS allows); their image is
+# the shipped sphere (the published hamburger is not shipped)
+_SPHERE = ["data.image_path=./load/images/sphere_rgba.png"]
+PUBLISHED_COPIES = {
+    "zero123.yaml": Row(models=ZERO123_MODELS, overrides=_SPHERE + _IMAGE + _FIELD, steps=1),
+}
