@@ -1,0 +1,133 @@
+"""Zero-1-to-3 system: the reference-view losses fit the reference image, the guidance gets the
+novel camera relative to the reference one in Zero-1-to-3's axes, the depth losses are
+scale-invariant."""
+
+import math
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+import threestudio
+from threestudio.data.image import SingleImageDataModule
+from threestudio.models.guidance.stable_zero123_guidance import StableZero123Guidance
+from threestudio.models.guidance.zero123_guidance import Zero123Guidance
+from threestudio.systems.zero123 import depth_fit_loss, depth_rel_loss
+from threestudio.utils.base import BaseObject
+from threestudio.utils.config import load_config
+from threestudio.utils.paths import REPO_ROOT as REPO
+
+SIZE = [
+    "data.height=16",
+    "data.width=16",
+    "data.random_camera.height=8",
+    "data.random_camera.width=8",
+    "data.random_camera.batch_size=1",
+    "system.renderer.num_samples_per_ray=32",
+    "system.renderer.grid_prune=false",  # no occupancy grid (it is updated by the trainer)
+    "system.geometry.pos_encoding_config.n_levels=4",
+    "system.geometry.pos_encoding_config.log2_hashmap_size=12",
+]
+
+
+@threestudio.register("test-zero123-capture-guidance")
+class CaptureGuidance(BaseObject):
+    """Records what the system hands to the guidance and computes Zero-1-to-3's camera
+    embedding from it; its SDS loss is 0 (with a gradient path)."""
+
+    @dataclass
+    class Config(Zero123Guidance.Config):  # the published keys, nothing loaded
+        pass
+
+    cfg: Config
+
+    def configure(self) -> None:
+        self.calls = []
+
+    def __call__(self, rgb, prompt_utils=None, **kwargs):
+        self.calls.append(kwargs)
+        return {"loss_sds": rgb.sum() * 0.0}
+
+
+def system_and_data(cli):
+    cfg = load_config(f"{REPO}/configs/zero123.yaml", cli_args=SIZE + cli)
+    system = threestudio.find(cfg.system_type)(cfg.system).train()
+    system._build_members = True  # as once fitting starts: the guidance is built on first use
+    dm = SingleImageDataModule(cfg.data)
+    dm.setup("fit")
+    return system, dm
+
+
+def test_reference_losses_fall_when_fitting_the_reference_alone():
+    torch.manual_seed(0)
+    # the reference view only: no novel view, no guidance
+    system, dm = system_and_data(["system.freq.ref_only_steps=1000", "system.loss.lambda_sds=0"])
+    batch = next(iter(dm.train_dataloader()))
+
+    def ref_losses():
+        with torch.no_grad():
+            out = system(dict(batch, ambient_ratio=1.0, shading="diffuse"))
+            terms = system.reference_terms(out, batch)
+        return float(terms["loss_rgb"]), float(terms["loss_mask"])
+
+    rgb0, mask0 = ref_losses()
+    optim = torch.optim.Adam(system.parameters(), lr=0.01)
+    for _ in range(30):
+        optim.zero_grad()
+        system.training_step(batch, 0)["loss"].backward()
+        optim.step()
+    rgb1, mask1 = ref_losses()
+    assert rgb1 < 0.5 * rgb0 and mask1 < 0.6 * mask0, (rgb0, rgb1, mask0, mask1)
+
+
+def test_the_guidance_gets_the_novel_camera_in_zero123_axes():
+    system, dm = system_and_data(["system.guidance_type=test-zero123-capture-guidance"])
+    batch = next(iter(dm.train_dataloader()))
+    # a hand-placed novel view: elevation 30, azimuth 90, the reference distance
+    novel = dict(batch["random_camera"])
+    novel.update(
+        elevation=torch.tensor([30.0]),
+        azimuth=torch.tensor([90.0]),
+        camera_distances=torch.tensor([3.8]),
+    )
+    system.training_step(dict(batch, random_camera=novel), 0)
+    guidance = system.guidance
+    assert len(guidance.calls) == 1  # only the novel view is scored
+    got = guidance.calls[0]
+    assert float(got["elevation"]) == 30.0 and float(got["azimuth"]) == 90.0
+    # the reference camera of the published config: elevation 0, azimuth 0, distance 3.8
+    cond = (guidance.cfg.cond_elevation_deg, guidance.cfg.cond_azimuth_deg)
+    assert cond == (0.0, 0.0) and guidance.cfg.cond_camera_distance == 3.8
+    args = (got["elevation"], got["azimuth"], got["camera_distances"])
+    # polar from the top: 90 - 30 = 60 against the reference's 90, Δpolar = -30 degrees;
+    # Δazimuth = 90 degrees (sin 1, cos 0); Δdistance 0; Stable Zero123 gives the reference's
+    # polar (90 degrees) instead of Δdistance
+    expected = torch.tensor([[-math.pi / 6, 1.0, 0.0, 0.0]])
+    torch.testing.assert_close(Zero123Guidance.camera_embedding(guidance, *args), expected)
+    expected[0, 3] = math.pi / 2
+    torch.testing.assert_close(StableZero123Guidance.camera_embedding(guidance, *args), expected)
+
+
+def test_the_novel_view_has_white_or_random_backgrounds_and_ambient_in_range():
+    system, dm = system_and_data(["data.random_camera.batch_size=64"])
+    batch = next(iter(dm.train_dataloader()))
+    torch.manual_seed(0)
+    novel = system.novel_view_batch(batch)
+    white = (novel["bg_color"] == 1).all(-1)
+    assert 16 < int(white.sum()) < 48  # about half
+    assert 0.1 <= novel["ambient_ratio"] <= 1.0
+
+
+@pytest.mark.parametrize("loss", [depth_fit_loss, depth_rel_loss])
+def test_depth_losses_are_scale_and_shift_invariant(loss):
+    ref = torch.rand(200, generator=torch.Generator().manual_seed(0)) + 1.0
+    assert float(loss(2.5 * ref + 0.7, ref)) < 1e-6
+    # a depth that is no affine map of the reference is penalised
+    other = torch.rand(200, generator=torch.Generator().manual_seed(1))
+    assert float(loss(other, ref)) > 1e-2
+
+
+def test_relative_depth_loss_of_a_reversed_depth_is_two():
+    # correlation -1: a depth that grows where the reference shrinks
+    ref = torch.linspace(1.0, 2.0, 50)
+    assert abs(float(depth_rel_loss(-0.3 * ref + 4.0, ref)) - 2.0) < 1e-5
