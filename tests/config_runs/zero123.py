@@ -39,3 +39,17 @@ _SPHERE = ["data.image_path=./load/images/sphere_rgba.png"]
 PUBLISHED_COPIES = {
     "zero123.yaml": Row(models=ZERO123_MODELS, overrides=_SPHERE + _IMAGE + _FIELD, steps=1),
 }
+
+# stage 2 (DMTet): a 32^3 tet grid; its hash grid matches stage 1's, whose texture field it
+# inherits
+ROWS["zero123-geometry"] = Row(
+    models=ZERO123_MODELS,
+    overrides=_IMAGE + HASH_GRID + ["system.geometry.isosurface_resolution=32"],
+    after="zero123",
+)
+PUBLISHED_COPIES["zero123-geometry.yaml"] = Row(
+    models=ZERO123_MODELS,
+    overrides=_SPHERE + _IMAGE + HASH_GRID + ["system.geometry.isosurface_resolution=32"],
+    after="zero123",
+    steps=1,
+)
