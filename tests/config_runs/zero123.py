@@ -30,7 +30,11 @@ _FIELD = HASH_GRID + NERF + ISOSURFACE
 
 ROWS = {
     "zero123": Row(models=ZERO123_MODELS, overrides=_IMAGE + _FIELD),
-    "stable-zero123": Row(models=ZERO123_MODELS, overrides=_IMAGE + _LISTS + _FIELD),
+    # also saves the guidance's denoising panels every step (the real tiny pipeline's path)
+    "stable-zero123": Row(
+        models=ZERO123_MODELS,
+        overrides=_IMAGE + _LISTS + _FIELD + ["system.freq.guidance_eval=1"],
+    ),
 }
 
 # the published tables at a CPU size (only keys PUBLISHED_COPY_KEYS allows); their image is

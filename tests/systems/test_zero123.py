@@ -5,6 +5,7 @@ scale-invariant."""
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import pytest
 import torch
 
@@ -46,7 +47,14 @@ class CaptureGuidance(BaseObject):
 
     def __call__(self, rgb, prompt_utils=None, **kwargs):
         self.calls.append(kwargs)
-        return {"loss_sds": rgb.sum() * 0.0}
+        out = {"loss_sds": rgb.sum() * 0.0}
+        if kwargs.get("guidance_eval"):
+            # the guidance's inspection panels at 4x4 (resized to the render's size)
+            n = rgb.shape[0]
+            out["eval"] = {"bs": n, "noise_levels": [0.5] * n}
+            for i, key in enumerate(("imgs_noisy", "imgs_1step", "imgs_1orig", "imgs_final")):
+                out["eval"][key] = torch.full((n, 4, 4, 3), 0.2 * (i + 1))
+        return out
 
 
 def system_and_data(cli):
@@ -131,3 +139,19 @@ def test_relative_depth_loss_of_a_reversed_depth_is_two():
     # correlation -1: a depth that grows where the reference shrinks
     ref = torch.linspace(1.0, 2.0, 50)
     assert abs(float(depth_rel_loss(-0.3 * ref + 4.0, ref)) - 2.0) < 1e-5
+
+
+def test_guidance_eval_saves_the_renders_beside_the_denoised_panels(tmp_path):
+    system, dm = system_and_data(
+        ["system.guidance_type=test-zero123-capture-guidance", "system.freq.guidance_eval=1"]
+    )
+    system.set_save_dir(str(tmp_path))
+    batch = next(iter(dm.train_dataloader()))
+    system.training_step(batch, 0)
+    assert system.guidance.calls[0]["guidance_eval"] is True
+    from PIL import Image
+
+    image = np.asarray(Image.open(tmp_path / "it0-train.png").convert("RGB")) / 255.0
+    # five 8x8 panels side by side (render + four); the last is the constant 0.8 panel
+    assert image.shape[0] == 8 and image.shape[1] >= 5 * 8
+    np.testing.assert_allclose(image[:, -8:], 0.8, atol=1 / 255 + 1e-6)

@@ -159,8 +159,36 @@ class Zero123(BaseLift3DSystem):
                 out["comp_rgb"], None, **batch, rgb_as_latents=False, guidance_eval=guidance_eval
             )
             terms = self.guidance_terms(guidance_out)
+            if guidance_eval and "eval" in guidance_out:
+                self.save_guidance_eval(out["comp_rgb"].detach(), guidance_out["eval"])
         terms.update(self.regularizer_terms(out, guidance))
         return self.weighted_loss(terms, prefix=f"train_{guidance}")
+
+    def save_guidance_eval(self, rgb: Float[Tensor, "B H W 3"], panels: Dict[str, Any]) -> str:
+        """it<step>-train.png: the novel-view renders beside the guidance's noisy input, one-step
+        denoised, one-step original and fully denoised images (batch items stacked downwards,
+        each panel resized to the render's size)."""
+        n = int(panels["bs"])
+        height, width = rgb.shape[1:3]
+
+        def column(images: Tensor) -> Tensor:
+            images = F.interpolate(
+                images[:n].permute(0, 3, 1, 2).float(),
+                (height, width),
+                mode="bilinear",
+                align_corners=False,
+            ).permute(0, 2, 3, 1)
+            return images.reshape(-1, width, images.shape[-1])
+
+        keys = ("imgs_noisy", "imgs_1step", "imgs_1orig", "imgs_final")
+        return self.save_image_grid(
+            f"it{self.true_global_step}-train.png",
+            [{"type": "rgb", "img": column(rgb), "kwargs": {"data_format": "HWC"}}]
+            + [
+                {"type": "rgb", "img": column(panels[k]), "kwargs": {"data_format": "HWC"}}
+                for k in keys
+            ],
+        )
 
     def training_step(self, batch, batch_idx):
         mode = self.freq_of("ref_or_zero123", "accumulate")
