@@ -29,11 +29,17 @@ _LISTS = [
 _FIELD = HASH_GRID + NERF + ISOSURFACE
 
 ROWS = {
-    "zero123": Row(models=ZERO123_MODELS, overrides=_IMAGE + _FIELD),
+    # with the sphere's depth map, so that the published lambda_depth applies
+    "zero123": Row(models=ZERO123_MODELS, overrides=_IMAGE + _FIELD + ["data.requires_depth=true"]),
     # also saves the guidance's denoising panels every step (the real tiny pipeline's path)
     "stable-zero123": Row(
         models=ZERO123_MODELS,
-        overrides=_IMAGE + _LISTS + _FIELD + ["system.freq.guidance_eval=1"],
+        overrides=_IMAGE
+        + _LISTS
+        + _FIELD
+        + ["system.freq.guidance_eval=1"]
+        # the relative depth and normal losses (their data.requires_* follow the weights)
+        + ["system.loss.lambda_depth_rel=0.1", "system.loss.lambda_normal=0.1"],
     ),
 }
 

@@ -155,3 +155,43 @@ def test_guidance_eval_saves_the_renders_beside_the_denoised_panels(tmp_path):
     # five 8x8 panels side by side (render + four); the last is the constant 0.8 panel
     assert image.shape[0] == 8 and image.shape[1] >= 5 * 8
     np.testing.assert_allclose(image[:, -8:], 0.8, atol=1 / 255 + 1e-6)
+
+
+def test_reference_terms_vanish_for_a_render_that_matches_the_reference():
+    system, dm = system_and_data(
+        [
+            "system.loss.lambda_depth=1.0",
+            "system.loss.lambda_depth_rel=1.0",
+            "system.loss.lambda_normal=1.0",
+            "data.requires_depth=true",
+            "data.requires_normal=true",
+        ]
+    )
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["ref_depth"] is not None and batch["ref_normal"] is not None
+    mask = batch["mask"].float()
+    bg = torch.full_like(batch["rgb"], 0.3)
+    inside = batch["mask"][..., 0] > 0.5
+    # the established convention: a render normal n matches the reference map m when
+    # 2 n - 1 = 1 - 2 m, i.e. n = 1 - m
+    out = {
+        "comp_rgb": batch["rgb"] * mask + bg * (1 - mask),
+        "comp_rgb_bg": bg,
+        "opacity": mask,
+        "depth": 3.0 * batch["ref_depth"][..., None] + 1.5,  # another scale and shift
+        "comp_normal": 1 - batch["ref_normal"],
+    }
+    terms = system.reference_terms(out, batch)
+    assert set(terms) == {
+        "loss_rgb",
+        "loss_mask",
+        "loss_depth",
+        "loss_depth_rel",
+        "loss_normal",
+    }
+    for name, value in terms.items():
+        assert float(value) < 1e-5, name
+    # the reference map itself (not flipped) is far from the render's convention
+    assert inside.any()
+    out["comp_normal"] = batch["ref_normal"]
+    assert float(system.reference_terms(out, batch)["loss_normal"]) > 0.1

@@ -77,8 +77,10 @@ class Zero123(BaseLift3DSystem):
                 )
                 self._warned_no_depth = True
         elif needs_depth:
-            pred = out["depth"][mask][:, 0]
-            ref = batch["ref_depth"][mask][:, 0]
+            # the render's depth is [B, H, W, 1], the reference depth [1, H, W] as established
+            pred = out["depth"][..., 0][mask]
+            ref_depth = batch["ref_depth"]
+            ref = (ref_depth[..., 0] if ref_depth.dim() == 4 else ref_depth)[mask]
             if self.lambda_of("depth", 0) > 0:
                 terms["loss_depth"] = depth_fit_loss(pred, ref)
             if self.lambda_of("depth_rel", 0) > 0:
