@@ -195,3 +195,24 @@ def test_reference_terms_vanish_for_a_render_that_matches_the_reference():
     assert inside.any()
     out["comp_normal"] = batch["ref_normal"]
     assert float(system.reference_terms(out, batch)["loss_normal"]) > 0.1
+
+
+@pytest.mark.parametrize(
+    "cli, scored",
+    [
+        # accumulate (both views every step) after two reference-only steps
+        (["system.freq.ref_only_steps=2"], [False, False, True, True]),
+        # alternate: the reference view on even steps, the novel view on odd ones
+        (["system.freq.ref_or_zero123=alternate", "system.freq.n_ref=2"], [False, True] * 2),
+    ],
+)
+def test_which_steps_score_a_novel_view(cli, scored):
+    system, dm = system_and_data(["system.guidance_type=test-zero123-capture-guidance"] + cli)
+    batch = next(iter(dm.train_dataloader()))
+    got = []
+    for step in range(4):
+        system.set_resume_status(0, step)
+        before = len(system.guidance.calls)
+        system.training_step(batch, step)
+        got.append(len(system.guidance.calls) > before)
+    assert got == scored
