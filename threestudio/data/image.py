@@ -151,7 +151,8 @@ class SingleImageDataBase:
         self.resolution_milestones = [0] + milestones
         self.random_camera_cfg = self._random_camera_config()
 
-    def _random_camera_config(self) -> RandomCameraDataModuleConfig:
+    def _random_camera_config(self) -> Any:
+        # the parsed RandomCameraDataModuleConfig (a DictConfig, not the dataclass)
         random_cfg = parse_structured(RandomCameraDataModuleConfig, self.cfg.random_camera)
         self.fixed_camera_intrinsic = False
         if self.cfg.use_mixed_camera_config and self.rank % 2 == 0:

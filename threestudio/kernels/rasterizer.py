@@ -187,7 +187,7 @@ def _gather_attr(attr: Tensor, b: int) -> Tensor:
 
 
 def torch_interpolate(
-    attr: Float[Tensor, "B Nv C"],
+    attr: Float[Tensor, "#B Nv C"],  # a batch of 1 is shared by every image
     rast: Float[Tensor, "B H W 4"],
     tri: Integer[Tensor, "Nf 3"],
     rast_db: Optional[Float[Tensor, "B H W 4"]] = None,
@@ -472,7 +472,7 @@ class NVDiffRasterizerContext:
 
     def interpolate(
         self,
-        attr: Float[Tensor, "B Nv C"],
+        attr: Float[Tensor, "#B Nv C"],  # a batch of 1 is shared by every image
         rast: Float[Tensor, "B H W 4"],
         tri: Integer[Tensor, "Nf 3"],
         rast_db: Optional[Float[Tensor, "B H W 4"]] = None,
