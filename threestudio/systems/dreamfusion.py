@@ -52,10 +52,18 @@ class DreamFusion(BaseLift3DSystem):
         spreads a sparse render over the full image here)."""
         return out["comp_rgb"]
 
+    def renders_latents(self) -> bool:
+        """Whether that image is already the diffusion model's latent (Latent-NeRF), which the
+        guidance then takes without encoding it."""
+        return False
+
     def training_step(self, batch, batch_idx):
         out = self(batch)
         guidance_out = self.guidance(
-            self.guidance_input(out, batch), self.prompt_utils, **batch, rgb_as_latents=False
+            self.guidance_input(out, batch),
+            self.prompt_utils,
+            **batch,
+            rgb_as_latents=self.renders_latents(),
         )
         terms = self.guidance_terms(guidance_out)
         terms.update(self.regularizers(out))

@@ -157,20 +157,18 @@ class LatentNeRF(DreamFusion):
 
     # ---------- training ----------
 
-    def training_step(self, batch, batch_idx):
-        out = self(batch)
-        guidance_out = self.guidance(
-            out["comp_rgb"], self.prompt_utils, **batch, rgb_as_latents=not self.cfg.refinement
-        )
-        terms = self.guidance_terms(guidance_out)
-        terms.update(self.regularizers(out))
+    def renders_latents(self) -> bool:
+        return not self.cfg.refinement
+
+    def regularizers(self, out: Dict[str, Any]) -> Dict[str, Any]:
+        terms = super().regularizers(out)
         if (
             self.cfg.guide_shape is not None
             and self.lambda_of("shape", default=0) > 0
             and out["points"].shape[0] > 0
         ):
             terms["loss_shape"] = self.shape_loss(out["points"], out["density"])
-        return {"loss": self.weighted_loss(terms)}
+        return terms
 
     # ---------- looking at latent renders ----------
 
