@@ -3656,6 +3656,21 @@ TABLE.update(
     }
 )
 
+# ---- magic123 ----
+TABLE.update({})
+
+# ---- imagecondition ----
+TABLE.update({})
+
+# ---- zero123-simple ----
+TABLE.update({})
+
+# ---- instructnerf2nerf ----
+TABLE.update({})
+
+# ---- control4d ----
+TABLE.update({})
+
 SHIPPED: List[str] = sorted(name for name in TABLE if os.path.isfile(os.path.join(CONFIGS, name)))
 
 # values for the keys a published file leaves to the user (???)
