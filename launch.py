@@ -227,7 +227,7 @@ def find_configured(cfg, key: str, suffix: str):
 
 def run(args, extras) -> int:
     import pytorch_lightning as pl
-    from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
+    from pytorch_lightning.callbacks import LearningRateMonitor
     from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 
     import threestudio
@@ -237,6 +237,7 @@ def run(args, extras) -> int:
         ConfigSnapshotCallback,
         FinalCheckpoint,
         ProgressBar,
+        StepCheckpoint,
         StopOnInterrupt,
     )
     from threestudio.utils.config import config_to_primitive, load_config
@@ -273,7 +274,7 @@ def run(args, extras) -> int:
     loggers = []
     if args.train:
         callbacks += [
-            ModelCheckpoint(
+            StepCheckpoint(
                 dirpath=os.path.join(cfg.trial_dir, "ckpts"), **config_to_primitive(cfg.checkpoint)
             ),
             FinalCheckpoint(os.path.join(cfg.trial_dir, "ckpts", "last.ckpt")),

@@ -166,6 +166,32 @@ def test_an_existing_trial_is_never_overwritten(workdir):
 
 
 @pytest.mark.slow
+def test_a_trial_keeps_one_last_ckpt_that_resumes_exactly(workdir):
+    """2 steps (before the first step checkpoint at 3), then resumed from last.ckpt to 6: one
+    last.ckpt holds step 6 (Lightning's own save_last would add last-v1.ckpt, last-v2.ckpt and an
+    end-of-fit last that resumes one step off), and the 2 + 4 steps equal 6 straight ones."""
+    fixed = ["use_timestamp=false"]
+    assert launch(workdir, "--config", CONFIG, "--train", "tag=straight", *fixed).returncode == 0
+    proc = launch(
+        workdir, "--config", CONFIG, "--train", "tag=split", "trainer.max_steps=2", *fixed
+    )
+    assert proc.returncode == 0, proc.stderr
+    split, straight = trials(workdir)
+    assert sorted(p.name for p in (split / "ckpts").iterdir()) == ["last.ckpt"]
+    parsed = str(split / "configs" / "parsed.yaml")
+    last = split / "ckpts" / "last.ckpt"
+    proc = launch(workdir, "--config", parsed, "--train", f"resume={last}", "trainer.max_steps=6")
+    assert proc.returncode == 0, proc.stderr
+    names = sorted(p.name for p in (split / "ckpts").iterdir())
+    assert names == ["epoch=0-step=3.ckpt", "epoch=0-step=6.ckpt", "last.ckpt"]
+    assert torch.load(last, weights_only=True)["global_step"] == 6
+    assert sorted(losses(split, 1)) == [2, 3, 4, 5]
+    expected = losses(straight, 0)
+    for step, loss in {**losses(split, 0), **losses(split, 1)}.items():
+        assert loss == expected[step], step
+
+
+@pytest.mark.slow
 def test_ctrl_c_once_stops_training_and_tests_twice_quits(workdir, monkeypatch):
     proc = launch(workdir, "--config", CONFIG, "--train", "system.interrupt_at_steps=[2]")
     assert proc.returncode == 0, proc.stderr

@@ -6,7 +6,7 @@ import sys
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import Callback, TQDMProgressBar
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint, TQDMProgressBar
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
@@ -70,6 +70,25 @@ class CodeSnapshotCallback(Callback):
 
     def setup(self, trainer, pl_module, stage) -> None:
         self._save()
+
+
+class StepCheckpoint(ModelCheckpoint):
+    """Lightning's ModelCheckpoint (every config key of ``checkpoint:`` is its argument) made to
+    leave one ``last.ckpt`` per trial. Two of its habits would add a second one:
+
+    - its version counter writes ``last-v1.ckpt`` beside a ``last.ckpt`` it did not write itself
+      (one from FinalCheckpoint, or from the run a resume continues); here a re-save overwrites
+      (atomically, see AtomicCheckpointIO), as a re-saved step checkpoint does;
+    - at the end of fit it saves ``last`` once more when it saved nothing itself, with end-of-fit
+      loop state that resumes one step off; FinalCheckpoint has written that step's last.ckpt from
+      inside the loop already."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("enable_version_counter", False)
+        super().__init__(*args, **kwargs)
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        return None
 
 
 class FinalCheckpoint(Callback):
