@@ -84,6 +84,13 @@ class BaseSystem(pl.LightningModule, Updateable, SaverMixin):
         weights_ignore_modules: Optional[List[str]] = None  # dotted prefixes not to load
         cleanup_after_validation_step: bool = False  # free memory (cleanup()) after each step
         cleanup_after_test_step: bool = False  # the same after each test step
+        # a training step whose loss or gradients hold NaN/Inf changes nothing (no parameter or
+        # optimiser-state update; under fp16 AMP the grad scaler skips it), is counted
+        # (train/nonfinite_steps) and warned about
+        skip_nonfinite_steps: bool = True
+        # stop the run after this many non-finite steps in a row, naming the last good
+        # checkpoint (0: never stop)
+        max_nonfinite_steps: int = 20
 
     cfg: Config
 
@@ -96,6 +103,8 @@ class BaseSystem(pl.LightningModule, Updateable, SaverMixin):
         self._resumed_eval_status: dict = {"global_step": 0, "current_epoch": 0}
         self._eval_rng_state: Optional[Dict[str, Any]] = None
         self._pending_rng_state: Optional[Dict[str, Any]] = None
+        self._loss_terms: Dict[str, Any] = {}
+        self._nonfinite = {"total": 0, "in_a_row": 0}
         self.configure()
         self.finish_configure()
         if self.cfg.weights is not None:
@@ -176,6 +185,7 @@ class BaseSystem(pl.LightningModule, Updateable, SaverMixin):
         """Sum of every ``loss_X`` in ``terms`` weighted by its ``lambda_X``; each term and weight is
         logged. Terms whose weight is 0 are skipped (and need not have been computed)."""
         total = None
+        self._loss_terms = terms
         for name, value in terms.items():
             if not name.startswith("loss_"):
                 continue
@@ -204,6 +214,77 @@ class BaseSystem(pl.LightningModule, Updateable, SaverMixin):
         if self.cfg.scheduler is not None:
             ret["lr_scheduler"] = parse_scheduler(self.cfg.scheduler, optim)
         return ret
+
+    # ---------- non-finite steps ----------
+
+    def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None) -> None:
+        if not self.cfg.skip_nonfinite_steps or optimizer_closure is None:
+            return super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+
+        def guarded_closure():
+            loss = optimizer_closure()
+            fault = self._nonfinite_fault(loss, optimizer)
+            if fault is None:
+                self._nonfinite["in_a_row"] = 0
+                return loss
+            self._skip_nonfinite_step(fault)
+            precision = getattr(self.trainer, "precision_plugin", None)
+            if getattr(precision, "scaler", None) is None:
+                # an optimiser skips parameters without a gradient: no update, no state change
+                # (a grad scaler would refuse a step without gradients; it skips this one itself)
+                for group in optimizer.param_groups:
+                    for param in group["params"]:
+                        param.grad = None
+            return loss
+
+        return super().optimizer_step(epoch, batch_idx, optimizer, guarded_closure)
+
+    def _nonfinite_fault(self, loss: Any, optimizer) -> Optional[str]:
+        """What is NaN/Inf in this step (the loss terms by name, or the gradients), or None."""
+        value = loss["loss"] if isinstance(loss, dict) else loss
+        if torch.is_tensor(value) and not bool(torch.isfinite(value.detach()).all()):
+            bad = [
+                name
+                for name, term in self._loss_terms.items()
+                if name.startswith("loss_")
+                and torch.is_tensor(term)
+                and not bool(torch.isfinite(term.detach()).all())
+            ]
+            return "loss (" + ", ".join(bad or ["total"]) + ")"
+        grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+        if grads:
+            peaks = torch.stack(
+                [torch.linalg.vector_norm(g.detach(), ord=float("inf")) for g in grads]
+            )
+            if not bool(torch.isfinite(peaks).all()):
+                return "gradients"
+        return None
+
+    def _skip_nonfinite_step(self, fault: str) -> None:
+        self._nonfinite["total"] += 1
+        self._nonfinite["in_a_row"] += 1
+        in_a_row, limit = self._nonfinite["in_a_row"], self.cfg.max_nonfinite_steps
+        threestudio.warn(
+            f"step {self.true_global_step}: non-finite {fault}: step skipped "
+            f"({in_a_row} in a row, {self._nonfinite['total']} in this run)"
+        )
+        if limit > 0 and in_a_row >= limit:
+            raise UserError(
+                f"training stopped: {in_a_row} steps in a row had a non-finite {fault} "
+                f"(system.max_nonfinite_steps={limit}); {self._last_good_checkpoint()}"
+            )
+
+    def _last_good_checkpoint(self) -> str:
+        """Where the newest checkpoint of this trial is (skipped steps never changed weights)."""
+        callback = getattr(self.trainer, "checkpoint_callback", None)
+        folder = getattr(callback, "dirpath", None)
+        ckpts = []
+        if folder and os.path.isdir(folder):
+            ckpts = [os.path.join(folder, f) for f in os.listdir(folder) if f.endswith(".ckpt")]
+        if not ckpts:
+            return "no checkpoint was saved before it"
+        newest = max(ckpts, key=os.path.getmtime)
+        return f"the last good checkpoint is {newest} (resume={newest})"
 
     # ---------- batches ----------
 
@@ -240,6 +321,8 @@ class BaseSystem(pl.LightningModule, Updateable, SaverMixin):
         self.do_update_step(self.true_current_epoch, self.true_global_step)
 
     def on_train_batch_end(self, outputs, batch, batch_idx):
+        if self._nonfinite["total"]:
+            self.log("train/nonfinite_steps", float(self._nonfinite["total"]))
         update_end_if_possible(self.train_dataset, self.true_current_epoch, self.true_global_step)
         self.do_update_step_end(self.true_current_epoch, self.true_global_step)
 
