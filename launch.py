@@ -9,6 +9,7 @@ Every argument after the flags is a dotted config override (``key.subkey=value``
 """
 
 import argparse
+import errno
 import importlib
 import logging
 import os
@@ -76,8 +77,24 @@ def setup_logging(verbose: bool) -> None:
         quiet_third_party()
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """Command-line mistakes are one ``error:`` line (and status 2), like every other bad input."""
+
+    def error(self, message):
+        self.exit(2, f"error: {message} (see python launch.py --help)\n")
+
+
+def gpu_list(value: str) -> str:
+    parts = [p.strip() for p in value.split(",") if p.strip() != ""]
+    if not parts or not all(p.isdigit() for p in parts):
+        raise argparse.ArgumentTypeError(
+            f"'{value}' is not a list of GPU indices (e.g. --gpu 0 or --gpu 0,1)"
+        )
+    return ",".join(parts)
+
+
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         description="threestudio: text/image to 3D with 2D diffusion guidance",
         epilog="Any other argument is a dotted config override, e.g. trainer.max_steps=1000",
     )
@@ -85,6 +102,7 @@ def parse_args(argv=None):
     parser.add_argument(
         "--gpu",
         default="0",
+        type=gpu_list,
         help="GPU(s) to use, e.g. 0 or 0,1 (with CUDA_VISIBLE_DEVICES set these index into it); "
         "without CUDA the run uses the CPU",
     )
@@ -180,16 +198,36 @@ def checkpoint_trial_dir(ckpt_path: str):
     return None
 
 
+def config_trial_dir(config_path: str):
+    """TRIAL when the config is TRIAL/configs/parsed.yaml (a trial's own configuration)."""
+    folder = os.path.dirname(os.path.abspath(config_path))
+    if os.path.basename(folder) == "configs" and os.path.basename(config_path) == "parsed.yaml":
+        return os.path.dirname(folder)
+    return None
+
+
+def same_path(a: str, b: str) -> bool:
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
 def resolve_trial_dir(cfg, args, load):
     """Pick the trial folder. Training never writes into an existing trial unless it resumes
     from that trial's checkpoint; evaluation from a checkpoint writes into the checkpoint's trial."""
     import threestudio
+    from threestudio.utils.checkpoints import read_checkpoint
     from threestudio.utils.errors import UserError
 
     if cfg.resume:
-        if not os.path.isfile(cfg.resume):
-            raise UserError(f"resume: checkpoint not found: {cfg.resume}")
+        read_checkpoint(cfg.resume)  # missing, truncated or foreign: one line naming it
         trial = checkpoint_trial_dir(cfg.resume)
+        config_trial = config_trial_dir(args.config)
+        if trial is not None and config_trial is not None and not same_path(trial, config_trial):
+            # training would rewrite the checkpoint's trial with another trial's configuration
+            raise UserError(
+                f"resume: {cfg.resume} belongs to the trial {trial}, but --config is the "
+                f"configuration of {config_trial}; use --config "
+                f"{os.path.join(trial, 'configs', 'parsed.yaml')}"
+            )
         if trial is not None:
             cfg.trial_dir = trial
         return cfg
@@ -225,15 +263,48 @@ def find_configured(cfg, key: str, suffix: str):
         raise UserError(f"{key}: {e}") from e
 
 
+# trainer keys whose values must be numbers (Lightning would fail on a string deep inside)
+TRAINER_NUMBERS = {
+    "max_steps": (int,),
+    "max_epochs": (int,),
+    "min_steps": (int,),
+    "log_every_n_steps": (int,),
+    "num_sanity_val_steps": (int,),
+    "check_val_every_n_epoch": (int,),
+    "accumulate_grad_batches": (int,),
+    "num_nodes": (int,),
+    "val_check_interval": (int, float),
+    "limit_train_batches": (int, float),
+    "limit_val_batches": (int, float),
+    "limit_test_batches": (int, float),
+    "limit_predict_batches": (int, float),
+    "gradient_clip_val": (int, float),
+}
+
+
+def check_trainer_numbers(trainer_cfg: dict) -> None:
+    from threestudio.utils.errors import UserError
+
+    for key, types in TRAINER_NUMBERS.items():
+        value = trainer_cfg.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, types):
+            kind = "an integer" if types == (int,) else "a number"
+            raise UserError(f"trainer.{key}: {value!r} is not {kind}")
+
+
 def run(args, extras) -> int:
     import pytorch_lightning as pl
     from pytorch_lightning.callbacks import LearningRateMonitor
     from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
+    from pytorch_lightning.utilities.exceptions import MisconfigurationException
 
     import threestudio
     from threestudio.utils.callbacks import (
         AtomicCheckpointIO,
         CodeSnapshotCallback,
+        CommandLogCallback,
         ConfigSnapshotCallback,
         FinalCheckpoint,
         ProgressBar,
@@ -241,6 +312,7 @@ def run(args, extras) -> int:
         StopOnInterrupt,
     )
     from threestudio.utils.config import config_to_primitive, load_config
+    from threestudio.utils.errors import UserError
     from threestudio.utils.misc import get_checkpoint_step, get_rank
 
     load_custom_modules(verbose=args.verbose)
@@ -251,6 +323,12 @@ def run(args, extras) -> int:
 
     cfg = load()
     cfg = resolve_trial_dir(cfg, args, load)
+    if cfg.resume and args.train and get_rank() == 0 and os.path.isdir(cfg.trial_dir):
+        # partial files of a killed run (hidden .tmpPID folders): never read, now removed
+        from threestudio.utils.saving import remove_stale_temporaries
+
+        remove_stale_temporaries(cfg.trial_dir)
+    _RUN_STATE.clear()  # launch.main may run several times in one process
     _RUN_STATE["trial_dir"] = cfg.trial_dir
     _RUN_STATE["trial_created"] = not os.path.exists(cfg.trial_dir)
     _RUN_STATE["exp_dir"] = os.path.dirname(os.path.abspath(cfg.trial_dir))
@@ -291,22 +369,44 @@ def run(args, extras) -> int:
             TensorBoardLogger(cfg.trial_dir, name="tb_logs"),
             CSVLogger(cfg.trial_dir, name="csv_logs"),
         ]
+        callbacks.append(
+            CommandLogCallback(
+                os.path.join(cfg.trial_dir, "cmd.txt"),
+                "python " + " ".join(sys.argv),
+                started=lambda: _RUN_STATE.update(training_started=True),
+            )
+        )
         if get_rank() == 0:
-            os.makedirs(cfg.trial_dir, exist_ok=True)
-            with open(os.path.join(cfg.trial_dir, "cmd.txt"), "a") as f:
-                f.write("python " + " ".join(sys.argv) + "\n")
+            try:
+                os.makedirs(cfg.trial_dir, exist_ok=True)
+                # the log versions a resume that fails before training must not leave behind
+                _RUN_STATE["log_dirs"] = {
+                    os.path.join(cfg.trial_dir, logs, v)
+                    for logs in ("tb_logs", "csv_logs")
+                    if os.path.isdir(os.path.join(cfg.trial_dir, logs))
+                    for v in os.listdir(os.path.join(cfg.trial_dir, logs))
+                }
+            except OSError as e:
+                raise UserError(
+                    f"exp_root_dir: cannot write the trial folder {cfg.trial_dir}: "
+                    f"{e.strerror or e} (set exp_root_dir to a writable folder)"
+                ) from e
 
     strategy = trainer_cfg.pop("strategy", "ddp" if n_gpus > 1 else "auto")
-    trainer = pl.Trainer(
-        callbacks=callbacks,
-        logger=loggers or False,
-        inference_mode=False,
-        accelerator=accelerator,
-        devices=devices,
-        strategy=strategy,
-        plugins=[AtomicCheckpointIO()],
-        **trainer_cfg,
-    )
+    check_trainer_numbers(trainer_cfg)
+    try:
+        trainer = pl.Trainer(
+            callbacks=callbacks,
+            logger=loggers or False,
+            inference_mode=False,
+            accelerator=accelerator,
+            devices=devices,
+            strategy=strategy,
+            plugins=[AtomicCheckpointIO()],
+            **trainer_cfg,
+        )
+    except (TypeError, ValueError, MisconfigurationException) as e:
+        raise UserError(f"trainer: {str(e).splitlines()[0]}") from e
 
     def set_system_status(ckpt_path):
         if ckpt_path is None:
@@ -347,8 +447,17 @@ _RUN_STATE = {}
 
 def _remove_unfinished_trial() -> None:
     """A run that failed before writing any checkpoint leaves no half-made trial folder. Only the
-    folder this run created is touched; earlier trials are never removed."""
+    folder this run created is touched; earlier trials are never removed. A resume that failed
+    before training started (e.g. on its checkpoint) removes the log versions it opened."""
     trial = _RUN_STATE.get("trial_dir")
+    if trial and not _RUN_STATE.get("trial_created") and "log_dirs" in _RUN_STATE:
+        if not _RUN_STATE.get("training_started"):
+            for logs in ("tb_logs", "csv_logs"):
+                folder = os.path.join(trial, logs)
+                for version in os.listdir(folder) if os.path.isdir(folder) else []:
+                    path = os.path.join(folder, version)
+                    if path not in _RUN_STATE["log_dirs"]:
+                        shutil.rmtree(path, ignore_errors=True)
     if not trial or not _RUN_STATE.get("trial_created") or not os.path.isdir(trial):
         return
     if _has_checkpoint(trial):
@@ -382,6 +491,20 @@ def main(argv=None) -> int:
         if args.verbose:
             traceback.print_exc()
         print(f"error: {e}", file=sys.stderr)
+        _remove_unfinished_trial()
+        return 2
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            _remove_unfinished_trial()
+            raise
+        if args.verbose:
+            traceback.print_exc()
+        where = f" while writing {e.filename}" if e.filename else ""
+        print(
+            f"error: no space left on the device{where}: free some space (or set exp_root_dir "
+            "to another disk) and resume from the trial's last.ckpt; earlier files are kept",
+            file=sys.stderr,
+        )
         _remove_unfinished_trial()
         return 2
     except (KeyboardInterrupt, QuitRequested):

@@ -7,7 +7,8 @@ JOBS.json is ``{"jobs": [{"name": ..., "runs": [argv, ...], "log": path, "after"
 non-zero exit status (or exception, whose traceback goes to the log) ending the job; a job whose
 ``after`` job failed is not run. Each job's output (file descriptors 1 and 2, so Python, logging and
 C-level output alike) goes to its log file. ``results`` receives ``{name: exit status}``, rewritten
-after every job. Used by the every-config test, where each config trains, tests and exports from
+after every job. A job with ``"snapshot": FOLDER`` also leaves ``<log>.trials.json``, the
+``EXP/TRIAL`` folders under FOLDER after it ran. Used by the every-config test, where each config trains, tests and exports from
 its checkpoint, and every import of torch, diffusers and Lightning would otherwise cost seconds."""
 
 import gc
@@ -26,6 +27,8 @@ def run_job(launch, job) -> int:
         sys.argv = [os.path.join(REPO, "launch.py"), *argv]
         try:
             rc = launch.main(argv)
+        except SystemExit as e:  # argparse's exit on a command-line mistake
+            rc = e.code if isinstance(e.code, int) else 1
         except BaseException:  # noqa: BLE001 - a failed job is recorded, the next one runs
             traceback.print_exc()
             rc = 1
@@ -58,6 +61,17 @@ def main() -> int:
                         sys.stderr.flush()
                         os.dup2(saved[0], 1)
                         os.dup2(saved[1], 2)
+                if job.get("snapshot"):
+                    # the trial folders (EXP/TRIAL) that exist after this job
+                    root = job["snapshot"]
+                    trials = sorted(
+                        os.path.join(exp, trial)
+                        for exp in (os.listdir(root) if os.path.isdir(root) else [])
+                        if os.path.isdir(os.path.join(root, exp))
+                        for trial in os.listdir(os.path.join(root, exp))
+                    )
+                    with open(job["log"] + ".trials.json", "w") as f:
+                        json.dump(trials, f)
                 gc.collect()
             with open(spec["results"] + ".tmp", "w") as f:
                 json.dump(results, f)

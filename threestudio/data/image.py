@@ -31,6 +31,7 @@ from threestudio.data.uncond import (
     RandomCameraDataset,
     RandomCameraIterableDataset,
     _as_list,
+    check_sizes,
     make_camera_batch,
     spherical_to_cartesian,
 )
@@ -154,6 +155,7 @@ class SingleImageDataBase:
     def _random_camera_config(self) -> Any:
         # the parsed RandomCameraDataModuleConfig (a DictConfig, not the dataclass)
         random_cfg = parse_structured(RandomCameraDataModuleConfig, self.cfg.random_camera)
+        check_sizes(random_cfg, "data.random_camera")
         self.fixed_camera_intrinsic = False
         if self.cfg.use_mixed_camera_config and self.rank % 2 == 0:
             distance, fovy = self.cfg.default_camera_distance, self.cfg.default_fovy_deg

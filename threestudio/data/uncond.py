@@ -354,6 +354,25 @@ class RandomCameraDataset(Dataset):
         return out
 
 
+# sizes a camera config must hold as positive integers (a list: one per resolution milestone)
+POSITIVE_SIZES = ("height", "width", "batch_size", "eval_height", "eval_width")
+
+
+def check_sizes(cfg: Any, prefix: str = "data") -> None:
+    """Image sizes and batch sizes are positive integers: a zero or negative one is one line
+    naming the key (it would otherwise fail deep in ray generation, or train on nothing)."""
+    for key in POSITIVE_SIZES:
+        if key not in cfg:
+            continue
+        value = cfg[key]
+        for v in _as_list(value):
+            if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+                raise ConfigError(f"{prefix}.{key}: {value} is not a positive integer")
+    for key in ("n_val_views", "n_test_views"):
+        if key in cfg and (not isinstance(cfg[key], int) or cfg[key] < 0):
+            raise ConfigError(f"{prefix}.{key}: {cfg[key]} is not a non-negative integer")
+
+
 @threestudio.register("random-camera-datamodule")
 class RandomCameraDataModule(pl.LightningDataModule):
     cfg: RandomCameraDataModuleConfig
@@ -361,6 +380,7 @@ class RandomCameraDataModule(pl.LightningDataModule):
     def __init__(self, cfg: Optional[Union[dict, Any]] = None) -> None:
         super().__init__()
         self.cfg = parse_structured(self.config_class, cfg)
+        check_sizes(self.cfg)
 
     # subclasses (datamodules that add images to the cameras) swap these
     config_class = RandomCameraDataModuleConfig

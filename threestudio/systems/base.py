@@ -26,6 +26,7 @@ from threestudio.utils.base import (
     update_end_if_possible,
     update_if_possible,
 )
+from threestudio.utils.checkpoints import state_dict_mismatch
 from threestudio.utils.config import load_config, parse_structured
 from threestudio.utils.errors import ConfigError, UserError, did_you_mean
 from threestudio.utils.misc import (
@@ -364,6 +365,7 @@ class BaseSystem(pl.LightningModule, Updateable, SaverMixin):
         checkpoint["threestudio"] = {"rng_state": _rng_state(), "version": threestudio.__version__}
 
     def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        self._check_checkpoint_fits(checkpoint)
         extra = checkpoint.get("threestudio", {})
         if "rng_state" in extra and self._resumed:
             # applied in on_train_start: loading models in on_fit_start (after this hook)
@@ -379,6 +381,24 @@ class BaseSystem(pl.LightningModule, Updateable, SaverMixin):
         self.do_update_step(
             checkpoint.get("epoch", 0), checkpoint.get("global_step", 0), on_load_weights=True
         )
+
+    def _check_checkpoint_fits(self, checkpoint: Dict[str, Any]) -> None:
+        """A checkpoint of another configuration (another grid size, another geometry) is one
+        line naming the file and the first weight that differs, not Lightning's traceback."""
+        if "state_dict" not in checkpoint:
+            return
+        expected = self.state_dict()
+        found = checkpoint["state_dict"]
+        if not self.strict_loading:
+            found = {k: v for k, v in found.items() if k in expected}
+            expected = {k: v for k, v in expected.items() if k in found}
+        problem = state_dict_mismatch(expected, found)
+        if problem is not None:
+            path = getattr(self._trainer, "ckpt_path", None) if self._trainer else None
+            raise UserError(
+                f"resume: {path or 'the checkpoint'} does not fit this configuration: {problem} "
+                "(resume with the trial's own configs/parsed.yaml, or start a new trial)"
+            )
 
     # ---------- export ----------
 
@@ -449,9 +469,9 @@ class BaseLift3DSystem(BaseSystem):
 
     def configure(self) -> None:
         self.geometry = self._build_geometry()
-        self.material = threestudio.find(self.cfg.material_type)(self.cfg.material)
-        self.background = threestudio.find(self.cfg.background_type)(self.cfg.background)
-        self.renderer = threestudio.find(self.cfg.renderer_type)(
+        self.material = self.find_module("material_type")(self.cfg.material)
+        self.background = self.find_module("background_type")(self.cfg.background)
+        self.renderer = self.find_module("renderer_type")(
             self.cfg.renderer,
             geometry=self.geometry,
             material=self.material,
@@ -504,9 +524,17 @@ class BaseLift3DSystem(BaseSystem):
             type_name = getattr(self.cfg, f"{name}_type")
             if not type_name:
                 return None
-            value = threestudio.find(type_name)(getattr(self.cfg, name))
+            value = self.find_module(f"{name}_type")(getattr(self.cfg, name))
         setattr(self, name, value)
         return value
+
+    def find_module(self, key: str):
+        """The class registered as ``cfg.<key>`` (e.g. geometry_type); an unknown name is one line
+        naming the key."""
+        try:
+            return threestudio.find(getattr(self.cfg, key))
+        except UserError as e:
+            raise UserError(f"system.{key}: {e}") from e
 
     def build_guidance_and_prompts(
         self, names: Tuple[str, ...] = ("prompt_processor", "prompt_utils", "guidance")
@@ -519,7 +547,7 @@ class BaseLift3DSystem(BaseSystem):
             getattr(self, name)
 
     def _build_geometry(self):
-        geometry_cls = threestudio.find(self.cfg.geometry_type)
+        geometry_cls = self.find_module("geometry_type")
         if self.cfg.geometry_convert_from and not self.resumed and self.cfg.weights is None:
             return self._convert_geometry(geometry_cls)
         return geometry_cls(self.cfg.geometry)
@@ -636,7 +664,7 @@ class BaseLift3DSystem(BaseSystem):
             )
 
     def export_outputs(self) -> List[ExporterOutput]:
-        exporter = threestudio.find(self.cfg.exporter_type)(
+        exporter = self.find_module("exporter_type")(
             self.cfg.exporter,
             geometry=self.geometry,
             material=self.material,

@@ -21,6 +21,7 @@ import threestudio
 from threestudio.systems.optimizers import Adan
 from threestudio.utils.config import config_to_primitive
 from threestudio.utils.errors import ConfigError, did_you_mean
+from threestudio.utils.typing import Any, Dict
 
 
 def get_parameters(model: nn.Module, name: str):
@@ -100,7 +101,32 @@ def parse_optimizer(config, model: nn.Module):
             )
     else:
         params = [p for p in model.parameters() if p.requires_grad]
-    return _optimizer_class(config["name"])(params, **args)
+    _check_numbers("system.optimizer.args", args)
+    for group in params:
+        if isinstance(group, dict):
+            settings = {k: v for k, v in group.items() if k not in ("params", "name")}
+            _check_numbers(f"system.optimizer.params.{group['name']}", settings)
+    optimizer_class = _optimizer_class(config["name"])
+    try:
+        return optimizer_class(params, **args)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"system.optimizer ({config['name']}): {e}") from e
+
+
+# optimiser settings that are numbers (or tuples of numbers) in every torch optimiser
+_NUMERIC_SETTINGS = ("lr", "eps", "weight_decay", "momentum", "betas", "alpha", "lr_decay")
+
+
+def _check_numbers(prefix: str, settings: Dict[str, Any]) -> None:
+    for key in _NUMERIC_SETTINGS:
+        if key not in settings:
+            continue
+        value = settings[key]
+        values = value if isinstance(value, (list, tuple)) else [value]
+        if not values or any(
+            isinstance(v, bool) or not isinstance(v, (int, float)) for v in values
+        ):
+            raise ConfigError(f"{prefix}.{key}: {value!r} is not a number")
 
 
 def _scheduler_class(name: str):

@@ -11,22 +11,22 @@ from pytorch_lightning.plugins.io import TorchCheckpointIO
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
 from threestudio.utils.config import dump_config
+from threestudio.utils.saving import atomic_path
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Write checkpoints to a temporary file, then rename: an interrupted save never leaves a
-    truncated checkpoint behind (and never replaces a good one with a broken one)."""
+    """Write checkpoints to a temporary file (``ckpts/.tmpPID/NAME``), then rename: an interrupted
+    save never leaves a truncated checkpoint under a checkpoint's name (and never replaces a good
+    one with a broken one)."""
 
     def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
         path = str(path)
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        tmp = f"{path}.tmp{os.getpid()}"
         try:
-            torch.save(checkpoint, tmp)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+            with atomic_path(path) as tmp:
+                torch.save(checkpoint, tmp)
+        except OSError as e:  # e.g. a full disk: name the checkpoint, not the temporary file
+            raise OSError(e.errno, e.strerror or str(e), path) from e
 
 
 class ConfigSnapshotCallback(Callback):
@@ -37,10 +37,29 @@ class ConfigSnapshotCallback(Callback):
     def _save(self) -> None:
         os.makedirs(self.save_dir, exist_ok=True)
         dump_config(os.path.join(self.save_dir, "parsed.yaml"), self.config)
-        shutil.copyfile(self.config_path, os.path.join(self.save_dir, "raw.yaml"))
+        raw = os.path.join(self.save_dir, "raw.yaml")
+        shutil.copyfile(self.config_path, f"{raw}.tmp{os.getpid()}")
+        os.replace(f"{raw}.tmp{os.getpid()}", raw)
 
-    def setup(self, trainer, pl_module, stage) -> None:
+    # written when training starts (after a resumed checkpoint loaded): a resume that fails on
+    # its checkpoint leaves the trial's configuration as it was
+    def on_train_start(self, trainer, pl_module) -> None:
         self._save()
+
+
+class CommandLogCallback(Callback):
+    """Appends the command line to TRIAL/cmd.txt when training starts; ``started()`` is called
+    then too (launch.py marks the run as past its checkpoint loading)."""
+
+    def __init__(self, path: str, command: str, started=None):
+        self.path, self.command, self.started = path, command, started
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        if self.started is not None:
+            self.started()
+        if trainer.is_global_zero:
+            with open(self.path, "a") as f:
+                f.write(self.command + "\n")
 
 
 class CodeSnapshotCallback(Callback):
@@ -68,7 +87,7 @@ class CodeSnapshotCallback(Callback):
                 ),
             )
 
-    def setup(self, trainer, pl_module, stage) -> None:
+    def on_train_start(self, trainer, pl_module) -> None:  # after a resumed checkpoint loaded
         self._save()
 
 

@@ -117,6 +117,10 @@ class ExperimentConfig:
 
 
 def _load_yaml(path: str) -> DictConfig:
+    if os.path.isdir(path):
+        raise ConfigError(
+            f"config file {path} is a folder: pass a YAML file (e.g. configs/dreamfusion-sd.yaml)"
+        )
     if not os.path.isfile(path):
         raise ConfigError(f"config file not found: {path}")
     try:
@@ -183,8 +187,15 @@ def config_to_primitive(config, resolve: bool = True) -> Any:
 
 
 def dump_config(path: str, config) -> None:
-    with open(path, "w") as fp:
-        OmegaConf.save(config=config, f=fp)
+    """Written to a temporary file, then renamed: a killed run never leaves half a parsed.yaml."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        with open(tmp, "w") as fp:
+            OmegaConf.save(config=config, f=fp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 # ============ typed parsing with one-line errors ============

@@ -5,6 +5,7 @@ Image inputs are tensors or arrays, ``data_format`` "HWC" (default) or "CHW", ``
 {...}}``, optionally with ``"name"`` (a text label drawn on the tile).
 """
 
+import contextlib
 import json
 import os
 import re
@@ -45,11 +46,62 @@ def _build_trimesh(v_pos, t_pos_idx, v_rgb=None, **kwargs):
     return trimesh.Trimesh(vertices=v_pos, faces=t_pos_idx, process=False, **kwargs)
 
 
+TMP_DIR_PREFIX = ".tmp"
+
+
+@contextlib.contextmanager
+def atomic_path(path: str):
+    """A temporary path to write ``path``'s contents to: the same name (writers that go by the
+    extension still do) in a hidden ``.tmpPID`` folder beside it, renamed into place only once
+    the writing finished. An interrupted write (a kill, a full disk) leaves the earlier file
+    whole, and its partial file where no listing of the folder (a video's frames, a viewer)
+    takes it for a finished one."""
+    folder, name = os.path.split(path)
+    tmp_dir = os.path.join(folder, f"{TMP_DIR_PREFIX}{os.getpid()}")
+    os.makedirs(tmp_dir, exist_ok=True)
+    tmp = os.path.join(tmp_dir, name)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        try:
+            os.rmdir(tmp_dir)
+        except OSError:
+            pass
+
+
+def remove_stale_temporaries(folder: str) -> int:
+    """Delete the ``.tmpPID`` folders under ``folder`` whose process is gone (left by a killed
+    run); returns how many were removed."""
+    removed = 0
+    for root, dirs, _ in os.walk(folder):
+        for d in list(dirs):
+            pid = d[len(TMP_DIR_PREFIX) :]
+            if d.startswith(TMP_DIR_PREFIX) and pid.isdigit() and not _alive(int(pid)):
+                shutil.rmtree(os.path.join(root, d), ignore_errors=True)
+                dirs.remove(d)
+                removed += 1
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _atomic_write_bytes(path: str, data: bytes) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)
 
 
 class SaverMixin:
@@ -192,7 +244,8 @@ class SaverMixin:
 
     def _write_image(self, filename: str, img: np.ndarray) -> str:
         path = self.get_save_path(filename)
-        Image.fromarray(img).save(path)
+        with atomic_path(path) as tmp:
+            Image.fromarray(img).save(tmp)
         return path
 
     def save_image_grid(
@@ -258,6 +311,12 @@ class SaverMixin:
         return save_path
 
     def write_video(self, save_path: str, imgs: List[np.ndarray], fps: int = 30) -> str:
+        with atomic_path(save_path) as tmp:
+            self._write_frames(tmp, imgs, fps)
+        return save_path
+
+    @staticmethod
+    def _write_frames(save_path: str, imgs: List[np.ndarray], fps: int) -> None:
         if save_path.endswith(".gif"):
             imageio.mimsave(save_path, imgs, duration=1000.0 / fps, loop=0)
         else:
@@ -270,18 +329,23 @@ class SaverMixin:
             for im in imgs:
                 writer.append_data(im)
             writer.close()
-        return save_path
 
     # ---------- arrays and files ----------
 
     def save_npy(self, filename: str, data) -> str:
         path = self.get_save_path(filename)
-        np.save(path, _to_numpy(data))
+        if not path.endswith(".npy"):
+            path += ".npy"
+        with atomic_path(path) as tmp:
+            np.save(tmp, _to_numpy(data))
         return path
 
     def save_npz(self, filename: str, data: Dict[str, Any]) -> str:
         path = self.get_save_path(filename)
-        np.savez(path, **_to_numpy(data))
+        if not path.endswith(".npz"):
+            path += ".npz"
+        with atomic_path(path) as tmp:
+            np.savez(tmp, **_to_numpy(data))
         return path
 
     def save_json(self, filename: str, payload) -> str:
@@ -291,13 +355,14 @@ class SaverMixin:
 
     def save_file(self, filename: str, src_path: str) -> str:
         path = self.get_save_path(filename)
-        shutil.copyfile(src_path, path)
+        with atomic_path(path) as tmp:
+            shutil.copyfile(src_path, tmp)
         return path
 
     def save_state_dict(self, filename: str, state_dict) -> str:
         path = self.get_save_path(filename)
-        torch.save(state_dict, path + ".tmp")
-        os.replace(path + ".tmp", path)
+        with atomic_path(path) as tmp:
+            torch.save(state_dict, tmp)
         return path
 
     # ---------- meshes ----------
@@ -311,7 +376,8 @@ class SaverMixin:
 
     def _save_trimesh(self, filename: str, mesh) -> str:
         path = self.get_save_path(filename)
-        mesh.export(path)
+        with atomic_path(path) as tmp:
+            mesh.export(tmp)
         return path
 
     def save_glb_arrays(
