@@ -49,7 +49,12 @@ class Zero123UnifiedGuidance(
     VAELatentsMixin,
     BaseModule,
 ):
-    """SDS or VSD with Zero-1-to-3 (camera-conditioned on the view relative to one image)."""
+    """SDS or VSD with Zero-1-to-3 (camera-conditioned on the view relative to one image).
+
+    With VSD and ``vsd_use_camera_condition``, phi's camera embedding is registered as the
+    submodule ``camera_embedding`` (the established state-dict name) while the attribute of
+    that name stays the relative-camera method of ``Zero123ConditioningMixin``; phi reaches
+    its embedding as the UNet's ``class_embedding``."""
 
     @dataclass
     class Config(BaseModule.Config, DiffusionGuidanceConfig, UnifiedGuidanceConfig):
