@@ -201,7 +201,7 @@ class Zero123UnifiedGuidance(
             )
         return out
 
-    def multistep_predictor(self, cross_attention: Float[Tensor, "2B 1 D"]):
+    def multistep_predictor(self, cross_attention: Float[Tensor, "N 1 D"]):
         """The raw guided prediction for ``denoise_multistep``: CFG when the scale is above 1,
         else the conditional prediction alone (the established pipeline's rule)."""
         scale = self.cfg.guidance_scale
