@@ -9,7 +9,10 @@ Folder layout (``Zero123Pipeline.save_pretrained`` / ``from_pretrained``)::
 
     unet/  vae/  image_encoder/  cc_projection/  scheduler/
 
-which is also the layout of the public diffusers ports (e.g. ``bennyguo/zero123-xl-diffusers``).
+which ``scripts/convert_zero123.py`` writes. The public diffusers ports that threestudio's
+configs name (``bennyguo/zero123-diffusers``, ``bennyguo/zero123-xl-diffusers``) keep the same
+linear layer in ``clip_camera_projection/`` instead (config ``embedding_dim`` /
+``additional_embeddings``, weights ``proj.*``); ``from_pretrained`` reads either.
 """
 
 from pathlib import Path
@@ -36,6 +39,19 @@ class CCProjection(ModelMixin, ConfigMixin):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.projection(x)
+
+
+class CLIPCameraProjection(ModelMixin, ConfigMixin):
+    """The same projection in the diffusers ports' layout: ``embedding_dim`` + the
+    ``additional_embeddings`` camera numbers -> ``embedding_dim``."""
+
+    @register_to_config
+    def __init__(self, embedding_dim: int = 768, additional_embeddings: int = 4):
+        super().__init__()
+        self.proj = nn.Linear(embedding_dim + additional_embeddings, embedding_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x)
 
 
 def load_rgba_image(path: str, size: int) -> torch.Tensor:
@@ -86,12 +102,39 @@ class Zero123Pipeline:
             kwargs = {"subfolder": name}
             if name != "scheduler":
                 kwargs["torch_dtype"] = torch_dtype
-            parts[name] = loader(part_cls, str(path), **kwargs)
+            if name == "cc_projection":
+                parts[name] = cls._load_projection(loader, str(path), kwargs)
+            else:
+                parts[name] = loader(part_cls, str(path), **kwargs)
         return cls(**parts)
+
+    @staticmethod
+    def _load_projection(loader, path: str, kwargs: dict):
+        """``cc_projection/`` or, in the diffusers ports, ``clip_camera_projection/``: a local
+        folder says which it has; a hub id is tried with ``cc_projection`` first."""
+        port = dict(kwargs, subfolder="clip_camera_projection")
+        if Path(path).is_dir():
+            if (
+                not (Path(path) / "cc_projection").is_dir()
+                and (Path(path) / "clip_camera_projection").is_dir()
+            ):
+                return loader(CLIPCameraProjection, path, **port)
+            return loader(CCProjection, path, **kwargs)
+        try:
+            return loader(CCProjection, path, **kwargs)
+        except Exception as first:
+            try:
+                return loader(CLIPCameraProjection, path, **port)
+            except Exception:
+                raise first from None
 
     def save_pretrained(self, path: str) -> None:
         for name in self.components:
-            getattr(self, name).save_pretrained(Path(path) / name)
+            part = getattr(self, name)
+            folder = name
+            if isinstance(part, CLIPCameraProjection):
+                folder = "clip_camera_projection"  # kept in the layout it was read from
+            part.save_pretrained(Path(path) / folder)
 
     def to(self, device=None, dtype=None):
         for name in ("unet", "vae", "image_encoder", "cc_projection"):

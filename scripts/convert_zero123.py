@@ -1,17 +1,35 @@
-"""Convert an original Zero-1-to-3 / Stable Zero123 checkpoint into the folder format of
-``extern.zero123.Zero123Pipeline`` (unet/ vae/ image_encoder/ cc_projection/ scheduler/).
+r"""Convert an original Zero-1-to-3 or Stable Zero123 checkpoint into the folder that
+threestudio's Zero-1-to-3 guidances load (zero123-guidance, stable-zero123-guidance,
+zero123-unified-guidance: pass the folder as system.guidance.pretrained_model_name_or_path).
 
+    python scripts/convert_zero123.py --checkpoint load/zero123/zero123-xl.ckpt \
+        --output load/zero123/zero123-xl-diffusers
     python scripts/convert_zero123.py --checkpoint load/zero123/stable_zero123.ckpt \
         --output load/zero123/stable-zero123-diffusers
 
-The original checkpoints hold the latent-diffusion UNet (``model.diffusion_model.*``), the VAE
-(``first_stage_model.*``) and ``cc_projection.*``; their image encoder is the frozen OpenAI
-CLIP ViT-L/14, taken from ``--clip`` (a local folder or ``openai/clip-vit-large-patch14``).
+Input: a latent-diffusion checkpoint (.ckpt, or .safetensors) of the Zero-1-to-3 architecture:
+the original Zero-1-to-3 (105000.ckpt), Zero-1-to-3 XL (zero123-xl.ckpt) and Stable Zero123
+(stable_zero123.ckpt) all have it. Its state dict (under "state_dict" or at the top) holds
+  model.diffusion_model.*  the UNet (Stable Diffusion 1.x with 8 input channels: the noisy
+                           latent and the conditioning image's latent) -> unet/
+  first_stage_model.*      the KL VAE (f = 8)                            -> vae/
+  cc_projection.{weight,bias}  the linear map [CLIP embedding, 4 camera numbers] -> the
+                           cross-attention width (772 -> 768)            -> cc_projection/
+  cond_stage_model.*       the frozen OpenAI CLIP ViT-L/14 image encoder: not read; the same
+                           weights are taken from --clip                 -> image_encoder/
+and a DDPM scheduler (scaled_linear, beta 0.00085 -> 0.012, 1000 steps) is written to
+scheduler/. The UNet and VAE keys are mapped with diffusers' LDM converters (the non-EMA weights
+where a checkpoint also holds EMA ones, as diffusers does by default).
+
+Needs torch, diffusers and transformers, and the CLIP vision weights: --clip is a hub id (to
+download once, online) or a local folder of CLIPVisionModelWithProjection. The public diffusers
+ports (bennyguo/zero123-diffusers, bennyguo/zero123-xl-diffusers) need no conversion.
 """
 
 import argparse
 import sys
 from pathlib import Path
+from typing import Optional
 
 import torch
 
@@ -63,7 +81,16 @@ def load_state_dict(path: str) -> dict:
     return ckpt.get("state_dict", ckpt)
 
 
-def convert(checkpoint: str, output: str, clip: str, half: bool = False) -> None:
+def convert(
+    checkpoint: str,
+    output: str,
+    clip: str,
+    half: bool = False,
+    unet_config: Optional[dict] = None,
+    vae_config: Optional[dict] = None,
+) -> None:
+    """Write the folder ``output`` from ``checkpoint``; ``unet_config``/``vae_config`` replace
+    the published architectures (UNET_CONFIG, VAE_CONFIG), e.g. for a test's tiny model."""
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     from diffusers.pipelines.stable_diffusion.convert_from_ckpt import (
         convert_ldm_unet_checkpoint,
@@ -74,9 +101,9 @@ def convert(checkpoint: str, output: str, clip: str, half: bool = False) -> None
     from extern.zero123 import CCProjection, Zero123Pipeline
 
     state_dict = load_state_dict(checkpoint)
-    unet = UNet2DConditionModel(**UNET_CONFIG)
+    unet = UNet2DConditionModel(**(unet_config or UNET_CONFIG))
     unet.load_state_dict(convert_ldm_unet_checkpoint(dict(state_dict), unet.config))
-    vae = AutoencoderKL(**VAE_CONFIG)
+    vae = AutoencoderKL(**(vae_config or VAE_CONFIG))
     vae.load_state_dict(convert_ldm_vae_checkpoint(state_dict, vae.config))
     weight = state_dict["cc_projection.weight"]
     cc_projection = CCProjection(in_channel=weight.shape[1], out_channel=weight.shape[0])
@@ -98,10 +125,22 @@ def convert(checkpoint: str, output: str, clip: str, half: bool = False) -> None
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--checkpoint", required=True, help="original .ckpt or .safetensors")
-    parser.add_argument("--output", required=True, help="folder to write")
-    parser.add_argument("--clip", default="openai/clip-vit-large-patch14")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--checkpoint",
+        required=True,
+        help="original Zero-1-to-3 / Zero-1-to-3 XL / Stable Zero123 .ckpt (or .safetensors)",
+    )
+    parser.add_argument(
+        "--output", required=True, help="folder to write (unet/ vae/ image_encoder/ ...)"
+    )
+    parser.add_argument(
+        "--clip",
+        default="openai/clip-vit-large-patch14",
+        help="CLIP ViT-L/14 vision weights: hub id or local folder (default: %(default)s)",
+    )
     parser.add_argument("--half", action="store_true", help="save fp16 weights")
     args = parser.parse_args()
     convert(args.checkpoint, args.output, args.clip, args.half)

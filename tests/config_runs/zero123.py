@@ -63,3 +63,9 @@ PUBLISHED_COPIES["zero123-geometry.yaml"] = Row(
     after="zero123",
     steps=1,
 )
+
+# Stable Zero123's published table: its sizes are lists for the resolution milestones, each
+# overridden with a list of 16s (so that data.resolution_milestones still apply, as published)
+PUBLISHED_COPIES["stable-zero123.yaml"] = Row(
+    models=ZERO123_MODELS, overrides=_SPHERE + _IMAGE + _LISTS + _FIELD, steps=1
+)

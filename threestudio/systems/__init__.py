@@ -11,4 +11,5 @@ from threestudio.systems import (  # noqa: F401
     sjc,
     textmesh,
     zero123,
+    zero123_simple,
 )

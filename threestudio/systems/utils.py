@@ -38,6 +38,10 @@ def get_parameters(model: nn.Module, name: str):
                 f"system.optimizer.params: no module or parameter '{name}'{did_you_mean(name, children)}"
             )
         module = getattr(module, part)
+    if module is None:
+        # a member built when training starts (a frozen guidance, as the unified guidance is
+        # with SDS while configs list it for VSD): nothing of it to optimise
+        return []
     if isinstance(module, nn.Parameter):
         return [module]
     if isinstance(module, nn.Module):

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 import threestudio
 from threestudio.systems.base import BaseLift3DSystem
 from threestudio.utils.errors import ConfigError
-from threestudio.utils.loss import binary_entropy
+from threestudio.utils.loss import binary_entropy, normal_smoothness_2d
 from threestudio.utils.ops import dot
 from threestudio.utils.typing import Any, Dict, Float, Tensor
 
@@ -118,10 +118,7 @@ class Zero123(BaseLift3DSystem):
                 raise ConfigError(
                     "system.loss.lambda_normal_smooth > 0 needs system.renderer.return_comp_normal"
                 )
-            normal = out["comp_normal"]
-            terms["loss_normal_smooth"] = (normal[:, 1:] - normal[:, :-1]).square().mean() + (
-                normal[:, :, 1:] - normal[:, :, :-1]
-            ).square().mean()
+            terms["loss_normal_smooth"] = normal_smoothness_2d(out["comp_normal"])
         if self.lambda_of("3d_normal_smooth", 0) > 0:
             if "normal" not in out or "normal_perturb" not in out:
                 raise ConfigError(

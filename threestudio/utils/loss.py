@@ -19,3 +19,11 @@ def binary_entropy(opacity: Float[Tensor, "..."], eps: float = 1e-5) -> Float[Te
     letting the field fade away as a plain opacity penalty does."""
     x = opacity.clamp(eps, 1.0 - eps)
     return binary_cross_entropy(x, x)
+
+
+def normal_smoothness_2d(normal: Float[Tensor, "B H W 3"]) -> Float[Tensor, ""]:
+    """Squared differences of neighbouring pixels of a rendered normal map (mean over each
+    direction, the two summed): a smooth surface in image space."""
+    return (normal[:, 1:] - normal[:, :-1]).square().mean() + (
+        normal[:, :, 1:] - normal[:, :, :-1]
+    ).square().mean()

@@ -22,29 +22,25 @@ from threestudio.utils.paths import shipped_path
 from threestudio.utils.typing import Any, Dict, Float, Optional, Tensor
 
 
-@threestudio.register("zero123-guidance")
-class Zero123Guidance(DiffusionGuidanceMixin, VAELatentsMixin, BaseObject):
-    """SDS with Zero-1-to-3: the render is scored as a novel view of one conditioning image,
-    given the camera relative to the conditioning view."""
+class Zero123ConditioningMixin:
+    """What every Zero-1-to-3 guidance shares: loading the pipeline folder, the conditioning
+    image's CLIP embedding and VAE latent, the relative camera and the [cond; uncond] inputs.
+    The class's Config has ``pretrained_model_name_or_path``, ``half_precision_weights``,
+    ``cond_image_path`` and the ``cond_*`` camera of the conditioning image."""
 
-    @dataclass
-    class Config(BaseObject.Config, DiffusionGuidanceConfig):
-        # a diffusers-layout folder or hub id; an original .ckpt is refused (convert it first)
-        pretrained_model_name_or_path: str = "bennyguo/zero123-xl-diffusers"
-        pretrained_config: Optional[str] = None  # original LDM yaml: not needed by this port
-        vram_O: bool = True  # accepted for config compatibility
-        half_precision_weights: bool = False
-        guidance_scale: float = 5.0
-        cond_image_path: str = "load/images/hamburger_rgba.png"  # RGBA (on white) or RGB
-        # the camera of the conditioning image
-        cond_elevation_deg: float = 0.0
-        cond_azimuth_deg: float = 0.0  # see cond_elevation_deg
-        cond_camera_distance: float = 1.2  # see cond_elevation_deg
-        max_items_eval: int = 4  # batch items in the guidance_eval images
+    pipe: Zero123Pipeline
 
-    cfg: Config
+    @property
+    def vae(self) -> Any:
+        return self.pipe.vae
 
-    def configure(self) -> None:
+    @property
+    def unet(self) -> Any:
+        return self.pipe.unet
+
+    def load_zero123(self) -> None:
+        """``self.pipe`` (frozen, on the device), ``self.weights_dtype`` and the conditioning
+        image's embeddings."""
         name = self.cfg.pretrained_model_name_or_path
         if name.endswith((".ckpt", ".safetensors")):
             raise ConfigError(
@@ -64,10 +60,6 @@ class Zero123Guidance(DiffusionGuidanceMixin, VAELatentsMixin, BaseObject):
         ):
             freeze(part)
         self.pipe.to(self.device)
-        self.vae, self.unet = self.pipe.vae, self.pipe.unet
-        self.scheduler = self.pipe.scheduler
-        self.scheduler_ddim = ddim_scheduler(self.scheduler)
-        self.setup_schedule(self.scheduler)
         self.prepare_embeddings(self.cfg.cond_image_path)
         threestudio.info(f"Loaded {type(self).__name__}!")
 
@@ -87,15 +79,6 @@ class Zero123Guidance(DiffusionGuidanceMixin, VAELatentsMixin, BaseObject):
     def set_condition_image(self, image: Float[Tensor, "1 3 H W"]) -> None:
         self.clip_embeds = self.pipe.encode_image_clip(image).float()
         self.concat_latents = self.pipe.encode_image_concat(image).float()
-
-    def render_to_latents(
-        self, rgb: Float[Tensor, "B H W C"], rgb_as_latents: bool
-    ) -> Dict[str, Tensor]:
-        encoded = super().render_to_latents(rgb, rgb_as_latents)
-        if rgb_as_latents:
-            # as established: a latent render in [0, 1] is mapped to [-1, 1]
-            encoded["latents"] = encoded["latents"] * 2 - 1
-        return encoded
 
     def camera_embedding(
         self,
@@ -126,6 +109,46 @@ class Zero123Guidance(DiffusionGuidanceMixin, VAELatentsMixin, BaseObject):
             "cross_attention": torch.cat([cond, torch.zeros_like(cond)]),
             "concat": torch.cat([concat, torch.zeros_like(concat)]),
         }
+
+
+@threestudio.register("zero123-guidance")
+class Zero123Guidance(
+    Zero123ConditioningMixin, DiffusionGuidanceMixin, VAELatentsMixin, BaseObject
+):
+    """SDS with Zero-1-to-3: the render is scored as a novel view of one conditioning image,
+    given the camera relative to the conditioning view."""
+
+    @dataclass
+    class Config(BaseObject.Config, DiffusionGuidanceConfig):
+        # a diffusers-layout folder or hub id; an original .ckpt is refused (convert it first)
+        pretrained_model_name_or_path: str = "bennyguo/zero123-xl-diffusers"
+        pretrained_config: Optional[str] = None  # original LDM yaml: not needed by this port
+        vram_O: bool = True  # accepted for config compatibility
+        half_precision_weights: bool = False
+        guidance_scale: float = 5.0
+        cond_image_path: str = "load/images/hamburger_rgba.png"  # RGBA (on white) or RGB
+        # the camera of the conditioning image
+        cond_elevation_deg: float = 0.0
+        cond_azimuth_deg: float = 0.0  # see cond_elevation_deg
+        cond_camera_distance: float = 1.2  # see cond_elevation_deg
+        max_items_eval: int = 4  # batch items in the guidance_eval images
+
+    cfg: Config
+
+    def configure(self) -> None:
+        self.load_zero123()
+        self.scheduler = self.pipe.scheduler
+        self.scheduler_ddim = ddim_scheduler(self.scheduler)
+        self.setup_schedule(self.scheduler)
+
+    def render_to_latents(
+        self, rgb: Float[Tensor, "B H W C"], rgb_as_latents: bool
+    ) -> Dict[str, Tensor]:
+        encoded = super().render_to_latents(rgb, rgb_as_latents)
+        if rgb_as_latents:
+            # as established: a latent render in [0, 1] is mapped to [-1, 1]
+            encoded["latents"] = encoded["latents"] * 2 - 1
+        return encoded
 
     def __call__(
         self,
