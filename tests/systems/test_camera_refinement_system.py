@@ -1,0 +1,116 @@
+"""system.camera_refinement on BaseLift3DSystem (here zero123-system): off by default, its own
+optimiser group, applied to the training batch's dataset view before each step (through
+Lightning's hooks), saved with the checkpoint."""
+
+import pytorch_lightning as pl
+import torch
+
+import threestudio
+from threestudio.data.image import SingleImageDataModule
+from threestudio.utils.config import load_config
+from threestudio.utils.paths import REPO_ROOT as REPO
+
+TINY = [
+    "data.height=16",
+    "data.width=16",
+    "data.random_camera.height=8",
+    "data.random_camera.width=8",
+    "data.random_camera.batch_size=1",
+    "system.renderer.num_samples_per_ray=32",
+    "system.renderer.grid_prune=false",
+    "system.geometry.pos_encoding_config.n_levels=4",
+    "system.geometry.pos_encoding_config.log2_hashmap_size=12",
+    # the reference view alone: no guidance, no model to load
+    "system.freq.ref_only_steps=1000",
+    "system.loss.lambda_sds=0",
+    "system.guidance_type=''",
+    "system.prompt_processor_type=''",
+]
+ON = ["system.camera_refinement.enabled=true", "system.camera_refinement.lr=0.02"]
+
+
+def make_system(cli):
+    cfg = load_config(f"{REPO}/configs/zero123.yaml", cli_args=TINY + cli)
+    return cfg, threestudio.find(cfg.system_type)(cfg.system)
+
+
+def groups_of(optim):
+    return {group.get("name"): group for group in optim.param_groups}
+
+
+def test_off_by_default():
+    _, system = make_system([])
+    assert system.camera_refinement is None
+    assert not any(name.startswith("camera_refinement") for name, _ in system.named_parameters())
+    batch = {"c2w": torch.eye(4)[None]}
+    assert system.refine_cameras(batch) is batch
+
+
+def test_the_deltas_get_their_own_optimiser_group():
+    # the published optimiser lists geometry and background under params
+    _, system = make_system(ON)
+    optim = system.configure_optimizers()["optimizer"]
+    groups = groups_of(optim)
+    assert set(groups) == {"geometry", "background", "camera_refinement"}
+    refinement = groups["camera_refinement"]
+    assert refinement["lr"] == 0.02 and refinement["weight_decay"] == 0.0
+    assert {id(p) for p in refinement["params"]} == {
+        id(p) for p in system.camera_refinement.parameters()
+    }
+    assert groups["geometry"]["lr"] == 0.05  # the others keep theirs
+
+
+def test_without_params_the_deltas_leave_the_all_parameters_group():
+    _, system = make_system(ON + ["system.optimizer.params=null"])
+    optim = system.configure_optimizers()["optimizer"]
+    assert len(optim.param_groups) == 2
+    main, refinement = optim.param_groups
+    ids = {id(p) for p in system.camera_refinement.parameters()}
+    assert not ids & {id(p) for p in main["params"]}
+    assert {id(p) for p in refinement["params"]} == ids
+    # everything else is still optimised
+    n_all = sum(1 for p in system.parameters() if p.requires_grad)
+    assert len(main["params"]) + len(refinement["params"]) == n_all
+
+
+class RecordBatch(pl.Callback):
+    """The rays that training_step renders (after every on_train_batch_start hook)."""
+
+    def __init__(self):
+        self.rays_o = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.rays_o.append(batch["rays_o"].detach().clone())
+
+
+def test_a_training_run_refines_the_reference_camera(tmp_path):
+    torch.manual_seed(0)
+    cfg, system = make_system(ON)
+    system.set_save_dir(str(tmp_path))
+    dm = SingleImageDataModule(cfg.data)
+    record = RecordBatch()
+    trainer = pl.Trainer(
+        max_steps=3,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        callbacks=[record],
+        default_root_dir=str(tmp_path),
+    )
+    trainer.fit(system, datamodule=dm)
+    refinement = system.camera_refinement
+    moved = refinement.rotation.abs().max() + refinement.translation.abs().max()
+    assert float(moved) > 0, "the reference-view losses did not reach the camera deltas"
+    # steps 2 and 3 rendered rays moved by the deltas of the steps before them
+    reference = dm.train_dataset.rays_o
+    assert torch.equal(record.rays_o[0], reference)  # step 1: deltas still zero
+    assert float((record.rays_o[2] - reference).abs().max()) > 0
+    # the dataset's own reference rays are untouched
+    assert torch.equal(dm.train_dataset.references[0]["rays_o"], reference)
+    # saved with the system's state
+    state = system.state_dict()
+    assert torch.equal(state["camera_refinement.rotation"], refinement.rotation.detach())
