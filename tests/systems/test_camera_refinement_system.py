@@ -111,6 +111,10 @@ def test_a_training_run_refines_the_reference_camera(tmp_path):
     assert float((record.rays_o[2] - reference).abs().max()) > 0
     # the dataset's own reference rays are untouched
     assert torch.equal(dm.train_dataset.references[0]["rays_o"], reference)
+    # the size of the corrections is logged (as of the last step's start)
+    logged = trainer.callback_metrics
+    assert float(logged["train_params/camera_translation"]) > 0
+    assert "train_params/camera_rotation_deg" in logged
     # saved with the system's state
     state = system.state_dict()
     assert torch.equal(state["camera_refinement.rotation"], refinement.rotation.detach())

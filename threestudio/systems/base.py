@@ -9,6 +9,7 @@ method file builds its own, as systems written for the established API do), and 
 grids, the test turntable video and ``--export`` files, so a method file only holds what is its own.
 """
 
+import math
 import os
 import random
 from dataclasses import dataclass, field
@@ -517,6 +518,12 @@ class BaseLift3DSystem(BaseSystem):
         if self.camera_refinement is not None and isinstance(batch, dict):
             # in place: Lightning hands this dict on to training_step
             batch.update(self.refine_cameras(batch))
+            refinement = self.camera_refinement
+            with torch.no_grad():
+                angle = refinement.rotation.norm(dim=-1).max() * (180.0 / math.pi)
+                shift = refinement.translation.norm(dim=-1).max()
+            self.log("train_params/camera_rotation_deg", float(angle))
+            self.log("train_params/camera_translation", float(shift))
 
     def add_param_groups(self, optim: torch.optim.Optimizer) -> None:
         """The camera deltas get a group of their own (``name: camera_refinement``, their
