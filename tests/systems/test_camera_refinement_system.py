@@ -118,3 +118,33 @@ def test_a_training_run_refines_the_reference_camera(tmp_path):
     # saved with the system's state
     state = system.state_dict()
     assert torch.equal(state["camera_refinement.rotation"], refinement.rotation.detach())
+
+
+def readme_commands(heading):
+    text = open(f"{REPO}/README.md").read()
+    section = text.split(f"\n{heading}\n", 1)[1].split("\n## ", 1)[0]
+    joined = section.replace("\\\n", " ")
+    return [ln.strip() for ln in joined.splitlines() if ln.strip().startswith("python launch.py")]
+
+
+def test_the_readme_command_parses_and_enables_refinement(monkeypatch):
+    """The Camera refinement section's command goes through launch.py's argument parsing, the
+    config and the system's and the refinement's config classes (no training)."""
+    import shlex
+    import sys
+
+    from threestudio.models.camera_refinement import CameraRefinement
+    from threestudio.utils.config import parse_structured
+
+    sys.path.insert(0, str(REPO))
+    import launch
+
+    commands = readme_commands("## Camera refinement")
+    assert len(commands) == 1
+    monkeypatch.chdir(REPO)
+    args, extras = launch.parse_args(shlex.split(commands[0])[2:])
+    cfg = load_config(args.config, cli_args=extras)
+    system_cfg = parse_structured(threestudio.find(cfg.system_type).Config, cfg.system)
+    refinement = parse_structured(CameraRefinement.Config, system_cfg.camera_refinement)
+    assert refinement.enabled and refinement.n_images == 1
+    assert cfg.data.image_path.endswith("torus_rgba.png")
