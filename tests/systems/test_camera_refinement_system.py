@@ -46,10 +46,15 @@ def test_off_by_default():
     assert system.refine_cameras(batch) is batch
 
 
-def test_the_deltas_get_their_own_optimiser_group():
+def test_the_deltas_get_their_own_optimiser_group(monkeypatch):
     # the published optimiser lists geometry and background under params
     _, system = make_system(ON)
+    warnings = []
+    monkeypatch.setattr(threestudio, "warn", warnings.append)
     optim = system.configure_optimizers()["optimizer"]
+    # the deltas are not reported as left out of system.optimizer.params
+    assert not [w for w in warnings if "camera_refinement" in w], warnings
+    assert all(p.requires_grad for p in system.camera_refinement.parameters())
     groups = groups_of(optim)
     assert set(groups) == {"geometry", "background", "camera_refinement"}
     refinement = groups["camera_refinement"]

@@ -201,15 +201,29 @@ class BaseSystem(pl.LightningModule, Updateable, SaverMixin):
     def configure_optimizers(self):
         if not self.cfg.optimizer:
             raise ConfigError("system.optimizer is not set (e.g. {name: Adam, args: {lr: 0.01}})")
-        optim = parse_optimizer(self.cfg.optimizer, self)
+        # parameters with a group of their own are left to add_param_groups: hidden from
+        # parse_optimizer (no "not optimised" warning, not in the all-parameters group)
+        own = [p for p in self.own_group_parameters() if p.requires_grad]
+        for p in own:
+            p.requires_grad_(False)
+        try:
+            optim = parse_optimizer(self.cfg.optimizer, self)
+        finally:
+            for p in own:
+                p.requires_grad_(True)
         self.add_param_groups(optim)  # before the scheduler, which then covers them too
         ret = {"optimizer": optim}
         if self.cfg.scheduler is not None:
             ret["lr_scheduler"] = parse_scheduler(self.cfg.scheduler, optim)
         return ret
 
+    def own_group_parameters(self) -> List[nn.Parameter]:
+        """Parameters that ``add_param_groups`` gives an optimiser group of their own."""
+        return []
+
     def add_param_groups(self, optim: torch.optim.Optimizer) -> None:
-        """Parameters with an optimiser group of their own (none here)."""
+        """Add the groups of ``own_group_parameters`` (none here). A system with its own
+        ``configure_optimizers`` calls this on its optimiser to include them."""
 
     # ---------- batches ----------
 
@@ -525,6 +539,12 @@ class BaseLift3DSystem(BaseSystem):
             self.log("train_params/camera_rotation_deg", float(angle))
             self.log("train_params/camera_translation", float(shift))
 
+    def own_group_parameters(self) -> List[nn.Parameter]:
+        own = super().own_group_parameters()
+        if self.camera_refinement is not None:
+            own = own + list(self.camera_refinement.parameters())
+        return own
+
     def add_param_groups(self, optim: torch.optim.Optimizer) -> None:
         """The camera deltas get a group of their own (``name: camera_refinement``, their
         ``lr``, no weight decay) unless ``system.optimizer.params`` lists them already."""
@@ -535,7 +555,7 @@ class BaseLift3DSystem(BaseSystem):
             return
         params = list(self.camera_refinement.parameters())
         ids = {id(p) for p in params}
-        # without system.optimizer.params every parameter, the deltas too, is in one group
+        # in case a listed module holds them (e.g. params: {"": ...}): one group each
         for group in optim.param_groups:
             group["params"] = [p for p in group["params"] if id(p) not in ids]
         group = {"params": params, "name": "camera_refinement", "lr": self.camera_refinement.cfg.lr}
