@@ -59,13 +59,17 @@ VOLUME_CASES = {
     ),
     "neus": ("neus-volume-renderer", AnalyticSphereSDF, {"learned_variance_init": 0.2}),
     "neus-volsdf": ("neus-volume-renderer", AnalyticSphereSDF, {"use_volsdf": True}),
+    # training mode: jittered samples (then fixed), no chunking, the per-sample outputs
+    "nerf-train": ("nerf-volume-renderer", AnalyticBlobs, {"randomized": True}),
+    "neus-train": ("neus-volume-renderer", AnalyticSphereSDF, {"randomized": True}),
 }
 
 
 def volume_renderer(case, rays_o, rays_d):
     renderer_type, geometry_cls, extra = VOLUME_CASES[case]
     cfg = {"num_samples_per_ray": 48, "grid_prune": False, "near_plane": 1.0, "far_plane": 4.0}
-    renderer = make_renderer(renderer_type, geometry_cls({}), **cfg, **extra).eval()
+    renderer = make_renderer(renderer_type, geometry_cls({}), **cfg, **extra)
+    renderer.train(case.endswith("-train"))
     return fix_samples(renderer, rays_o, rays_d)
 
 
