@@ -198,6 +198,14 @@ class BaseSystem(pl.LightningModule, Updateable, SaverMixin):
 
     # ---------- optimisers ----------
 
+    def own_group_parameters(self) -> List[nn.Parameter]:
+        """Parameters that ``add_param_groups`` gives an optimiser group of their own."""
+        return []
+
+    def add_param_groups(self, optim: torch.optim.Optimizer) -> None:
+        """Add the groups of ``own_group_parameters`` (none here). A system with its own
+        ``configure_optimizers`` calls this on its optimiser to include them."""
+
     def configure_optimizers(self):
         if not self.cfg.optimizer:
             raise ConfigError("system.optimizer is not set (e.g. {name: Adam, args: {lr: 0.01}})")
@@ -216,14 +224,6 @@ class BaseSystem(pl.LightningModule, Updateable, SaverMixin):
         if self.cfg.scheduler is not None:
             ret["lr_scheduler"] = parse_scheduler(self.cfg.scheduler, optim)
         return ret
-
-    def own_group_parameters(self) -> List[nn.Parameter]:
-        """Parameters that ``add_param_groups`` gives an optimiser group of their own."""
-        return []
-
-    def add_param_groups(self, optim: torch.optim.Optimizer) -> None:
-        """Add the groups of ``own_group_parameters`` (none here). A system with its own
-        ``configure_optimizers`` calls this on its optimiser to include them."""
 
     # ---------- batches ----------
 
