@@ -9,6 +9,7 @@ method file builds its own, as systems written for the established API do), and 
 grids, the test turntable video and ``--export`` files, so a method file only holds what is its own.
 """
 
+import math
 import os
 import random
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ import torch
 import torch.nn as nn
 
 import threestudio
+from threestudio.models.camera_refinement import CameraRefinement
 from threestudio.models.exporters.base import ExporterOutput
 from threestudio.systems.utils import parse_optimizer, parse_scheduler
 from threestudio.utils.base import (
@@ -207,10 +209,28 @@ class BaseSystem(pl.LightningModule, Updateable, SaverMixin):
 
     # ---------- optimisers ----------
 
+    def own_group_parameters(self) -> List[nn.Parameter]:
+        """Parameters that ``add_param_groups`` gives an optimiser group of their own."""
+        return []
+
+    def add_param_groups(self, optim: torch.optim.Optimizer) -> None:
+        """Add the groups of ``own_group_parameters`` (none here). A system with its own
+        ``configure_optimizers`` calls this on its optimiser to include them."""
+
     def configure_optimizers(self):
         if not self.cfg.optimizer:
             raise ConfigError("system.optimizer is not set (e.g. {name: Adam, args: {lr: 0.01}})")
-        optim = parse_optimizer(self.cfg.optimizer, self)
+        # parameters with a group of their own are left to add_param_groups: hidden from
+        # parse_optimizer (no "not optimised" warning, not in the all-parameters group)
+        own = [p for p in self.own_group_parameters() if p.requires_grad]
+        for p in own:
+            p.requires_grad_(False)
+        try:
+            optim = parse_optimizer(self.cfg.optimizer, self)
+        finally:
+            for p in own:
+                p.requires_grad_(True)
+        self.add_param_groups(optim)  # before the scheduler, which then covers them too
         ret = {"optimizer": optim}
         if self.cfg.scheduler is not None:
             ret["lr_scheduler"] = parse_scheduler(self.cfg.scheduler, optim)
@@ -465,6 +485,11 @@ class BaseLift3DSystem(BaseSystem):
         test_save_video: bool = True
         test_video_fps: int = 30  # frame rate of that video
 
+        # a learned pose correction per dataset image (camera-refinement's config: enabled,
+        # n_images, lr), applied to the training batch's c2w, rays, mvp_mtx and
+        # camera_positions before each step; off by default
+        camera_refinement: dict = field(default_factory=dict)
+
     cfg: Config
 
     def configure(self) -> None:
@@ -499,6 +524,9 @@ class BaseLift3DSystem(BaseSystem):
         # trainable guidance (e.g. VSD's LoRA) must exist before the optimiser and checkpoint
         # loading: built now unless the subclass's configure() built (or used) one
         super().finish_configure()
+        # the same for the camera deltas (their values are saved with the checkpoint)
+        refinement = CameraRefinement(self.cfg.camera_refinement)
+        self.camera_refinement = refinement if refinement.cfg.enabled else None
         if self._trainable_guidance():
             self.build_guidance_and_prompts(names=("guidance",))
 
@@ -598,6 +626,53 @@ class BaseLift3DSystem(BaseSystem):
         # before the restored random state is applied: loading models draws random numbers
         self.build_guidance_and_prompts()
         super().on_train_start()
+
+    # ---------- camera refinement ----------
+
+    def refine_cameras(self, batch: Dict[str, Any]) -> Dict[str, Any]:
+        """The batch with its dataset views' poses corrected by ``camera_refinement`` (the
+        batch itself when refinement is off). The top-level cameras of a training batch are the
+        dataset views (the reference image, or a multi-view batch with ``index``); sub-batches
+        such as ``random_camera`` are not touched."""
+        if self.camera_refinement is None:
+            return batch
+        return self.camera_refinement.refine_batch(batch)
+
+    def on_train_batch_start(self, batch, batch_idx, unused=0):
+        super().on_train_batch_start(batch, batch_idx, unused)
+        if self.camera_refinement is not None and isinstance(batch, dict):
+            # in place: Lightning hands this dict on to training_step
+            batch.update(self.refine_cameras(batch))
+            refinement = self.camera_refinement
+            with torch.no_grad():
+                angle = refinement.rotation.norm(dim=-1).max() * (180.0 / math.pi)
+                shift = refinement.translation.norm(dim=-1).max()
+            self.log("train_params/camera_rotation_deg", float(angle))
+            self.log("train_params/camera_translation", float(shift))
+
+    def own_group_parameters(self) -> List[nn.Parameter]:
+        own = super().own_group_parameters()
+        if self.camera_refinement is not None:
+            own = own + list(self.camera_refinement.parameters())
+        return own
+
+    def add_param_groups(self, optim: torch.optim.Optimizer) -> None:
+        """The camera deltas get a group of their own (``name: camera_refinement``, their
+        ``lr``, no weight decay) unless ``system.optimizer.params`` lists them already."""
+        super().add_param_groups(optim)
+        if self.camera_refinement is None:
+            return
+        if any(group.get("name") == "camera_refinement" for group in optim.param_groups):
+            return
+        params = list(self.camera_refinement.parameters())
+        ids = {id(p) for p in params}
+        # in case a listed module holds them (e.g. params: {"": ...}): one group each
+        for group in optim.param_groups:
+            group["params"] = [p for p in group["params"] if id(p) not in ids]
+        group = {"params": params, "name": "camera_refinement", "lr": self.camera_refinement.cfg.lr}
+        if "weight_decay" in optim.defaults:
+            group["weight_decay"] = 0.0
+        optim.add_param_group(group)
 
     # ---------- rendering and evaluation shared by every method ----------
 
