@@ -8,4 +8,5 @@ from threestudio.models.guidance import (  # noqa: F401
     stable_diffusion_vsd_guidance,
     stable_zero123_guidance,
     zero123_guidance,
+    zero123_unified_guidance,
 )
