@@ -84,7 +84,9 @@ def test_deep_floyd_returns_scalars(tiny_if_path, prompt_utils):
     assert {"grad_norm", "min_step", "max_step", "timestep"} <= set(log_outputs(out))
 
 
-@pytest.mark.parametrize("name", ["zero123-guidance", "stable-zero123-guidance"])
+@pytest.mark.parametrize(
+    "name", ["zero123-guidance", "stable-zero123-guidance", "zero123-unified-guidance"]
+)
 def test_zero123_guidances_return_scalars(tiny_zero123_path, cond_image, name):
     guidance = threestudio.find(name)(
         {"pretrained_model_name_or_path": tiny_zero123_path, "cond_image_path": cond_image}
