@@ -5,7 +5,9 @@ reference-view RGB, mask, depth and normal losses, and a random novel view (its
 ``random_camera`` sub-batch) scored by the Zero-1-to-3 guidance, which turns the novel camera
 into Zero-1-to-3's relative angles against the reference camera (``camera_embedding`` of
 ``zero123-guidance``). Each substep's terms are prefixed ``loss_ref_`` / ``loss_zero123_`` in the
-log and weighted by ``system.loss.lambda_<name>`` without the prefix, as established."""
+log and weighted by ``system.loss.lambda_<name>`` without the prefix, as established. The
+reference-view losses and the regularisers are ``ReferenceViewLosses``
+(``threestudio/systems/reference_view.py``), shared with ``magic123-system``."""
 
 import random
 from dataclasses import dataclass, field
