@@ -5,6 +5,7 @@ from threestudio.systems import (  # noqa: F401
     fantasia3d,
     latentnerf,
     magic3d,
+    magic123,
     prolificdreamer,
     reconstruction,
     sdi,
