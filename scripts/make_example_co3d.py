@@ -45,7 +45,9 @@ ELEVATIONS_DEG = (15.0, 30.0)  # alternating
 CAMERA_DISTANCE = 2.4  # object frame
 FOVY_DEG = 40.0
 PRINCIPAL_OFFSET_PX = (2.5, -1.5)  # (x, y) from the image centre
-LOOK_AT_OFFSET = 0.1  # object frame: cameras aim this far beside the centre
+# object frame: every camera aims at this point beside the centre, so the sphere sits at a
+# different place in each view
+LOOK_AT_POINT = (0.12, -0.08, 0.06)
 BACKGROUND = (0.78, 0.8, 0.82)  # the captured "room"
 LIGHT_OFFSET_DEG = (30.0, 40.0)  # the light: above and to the right of the camera
 LIGHT_DISTANCE = 6.0
@@ -63,8 +65,7 @@ def view_cameras(index: int):
     azimuth = torch.tensor([360.0 * index / N_VIEWS])
     elevation = torch.tensor([ELEVATIONS_DEG[index % 2]])
     position = spherical_to_cartesian(elevation, azimuth, torch.tensor([CAMERA_DISTANCE]))
-    angle = 2.0 * math.pi * index / N_VIEWS + 1.0
-    target = LOOK_AT_OFFSET * torch.tensor([[math.cos(angle), math.sin(angle), 0.5]])
+    target = torch.tensor([LOOK_AT_POINT])
     _, c2w = look_at(position, target)
     light = spherical_to_cartesian(
         elevation + LIGHT_OFFSET_DEG[0],

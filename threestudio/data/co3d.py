@@ -266,9 +266,9 @@ def load_co3d_capture(cfg: Any) -> Co3dCapture:
         image_path = _need(frame, "image", "path", where=annotations)
         where = f"{annotations} ({image_path})"
         height, width = (int(v) for v in _need(frame, "image", "size", where=where))
-        viewpoint = _need(frame, "viewpoint", where=where)
         for key in ("R", "T", "focal_length", "principal_point"):
-            _need(viewpoint, key, where=where)
+            _need(frame, "viewpoint", key, where=where)
+        viewpoint = frame["viewpoint"]
         pose, focal, principal = co3d_camera(viewpoint, height, width, cfg.v2_mode)
         if any(np.array_equal(pose, v["pose"]) for v in views):
             continue  # a repeated camera
