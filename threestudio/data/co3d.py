@@ -91,7 +91,7 @@ class Co3dDataModuleConfig:
     use_random_camera: bool = True  # add a `random_camera` sub-batch to every training batch
     # random-camera-datamodule settings of the random views and of the evaluation turntable
     random_camera: dict = field(default_factory=dict)
-    rays_noise_scale: float = 0.0  # std of the noise added to the training rays
+    rays_noise_scale: float = 0.0  # std of a random offset of all training rays (one per step)
     # "circle": the test renders the random-camera turntable; anything else: the test views
     render_path: str = "circle"
 
@@ -397,9 +397,10 @@ class Co3dDatasetBase:
         c2w = cap.c2w[i : i + 1]
         rays_o, rays_d = get_rays(cap.directions[i : i + 1], c2w, keepdim=True)
         if noise is not None and self.cfg.rays_noise_scale > 0:
+            # one offset for every ray of the view, as the established adds it
             scale = self.cfg.rays_noise_scale
-            rays_o = rays_o + torch.randn(rays_o.shape, generator=noise) * scale
-            rays_d = rays_d + torch.randn(rays_d.shape, generator=noise) * scale
+            rays_o = rays_o + torch.randn(3, generator=noise) * scale
+            rays_d = rays_d + torch.randn(3, generator=noise) * scale
         rays_d = F.normalize(rays_d, dim=-1)
         height, width = self.cfg.height, self.cfg.width
         (fx, fy), (cx, cy) = cap.focals[i].tolist(), cap.principals[i].tolist()
