@@ -3,6 +3,7 @@ from threestudio.systems import (  # noqa: F401
     dreamfusion,
     eff_dreamfusion,
     fantasia3d,
+    imagedreamfusion,
     latentnerf,
     magic3d,
     magic123,
