@@ -266,12 +266,20 @@ def main() -> int:
     report["straight_seconds"] = round(seconds, 2)
 
     rng = random.Random(args.seed)
-    plan = [("write", kind, n) for kind, n in TARGETED]
-    n_random = max(0, args.kills - len(TARGETED) - len(TARGETED_LAST))
-    plan += [("random", None, None)] * n_random
-    plan += [("write", kind, n) for kind, n in TARGETED_LAST]
+
+    def plan():
+        """The targeted kills, random ones until the kills (with the last targeted ones) reach
+        --kills (a random moment may fall after a run's end), then the video and export kills."""
+        yield from (("write", kind, n) for kind, n in TARGETED)
+        for _ in range(3 * args.kills):
+            kills = sum(c["killed"] for c in report["cycles"])
+            if kills + len(TARGETED_LAST) >= args.kills:
+                break
+            yield ("random", None, None)
+        yield from (("write", kind, n) for kind, n in TARGETED_LAST)
+
     trial = None
-    for i, (how, kind, n) in enumerate(plan):
+    for i, (how, kind, n) in enumerate(plan()):
         log = os.path.join(w, f"cycle{i}.log")
         before = None
         if trial is not None:
