@@ -1,1 +1,1 @@
-from threestudio.data import image, synthetic, uncond, uncond_eff  # noqa: F401
+from threestudio.data import image, multiview, synthetic, uncond, uncond_eff  # noqa: F401
