@@ -1,5 +1,6 @@
 from threestudio.systems import (  # noqa: F401
     base,
+    control4d_multiview,
     dreamfusion,
     eff_dreamfusion,
     fantasia3d,

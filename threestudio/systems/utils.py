@@ -72,10 +72,11 @@ def _left_out_prefixes(model: nn.Module, left_out: set) -> list:
     return prefixes
 
 
-def parse_optimizer(config, model: nn.Module):
+def parse_optimizer(config, model: nn.Module, optimised_elsewhere=()):
     """The optimiser for ``model``. With ``params:``, one group per listed dotted module (each
     group carries ``name``) and nothing else, as the established API does; systems may
-    ``add_param_group`` the rest. Without it, every trainable parameter."""
+    ``add_param_group`` the rest. Without it, every trainable parameter. Parameters under the
+    dotted prefixes ``optimised_elsewhere`` (another optimiser's) are not warned about."""
     config = config_to_primitive(config)
     args = dict(config.get("args") or {})
     if config.get("params") is not None:
@@ -86,7 +87,11 @@ def parse_optimizer(config, model: nn.Module):
             assigned.update(id(p) for p in group_params)
             params.append({"params": group_params, "name": name, **(group_args or {})})
         left_out = {
-            n for n, p in model.named_parameters() if p.requires_grad and id(p) not in assigned
+            n
+            for n, p in model.named_parameters()
+            if p.requires_grad
+            and id(p) not in assigned
+            and not any(n == e or n.startswith(e + ".") for e in optimised_elsewhere)
         }
         if left_out:
             prefixes = _left_out_prefixes(model, left_out)
