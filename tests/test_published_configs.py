@@ -3328,6 +3328,74 @@ ZERO123_GEOMETRY = {
     "checkpoint.every_n_train_steps": "${trainer.max_steps}",
 }
 
+# threestudio-project/threestudio@582f773:configs/instructnerf2nerf.yaml
+INSTRUCTNERF2NERF = {
+    "name": "instructnerf2nerf",
+    "tag": "${basename:${data.dataroot}}_${rmspace:${system.prompt_processor.prompt},_}",
+    "exp_root_dir": "outputs",
+    "seed": 0,
+    "data_type": "multiview-camera-datamodule",
+    "data.train_downsample_resolution": 2,
+    "data.eval_downsample_resolution": 2,
+    "data.dataroot": "???",
+    "system_type": "instructnerf2nerf-system",
+    "system.start_editing_step": 600,
+    "system.per_editing_step": 10,
+    "system.geometry_type": "implicit-volume",
+    "system.geometry.radius": 1.0,
+    "system.geometry.normal_type": "analytic",
+    "system.geometry.pos_encoding_config.otype": "HashGrid",
+    "system.geometry.pos_encoding_config.n_levels": 16,
+    "system.geometry.pos_encoding_config.n_features_per_level": 2,
+    "system.geometry.pos_encoding_config.log2_hashmap_size": 19,
+    "system.geometry.pos_encoding_config.base_resolution": 16,
+    "system.geometry.pos_encoding_config.per_level_scale": 1.4472692374403782,
+    "system.geometry.density_bias": "blob_magic3d",
+    "system.geometry.density_activation": "softplus",
+    "system.geometry.density_blob_scale": 10.0,
+    "system.geometry.density_blob_std": 0.5,
+    "system.material_type": "diffuse-with-point-light-material",
+    "system.material.ambient_only_steps": 9999999,
+    "system.material.albedo_activation": "sigmoid",
+    "system.background_type": "neural-environment-map-background",
+    "system.background.color_activation": "sigmoid",
+    "system.background.random_aug": False,
+    "system.renderer_type": "patch-renderer",
+    "system.renderer.base_renderer_type": "nerf-volume-renderer",
+    "system.renderer.base_renderer.radius": "${system.geometry.radius}",
+    "system.renderer.base_renderer.num_samples_per_ray": 384,
+    "system.renderer.patch_size": 128,
+    "system.guidance_type": "stable-diffusion-instructpix2pix-guidance",
+    "system.guidance.min_step_percent": 0.02,
+    "system.guidance.max_step_percent": 0.98,
+    "system.prompt_processor_type": "stable-diffusion-prompt-processor",
+    "system.prompt_processor.pretrained_model_name_or_path": "runwayml/stable-diffusion-v1-5",
+    "system.prompt_processor.prompt": "Turn him into Elon Musk",
+    "system.loggers.wandb.enable": False,
+    "system.loggers.wandb.project": "threestudio",
+    "system.loss.lambda_sds": 0.0,
+    "system.loss.lambda_orient": [0, 10.0, 1000.0, 5000.0],
+    "system.loss.lambda_sparsity": 1.0,
+    "system.loss.lambda_opaque": 1.0,
+    "system.loss.lambda_l1": 10.0,
+    "system.loss.lambda_p": 10.0,
+    "system.optimizer.name": "Adam",
+    "system.optimizer.args.lr": 0.01,
+    "system.optimizer.args.betas": [0.9, 0.99],
+    "system.optimizer.args.eps": 1e-15,
+    "system.optimizer.params.geometry.lr": 0.01,
+    "system.optimizer.params.background.lr": 0.001,
+    "trainer.max_steps": 20000,
+    "trainer.log_every_n_steps": 1,
+    "trainer.num_sanity_val_steps": 0,
+    "trainer.val_check_interval": 600,
+    "trainer.enable_progress_bar": True,
+    "trainer.precision": "16-mixed",
+    "checkpoint.save_last": True,
+    "checkpoint.save_top_k": -1,
+    "checkpoint.every_n_train_steps": "${trainer.max_steps}",
+}
+
 # threestudio-project/threestudio@1718d20:configs/control4d-static.yaml
 CONTROL4D_STATIC = {
     "name": "control4d-static",
@@ -3750,7 +3818,23 @@ TABLE.update({})
 TABLE.update({})
 
 # ---- instructnerf2nerf ----
-TABLE.update({})
+# the published data.dataroot is ??? (a scene the user captured): the shipped example scene
+PUBLISHED["instructnerf2nerf.yaml"] = INSTRUCTNERF2NERF
+NO_SCENE = (
+    "the published data.dataroot is ??? (a scene users capture); the shipped example scene "
+    "load/scenes/cube makes the config run as it is"
+)
+TABLE.update(
+    {
+        "instructnerf2nerf.yaml": Recipe(
+            "instructnerf2nerf.yaml",
+            {
+                "data.dataroot": Deviation("load/scenes/cube", NO_SCENE, "published dataroot"),
+                **without_loggers(INSTRUCTNERF2NERF),
+            },
+        )
+    }
+)
 
 # ---- control4d ----
 TABLE.update(

@@ -4,6 +4,7 @@ from threestudio.systems import (  # noqa: F401
     dreamfusion,
     eff_dreamfusion,
     fantasia3d,
+    instructnerf2nerf,
     latentnerf,
     magic3d,
     prolificdreamer,
