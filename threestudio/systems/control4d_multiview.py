@@ -12,8 +12,10 @@ optimizer_dis``) on the hinge loss, weighted by ``lambda_D``. Lightning counts b
 Editing: after ``start_editing_step``, a view without an edit, and every view on steps that are
 multiples of ``per_editing_step``, is edited by the guidance (ControlNet on the original view,
 starting from the generator's image); the edit replaces that view's target from its next visit
-on. Edits live in memory (not in checkpoints)."""
+on. Edits live in memory (not in checkpoints). Stable Diffusion and the ControlNet are loaded
+for the first edit, not when training starts."""
 
+import importlib.util
 from dataclasses import dataclass, field
 
 import torch
@@ -24,7 +26,7 @@ from threestudio.systems.dreamfusion import DreamFusion
 from threestudio.systems.utils import parse_optimizer
 from threestudio.utils.errors import ConfigError
 from threestudio.utils.GAN.loss import discriminator_loss, generator_loss
-from threestudio.utils.typing import Any, Dict, Float, List, Tensor
+from threestudio.utils.typing import Any, Dict, Float, List, Tensor, Tuple
 
 
 def frame_index(index: Any) -> int:
@@ -67,6 +69,33 @@ class Control4D(DreamFusion):
         super().configure()
         self.edit_frames: Dict[int, Tensor] = {}  # frame index -> edited image [1, H, W, 3], on CPU
         self.automatic_optimization = False
+
+    # ---------- the guidance: loaded for the first edit ----------
+
+    def build_guidance_and_prompts(
+        self, names: Tuple[str, ...] = ("prompt_processor", "prompt_utils", "guidance")
+    ) -> None:
+        # Stable Diffusion and the ControlNet are only used from start_editing_step on: they are
+        # loaded at the first edit (self.guidance is built on first use), not when training
+        # starts, and take no memory while the scene is reconstructed
+        if not self.editing():
+            names = tuple(name for name in names if name != "guidance")
+        super().build_guidance_and_prompts(names)
+
+    def on_fit_start(self) -> None:
+        super().on_fit_start()
+        guidance = self.cfg.guidance
+        if (
+            self.cfg.per_editing_step > 0
+            and self.cfg.guidance_type == "stable-diffusion-controlnet-guidance"
+            and guidance.get("control_type", "normal") == "normal"
+            and importlib.util.find_spec("controlnet_aux") is None
+        ):
+            threestudio.warn(
+                "system.guidance.control_type=normal estimates normals with controlnet_aux, which "
+                f"is not installed: the first edit (after step {self.cfg.start_editing_step}) "
+                "will fail; pip install controlnet_aux or set system.guidance.control_type=canny"
+            )
 
     # ---------- the targets and their edits ----------
 
