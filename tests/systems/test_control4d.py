@@ -190,6 +190,7 @@ def test_generator_then_discriminator_steps_and_the_editing_schedule():
     assert torch.allclose(system.edit_frames[0], torch.full((1, SIZE, SIZE, 3), 0.3))
 
 
+@pytest.mark.slow  # a 2-batch Lightning fit
 def test_no_edit_loads_no_guidance_and_losses_are_finite():
     torch.manual_seed(0)
     system = make_system([])  # the published start_editing_step: 2000
@@ -198,6 +199,32 @@ def test_no_edit_loads_no_guidance_and_losses_are_finite():
     assert BUILT["guidance"] == 0 and system.edit_frames == {}
     assert system.targets == [0.8, 0.6]
     assert [name for name, _, _ in system.steps] == ["G", "D", "G", "D"]
+
+
+def test_the_editing_schedule_step_by_step():
+    """The schedule without a trainer: the step is set by hand, as for batch k at step 2k."""
+    system = make_system(["system.start_editing_step=1", "system.per_editing_step=4"])
+    system.guidance = EditGuidance()
+    system.prompt_utils = "prompt-utils"
+    targets = []
+    for k in range(6):
+        index = k % 2
+        system.set_resume_status(0, 2 * k)
+        original = torch.full((1, SIZE, SIZE, 3), ORIGINAL[index])
+        targets.append(round(float(system.target_of(index, original).mean()), 4))
+        system.maybe_edit(index, {"comp_gan_rgb": torch.rand(1, SIZE, SIZE, 3)}, original)
+    # edits at steps 2 (frame 1: new), 4 (frame 0: new), 8 (frame 0: a multiple of 4); not at 6
+    # or 10 (frame 1 has one, not a multiple of 4)
+    assert [cond for _, cond, _ in system.guidance.calls] == [0.6, 0.8, 0.8]
+    assert targets == [0.8, 0.6, 0.8, 0.1, 0.2, 0.1]
+    assert torch.allclose(system.edit_frames[0], torch.full((1, SIZE, SIZE, 3), 0.3))
+    # an edit of another size is resized to the view
+    system.edit_frames[1] = torch.full((1, 8, 8, 3), 0.5)
+    assert system.target_of(1, torch.zeros(1, SIZE, SIZE, 3)).shape == (1, SIZE, SIZE, 3)
+    # per_editing_step <= 0: never
+    system.cfg.per_editing_step = 0
+    system.set_resume_status(0, 100)
+    assert not system.editing()
 
 
 def test_optimiser_config_errors_name_the_key():

@@ -18,33 +18,15 @@ for the first edit, not when training starts."""
 import importlib.util
 from dataclasses import dataclass, field
 
-import torch
 import torch.nn.functional as F
 
 import threestudio
 from threestudio.systems.dreamfusion import DreamFusion
+from threestudio.systems.instructnerf2nerf import frame_index, resize_to  # shared helpers
 from threestudio.systems.utils import parse_optimizer
 from threestudio.utils.errors import ConfigError
 from threestudio.utils.GAN.loss import discriminator_loss, generator_loss
 from threestudio.utils.typing import Any, Dict, Float, List, Tensor, Tuple
-
-
-def frame_index(index: Any) -> int:
-    """The frame of a batch: an int (training batches) or a one-element tensor or list."""
-    if torch.is_tensor(index):
-        return int(index.reshape(-1)[0].item())
-    if isinstance(index, (list, tuple)):
-        return frame_index(index[0])
-    return int(index)
-
-
-def resize_image(
-    image: Float[Tensor, "B h w C"], height: int, width: int, mode: str = "bilinear"
-) -> Float[Tensor, "B H W C"]:
-    kwargs = {"align_corners": False} if mode == "bilinear" else {}
-    return F.interpolate(image.permute(0, 3, 1, 2), (height, width), mode=mode, **kwargs).permute(
-        0, 2, 3, 1
-    )
 
 
 def rgb_panel(image: Float[Tensor, "H W 3"]) -> Dict[str, Any]:
@@ -99,12 +81,12 @@ class Control4D(DreamFusion):
 
     # ---------- the targets and their edits ----------
 
-    def target_of(self, index: int, original: Float[Tensor, "B H W 3"], mode: str = "bilinear"):
+    def target_of(self, index: int, original: Float[Tensor, "B H W 3"]) -> Tensor:
         """The view's current target: its edit (resized to the view) or the original image."""
         if index not in self.edit_frames:
             return original
         _, H, W, _ = original.shape
-        return resize_image(self.edit_frames[index].to(original), H, W, mode)
+        return resize_to(self.edit_frames[index].to(original), H, W)
 
     def editing(self) -> bool:
         return self.cfg.per_editing_step > 0 and self.true_global_step > self.cfg.start_editing_step
@@ -168,7 +150,7 @@ class Control4D(DreamFusion):
 
     def training_step(self, batch, batch_idx):
         optimizer_g, optimizer_d = self.optimizers()
-        index = frame_index(batch["index"])
+        index = frame_index(batch)
         original = batch["gt_rgb"]
         target = self.target_of(index, original)
         batch = {**batch, "gt_rgb": target, "multi_level_guidance": True}
@@ -224,8 +206,8 @@ class Control4D(DreamFusion):
 
     def validation_step(self, batch, batch_idx):
         out = self(batch)
-        index = frame_index(batch["index"])
-        target = self.target_of(index, batch["gt_rgb"], mode="nearest")[0]
+        index = frame_index(batch)
+        target = self.target_of(index, batch["gt_rgb"])[0]
         # the upsampled volume render, the generator's image (normals, opacity), the target
         items: List[Dict[str, Any]] = [rgb_panel(out["comp_rgb"][0])]
         items += self.eval_image_items(out, batch)
