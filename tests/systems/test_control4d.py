@@ -227,6 +227,40 @@ def test_the_editing_schedule_step_by_step():
     assert not system.editing()
 
 
+def test_the_published_table_as_nested_yaml_keeps_its_optimiser_groups(tmp_path):
+    """The every-config test writes the published table out with its dotted module names split
+    into levels (params: {renderer: {generator: ...}}): the groups are the published ones."""
+    import yaml
+
+    from tests.test_published_configs import PUBLISHED, unflatten
+
+    table = dict(PUBLISHED["control4d-static.yaml"])
+    path = tmp_path / "control4d-static.yaml"
+    path.write_text(yaml.safe_dump(unflatten(table)))
+    cfg = load_config(
+        str(path),
+        cli_args=[
+            "data.dataroot=load/scenes/cube",
+            "system.prompt_processor.prompt=a cube",
+            "system.geometry.pos_encoding_config.n_levels=4",
+            "system.geometry.pos_encoding_config.log2_hashmap_size=12",
+        ],
+    )
+    assert "renderer" in cfg.system.optimizer.params  # split into levels
+    optimizer_g, optimizer_d = Control4D(cfg.system).configure_optimizers()
+    # (yaml.safe_dump sorts the keys: the groups' order is alphabetical)
+    assert {g["name"]: g["lr"] for g in optimizer_g.param_groups} == {
+        "geometry": 0.01,
+        "background": 0.001,
+        "renderer.generator": 1e-4,
+        "renderer.local_encoder": 1e-4,
+        "renderer.global_encoder": 1e-4,
+    }
+    assert [(g["name"], g["lr"]) for g in optimizer_d.param_groups] == [
+        ("renderer.discriminator", 1e-5)
+    ]
+
+
 def test_optimiser_config_errors_name_the_key():
     system = make_system([])
     del system.cfg.optimizer["optimizer_dis"]
