@@ -197,14 +197,21 @@ def test_validation_shows_the_current_target_and_edits_travel_with_checkpoints(a
     assert list(fresh.edit_frames) == [4]
     assert torch.equal(fresh.edit_frames[4], system.edit_frames[4])
 
-    # the validation grid: render, normal, opacity, then the frame's target (here its edit)
-    system.set_save_dir(str(tmp_path))
+    # the validation grid: render, normal, opacity, then the frame's target (here its edit);
+    # with every 2nd frame evaluated, evaluation item 2 is the file's frame 4
+    cfg = load_config(
+        f"{REPO}/configs/instructnerf2nerf.yaml", cli_args=TINY + ["data.eval_data_interval=2"]
+    )
+    dm = MultiviewDataModule(cfg.data)
+    dm.setup("validate")
+    val = next(b for i, b in enumerate(dm.val_dataloader()) if i == 2)
+    system.normalize_batch(val)
+    assert val["index"].tolist() == [2] and val["file_index"].tolist() == [4]
     items = {}
     system.save_image_grid = lambda name, panels, **kw: items.update(name=name, panels=panels)
-    val = {k: v for k, v in frame_batch(dataset, 4).items()}
-    val["index"] = torch.tensor([4])
     system.renderer.eval()
     with torch.no_grad():
         system.validation_step(val, 0)
-    assert items["name"] == "it1-4.png"
+    assert items["name"] == "it1-2.png"
+    assert [p["type"] for p in items["panels"]] == ["rgb", "rgb", "grayscale", "rgb"]
     assert torch.equal(items["panels"][-1]["img"], system.edit_frames[4][0])
