@@ -12,8 +12,9 @@ convert to)::
 The intrinsics (``fl_x, fl_y, cx, cy, w, h``, pixels) may sit in each frame or once at the top
 (a frame's own values win). ``transform_matrix`` is the camera-to-world matrix in the OpenGL
 convention (camera x right, y up, looking down -z), as nerfstudio stores it; it is used as it
-is, so the scene's world should be z up (this project's world: x back, y right, z up), as
-nerfstudio's processing orients it. Lens distortion coefficients are ignored.
+is (as in the established threestudio: no re-orientation), so the scene's world is taken to be
+this project's (x back, y right, z up): its z axis is up. Lens distortion coefficients are
+ignored.
 
 As in the established threestudio: the cameras are first re-centred (``camera_layout``), the
 rays go through pixel corners (no half-pixel offset), training images are the file's size
