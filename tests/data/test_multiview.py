@@ -32,6 +32,7 @@ FACES = {  # outward normal -> colour word (scripts/make_example_scene.py)
 }
 TRAIN_KEYS = {
     "index",
+    "file_index",
     "rays_o",
     "rays_d",
     "mvp_mtx",
@@ -199,6 +200,8 @@ def test_training_frames_follow_the_step():
 def test_intervals():
     dm = make(None, train_data_interval=3, eval_data_interval=2)
     assert dm.train_dataset.n_frames == 4 and len(dm.val_dataset) == 6
+    assert dm.train_dataset.frames.item(1)["file_index"] == 3
+    assert dm.val_dataset[2]["index"] == 2 and dm.val_dataset[2]["file_index"] == 4
     everything = make("test").test_dataset.frames
     # (re-centred on the kept frames' mean, which for this ring is the same point)
     assert torch.allclose(dm.train_dataset.frames.c2w[1], everything.c2w[3], atol=1e-5)
@@ -212,6 +215,7 @@ def test_eval_interpolation():
     assert torch.allclose(frames.c2w[0], everything.c2w[0], atol=1e-5)
     assert torch.allclose(frames.c2w[4], everything.c2w[2], atol=1e-5)
     assert torch.count_nonzero(frames.gt_rgb) == 0  # no images for interpolated poses
+    assert frames.file_indices == [-1] * 5
     # the middle pose: a rotation halfway (azimuth 0 -> 60 at the same elevation: 30)
     R = frames.c2w[2, :3, :3]
     assert torch.allclose(R @ R.T, torch.eye(3), atol=1e-5)

@@ -12,8 +12,9 @@ convert to)::
 The intrinsics (``fl_x, fl_y, cx, cy, w, h``, pixels) may sit in each frame or once at the top
 (a frame's own values win). ``transform_matrix`` is the camera-to-world matrix in the OpenGL
 convention (camera x right, y up, looking down -z), as nerfstudio stores it; it is used as it
-is, so the scene's world should be z up (this project's world: x back, y right, z up), as
-nerfstudio's processing orients it. Lens distortion coefficients are ignored.
+is (as in the established threestudio: no re-orientation), so the scene's world is taken to be
+this project's (x back, y right, z up): its z axis is up. Lens distortion coefficients are
+ignored.
 
 As in the established threestudio: the cameras are first re-centred (``camera_layout``), the
 rays go through pixel corners (no half-pixel offset), training images are the file's size
@@ -24,7 +25,9 @@ Every training batch is one frame drawn at random (a function of the step, so a 
 draws the same frames): ``index`` (an int), ``rays_o``/``rays_d`` ``[1, H, W, 3]`` (unit
 directions), ``mvp_mtx``/``c2w``/``proj_mtx`` ``[1, 4, 4]``, ``camera_positions``/
 ``light_positions`` ``[1, 3]``, ``gt_rgb`` ``[1, H, W, 3]`` in [0, 1], ``height``/``width``,
-and the camera's ``elevation``/``azimuth`` (degrees) and ``camera_distances`` about the origin.
+the camera's ``elevation``/``azimuth`` (degrees) and ``camera_distances`` about the origin, and
+``file_index``, the frame's position in the file (``index`` counts the frames kept by the
+data interval; -1 for an interpolated pose).
 Validation and test batches are the frames in order (``index`` a tensor of one), or with
 ``eval_interpolation`` poses interpolated between two frames (their ``gt_rgb`` are black).
 """
@@ -338,6 +341,7 @@ class MultiviewFrames:
             for ratio in np.linspace(0.0, 1.0, count):
                 pose = interpolate_pose(c2w_all[i0], c2w_all[i1], float(ratio))
                 cameras.append((scaled, pose, None))
+            file_indices = [-1] * len(cameras)
         else:
             for n, (frame, i) in enumerate(zip(frames, ids)):
                 fx, fy, cx, cy, *_ = intrinsics[n]
@@ -349,6 +353,7 @@ class MultiviewFrames:
                     )
                 image = read_image(os.path.join(root, file_path), i, self.height, self.width)
                 cameras.append((scaled, c2w_all[n], image))
+            file_indices = ids
 
         H, W = self.height, self.width
         directions, projections, c2ws, images = [], [], [], []
@@ -358,6 +363,8 @@ class MultiviewFrames:
             c2ws.append(c2w)
             images.append(image if image is not None else torch.zeros(H, W, 3))
         self.n_frames = len(cameras)
+        # each camera's frame in the file (-1: an interpolated pose), whatever the intervals
+        self.file_indices: List[int] = list(file_indices)
         self.c2w: Float[Tensor, "N 4 4"] = torch.stack(c2ws)
         self.proj_mtx: Float[Tensor, "N 4 4"] = torch.stack(projections)
         self.directions: Float[Tensor, "N H W 3"] = torch.stack(directions)
@@ -376,6 +383,7 @@ class MultiviewFrames:
         """Frame ``index``'s tensors without a batch dimension."""
         return {
             "index": index,
+            "file_index": self.file_indices[index],
             "rays_o": self.rays_o[index],
             "rays_d": self.rays_d[index],
             "mvp_mtx": self.mvp_mtx[index],

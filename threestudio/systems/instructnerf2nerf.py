@@ -24,8 +24,10 @@ CHECKPOINT_KEY = "instructnerf2nerf_edits"
 
 
 def frame_index(batch: Dict[str, Any]) -> int:
-    """The dataset index of a one-frame batch (an int in training, a tensor when collated)."""
-    index = batch["index"]
+    """The frame of a one-frame batch (an int in training, a tensor when collated): its position
+    in the scene's file where the datamodule says (``file_index``: training and evaluation agree
+    whatever their data intervals), else the dataset index (as established)."""
+    index = batch.get("file_index", batch["index"])
     return int(index.reshape(-1)[0]) if torch.is_tensor(index) else int(index)
 
 
@@ -51,7 +53,7 @@ class InstructNeRF2NeRF(BaseLift3DSystem):
 
     def configure(self) -> None:
         super().configure()
-        # dataset index -> its latest edit ([1, H, W, 3] on the CPU), the training target
+        # frame (frame_index) -> its latest edit ([1, H, W, 3] on the CPU), the training target
         self.edit_frames: Dict[int, Tensor] = {}
         # LPIPS is built (its weights loaded) unless loss_p can never count
         self.perceptual_loss = None
@@ -123,7 +125,12 @@ class InstructNeRF2NeRF(BaseLift3DSystem):
         items = self.eval_image_items(out, batch) + [
             {"type": "rgb", "img": target, "kwargs": {"data_format": "HWC", "data_range": (0, 1)}}
         ]
-        self.save_image_grid(f"it{self.true_global_step}-{frame_index(batch)}.png", items)
+        index = (
+            int(batch["index"].reshape(-1)[0])
+            if torch.is_tensor(batch["index"])
+            else batch["index"]
+        )
+        self.save_image_grid(f"it{self.true_global_step}-{index}.png", items)
 
     # ---------- the edits travel with the checkpoint (resume continues the same dataset) ----------
 
