@@ -221,6 +221,13 @@ def test_the_editing_schedule_step_by_step():
     # an edit of another size is resized to the view
     system.edit_frames[1] = torch.full((1, 8, 8, 3), 0.5)
     assert system.target_of(1, torch.zeros(1, SIZE, SIZE, 3)).shape == (1, SIZE, SIZE, 3)
+    # the edits travel with the checkpoint
+    checkpoint = {}
+    system.on_save_checkpoint(checkpoint)
+    restored = make_system([])
+    restored.on_load_checkpoint(checkpoint)
+    assert sorted(restored.edit_frames) == [0, 1]
+    assert torch.equal(restored.edit_frames[0], system.edit_frames[0])
     # per_editing_step <= 0: never
     system.cfg.per_editing_step = 0
     system.set_resume_status(0, 100)

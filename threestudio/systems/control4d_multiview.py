@@ -12,8 +12,8 @@ optimizer_dis``) on the hinge loss, weighted by ``lambda_D``. Lightning counts b
 Editing: after ``start_editing_step``, a view without an edit, and every view on steps that are
 multiples of ``per_editing_step``, is edited by the guidance (ControlNet on the original view,
 starting from the generator's image); the edit replaces that view's target from its next visit
-on. Edits live in memory (not in checkpoints). Stable Diffusion and the ControlNet are loaded
-for the first edit, not when training starts."""
+on; the edits are kept in checkpoints (a resumed run goes on with the same targets). Stable
+Diffusion and the ControlNet are loaded for the first edit, not when training starts."""
 
 import importlib.util
 from dataclasses import dataclass, field
@@ -27,6 +27,8 @@ from threestudio.systems.utils import parse_optimizer
 from threestudio.utils.errors import ConfigError
 from threestudio.utils.GAN.loss import discriminator_loss, generator_loss
 from threestudio.utils.typing import Any, Dict, Float, List, Tensor, Tuple
+
+CHECKPOINT_KEY = "control4d_edits"  # the edited views in a checkpoint
 
 
 def rgb_panel(image: Float[Tensor, "H W 3"]) -> Dict[str, Any]:
@@ -198,6 +200,17 @@ class Control4D(DreamFusion):
         optimizer_g = parse_optimizer(config, self, optimised_elsewhere=dis_modules)
         optimizer_d = parse_optimizer(dis_config, self, optimised_elsewhere=gen_modules)
         return [optimizer_g, optimizer_d]
+
+    # ---------- the edits travel with the checkpoint (a resumed run keeps its dataset) ----------
+
+    def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        super().on_save_checkpoint(checkpoint)
+        checkpoint[CHECKPOINT_KEY] = {int(k): v.clone() for k, v in self.edit_frames.items()}
+
+    def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
+        super().on_load_checkpoint(checkpoint)
+        edits = checkpoint.get(CHECKPOINT_KEY, {})
+        self.edit_frames = {int(k): v.cpu() for k, v in edits.items()}
 
     # ---------- evaluation ----------
 
