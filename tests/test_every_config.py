@@ -67,6 +67,12 @@ PUBLISHED_COPY_KEYS = (
     "data.random_camera.batch_size",
     "data.random_camera.n_val_views",
     "data.random_camera.n_test_views",
+    # multiview-camera-datamodule (Instruct-NeRF2NeRF): the scene folder (the published value is
+    # ???, a scene users capture), the LPIPS network's weights (random: none offline, like the
+    # tiny models) and the patch renderer's wrapped renderer's samples per ray
+    "data.dataroot",
+    "system.perceptual_loss.random_weights",
+    "system.renderer.base_renderer.num_samples_per_ray",
 )
 
 

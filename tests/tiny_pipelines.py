@@ -136,3 +136,9 @@ def build_tiny_zero123(root: Path, seed: int = 0) -> str:
     )
     pipe.save_pretrained(root)
     return str(root)
+
+
+def build_tiny_controlnet_model(root: Path, seed: int = 0) -> str:
+    """The ``controlnet/`` folder of ``build_tiny_controlnet`` on its own (for configs that name
+    the ControlNet apart from the Stable Diffusion folder: ``controlnet_name_or_path``)."""
+    return str(Path(build_tiny_controlnet(root, seed=seed)) / "controlnet")

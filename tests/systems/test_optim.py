@@ -179,3 +179,23 @@ def test_sequential_and_chained_schedulers_step_interval():
         parse_scheduler(
             {"name": "ExponentialLR", "interval": "batch", "args": {"gamma": 0.5}}, opt2
         )
+
+
+def test_nested_params_name_sub_modules():
+    """``{geometry: {1: {lr: ...}}}`` is the group ``geometry.1`` (nested YAML, or a dotted key
+    split into levels); the parent's own arguments make a group after its sub-modules'."""
+    model = Model()
+    opt = parse_optimizer(
+        {
+            "name": "Adam",
+            "args": {"lr": 0.01},
+            "params": {"geometry": {"1": {"lr": 0.5}, "lr": 0.1}, "background": {"lr": 0.001}},
+        },
+        model,
+    )
+    groups = {g["name"]: g for g in opt.param_groups}
+    assert list(groups) == ["geometry.1", "geometry", "background"]
+    assert groups["geometry.1"]["lr"] == 0.5 and groups["geometry"]["lr"] == 0.1
+    assert [p.shape for p in groups["geometry.1"]["params"]] == [(2, 2), (2,)]
+    assert len(groups["geometry"]["params"]) == 2  # geometry.0 only: geometry.1 is taken
+    assert "1" not in groups["geometry"]

@@ -1,1 +1,1 @@
-from threestudio.data import co3d, image, synthetic, uncond, uncond_eff  # noqa: F401
+from threestudio.data import co3d, image, multiview, synthetic, uncond, uncond_eff  # noqa: F401

@@ -1,9 +1,11 @@
 from threestudio.systems import (  # noqa: F401
     base,
+    control4d_multiview,
     dreamfusion,
     eff_dreamfusion,
     fantasia3d,
     imagedreamfusion,
+    instructnerf2nerf,
     latentnerf,
     magic3d,
     magic123,

@@ -77,21 +77,40 @@ def _left_out_prefixes(model: nn.Module, left_out: set) -> list:
     return prefixes
 
 
-def parse_optimizer(config, model: nn.Module):
+def _dotted_groups(params: dict, prefix: str = ""):
+    """``(dotted module name, group args)`` of ``params``. A dict inside a group's args (never an
+    optimiser argument) names a sub-module: ``{renderer: {generator: {lr: 1e-4}}}`` is the group
+    ``renderer.generator``, as nested YAML or a dotted key that a tool split into levels mean.
+    Sub-module groups come before their parent's own, so that they keep their parameters."""
+    for name, group_args in params.items():
+        group_args = dict(group_args or {})
+        nested = {k: v for k, v in group_args.items() if isinstance(v, dict)}
+        own = {k: v for k, v in group_args.items() if not isinstance(v, dict)}
+        yield from _dotted_groups(nested, f"{prefix}{name}.")
+        if own or not nested:
+            yield f"{prefix}{name}", own
+
+
+def parse_optimizer(config, model: nn.Module, optimised_elsewhere=()):
     """The optimiser for ``model``. With ``params:``, one group per listed dotted module (each
     group carries ``name``) and nothing else, as the established API does; systems may
-    ``add_param_group`` the rest. Without it, every trainable parameter."""
+    ``add_param_group`` the rest. Without it, every trainable parameter. Parameters under the
+    dotted prefixes ``optimised_elsewhere`` (another optimiser's) are not warned about."""
     config = config_to_primitive(config)
     args = dict(config.get("args") or {})
     if config.get("params") is not None:
         params = []
         assigned = set()
-        for name, group_args in config["params"].items():
+        for name, group_args in _dotted_groups(config["params"]):
             group_params = [p for p in get_parameters(model, name) if id(p) not in assigned]
             assigned.update(id(p) for p in group_params)
             params.append({"params": group_params, "name": name, **(group_args or {})})
         left_out = {
-            n for n, p in model.named_parameters() if p.requires_grad and id(p) not in assigned
+            n
+            for n, p in model.named_parameters()
+            if p.requires_grad
+            and id(p) not in assigned
+            and not any(n == e or n.startswith(e + ".") for e in optimised_elsewhere)
         }
         if left_out:
             prefixes = _left_out_prefixes(model, left_out)
