@@ -171,3 +171,40 @@ def test_mvp_of_the_refined_batch_projects_like_the_refined_rays():
     # pixel (row 1, column 2): x = (2 + 0.5) / 4 * 2 - 1, y = (1 + 0.5) / 4 * 2 - 1 (row 0 at
     # the top: the projection flips y)
     torch.testing.assert_close(ndc, torch.tensor([0.25, -0.25], dtype=ndc.dtype))
+
+
+def test_multiview_batches_are_refined_by_their_frame():
+    """A multiview-camera-datamodule batch (the shipped cube scene) is moved by its own frame's
+    delta only: the camera shifts along its own axes, its rays and projection follow."""
+    from threestudio.data.multiview import MultiviewDataModule
+    from threestudio.models.camera_refinement import CameraRefinement
+    from threestudio.utils.paths import LOAD_DIR
+
+    dm = MultiviewDataModule(
+        {"dataroot": f"{LOAD_DIR}/scenes/cube", "train_downsample_resolution": 2}
+    )
+    dm.setup("fit")
+    batch = dm.train_dataset.collate(None)
+    frame = int(batch["index"])
+    refine = CameraRefinement({"n_images": len(dm.train_dataset.frames.c2w)})
+    with torch.no_grad():
+        refine.translation[frame] = torch.tensor([0.1, 0.0, 0.0])  # along the camera's x
+        refine.translation[(frame + 1) % refine.cfg.n_images] = torch.tensor([0.0, 5.0, 0.0])
+    out = refine.refine_batch(batch)
+    right = batch["c2w"][0, :3, 0]
+    assert torch.allclose(
+        out["rays_o"] - batch["rays_o"], 0.1 * right.expand_as(batch["rays_o"]), atol=1e-6
+    )
+    assert torch.allclose(out["rays_d"], batch["rays_d"], atol=1e-6)  # no rotation
+    assert torch.allclose(
+        out["camera_positions"][0], batch["camera_positions"][0] + 0.1 * right, atol=1e-6
+    )
+    # a point on a refined ray projects, with the refined mvp, to that ray's pixel
+    v, u = 7, 20
+    point = out["rays_o"][0, v, u] + 1.5 * out["rays_d"][0, v, u]
+    clip = out["mvp_mtx"][0] @ torch.cat([point, torch.ones(1)])
+    ndc = clip[:3] / clip[3]
+    size = torch.tensor([batch["width"], batch["height"]], dtype=torch.float32)
+    assert torch.allclose(
+        (ndc[:2] + 1) / 2 * size, torch.tensor([u, v], dtype=torch.float32), atol=1e-2
+    )
