@@ -38,18 +38,17 @@ import os
 from dataclasses import dataclass
 
 import numpy as np
-import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset, IterableDataset
+from torch.utils.data import Dataset, IterableDataset
 
 import threestudio
-from threestudio.utils.config import parse_structured
+from threestudio.data.uncond import RandomCameraDataModule
 from threestudio.utils.errors import ConfigError, UserError
 from threestudio.utils.ops import get_mvp_matrix, get_ray_directions, get_rays
 from threestudio.utils.paths import shipped_path
-from threestudio.utils.typing import Any, Dict, Float, List, Optional, Tensor, Tuple, Union
+from threestudio.utils.typing import Any, Dict, Float, List, Optional, Tensor, Tuple
 
 TRANSFORMS_FILE = "transforms.json"
 INTRINSIC_KEYS = ("fl_x", "fl_y", "cx", "cy", "w", "h")
@@ -457,48 +456,11 @@ class MultiviewDataset(Dataset):
 
 
 @threestudio.register("multiview-camera-datamodule")
-class MultiviewDataModule(pl.LightningDataModule):
-    """Posed images from a transforms.json; see the module docstring."""
+class MultiviewDataModule(RandomCameraDataModule):
+    """Posed images from a transforms.json; see the module docstring. The loaders are the
+    random-camera datamodule's, over the multi-view datasets."""
 
     cfg: MultiviewsDataModuleConfig
     config_class = MultiviewsDataModuleConfig
-
-    def __init__(self, cfg: Optional[Union[dict, Any]] = None) -> None:
-        super().__init__()
-        self.cfg = parse_structured(self.config_class, cfg)
-
-    def setup(self, stage=None) -> None:
-        if stage in (None, "fit"):
-            self.train_dataset = MultiviewIterableDataset(self.cfg)
-        if stage in (None, "fit", "validate"):
-            self.val_dataset = MultiviewDataset(self.cfg, "val")
-        if stage in (None, "test", "predict"):
-            self.test_dataset = MultiviewDataset(self.cfg, "test")
-
-    def general_loader(self, dataset, batch_size, collate_fn=None) -> DataLoader:
-        return DataLoader(
-            dataset,
-            num_workers=0,
-            batch_size=batch_size,
-            collate_fn=collate_fn,
-            # its own generator leaves the global RNG alone (as the random-camera datamodule)
-            generator=torch.Generator(),
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self.general_loader(
-            self.train_dataset, batch_size=None, collate_fn=self.train_dataset.collate
-        )
-
-    def val_dataloader(self) -> DataLoader:
-        return self.general_loader(
-            self.val_dataset, batch_size=1, collate_fn=self.val_dataset.collate
-        )
-
-    def test_dataloader(self) -> DataLoader:
-        return self.general_loader(
-            self.test_dataset, batch_size=1, collate_fn=self.test_dataset.collate
-        )
-
-    def predict_dataloader(self) -> DataLoader:
-        return self.test_dataloader()
+    train_dataset_class = MultiviewIterableDataset
+    eval_dataset_class = MultiviewDataset
