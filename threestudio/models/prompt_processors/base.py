@@ -62,7 +62,8 @@ def load_text_encoder(tokenizer_cls, encoder_cls, name: str, device, **encoder_k
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
     tokenizer = load_pretrained(tokenizer_cls, name, subfolder="tokenizer")
     text_encoder = load_pretrained(encoder_cls, name, subfolder="text_encoder", **encoder_kwargs)
-    return tokenizer, text_encoder.to(device).eval()
+    # frozen: encoding never needs gradients, and a batch of trials may share it (utils.hub)
+    return tokenizer, text_encoder.to(device).eval().requires_grad_(False)
 
 
 def default_cache_dir() -> str:
