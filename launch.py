@@ -402,6 +402,7 @@ def run_batch(args, argv, request) -> int:
         state=_RUN_STATE,
         script=os.path.abspath(__file__),
         argv=list(sys.argv[1:] if argv is None else argv),
+        load_extensions=lambda: load_custom_modules(verbose=args.verbose),
     )
     return batch.run_batch(args, request, launcher)
 

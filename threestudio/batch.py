@@ -211,6 +211,7 @@ class Launcher:
     state: Dict[str, Any]
     script: str  # launch.py, for worker processes
     argv: List[str] = field(default_factory=list)  # this launch's arguments, for workers
+    load_extensions: Callable[[], Any] = lambda: None  # custom/ modules, before configs are read
 
 
 def item_overrides(item: BatchItem, timestamp: str) -> Dict[str, Any]:
@@ -221,6 +222,33 @@ def item_overrides(item: BatchItem, timestamp: str) -> Dict[str, Any]:
         overrides["seed"] = item.seed
     overrides["timestamp"] = timestamp + (f"-{item.repeat}" if item.repeat else "")
     return overrides
+
+
+def encode_prompts_ahead(args, request: BatchRequest, launcher: Launcher) -> None:
+    """Every item's text embeddings into the cache before the first trial, one text-encoder
+    load for them all (``prompt_processors.base.encode_ahead``). A failure here is left to
+    the items: each then reports its own."""
+    from threestudio.models.prompt_processors.base import encode_ahead
+    from threestudio.utils.config import load_config
+
+    launcher.load_extensions()
+    processors = []
+    for item in request.items:
+        try:
+            overrides = {**item_overrides(item, ""), "timestamp": ""}
+            cfg = load_config(args.config, cli_args=request.extras, **overrides)
+        except UserError:
+            continue
+        name = cfg.system.get("prompt_processor_type")
+        if name:
+            processors.append((name, cfg.system.get("prompt_processor") or {}))
+    try:
+        encoded = encode_ahead(processors)
+    except Exception as e:
+        threestudio.warn(f"batch: prompts not encoded ahead ({_one_line(e)}); each trial encodes")
+        return
+    if encoded:
+        threestudio.info(f"batch: encoded {encoded} text(s) of {len(processors)} item(s) ahead")
 
 
 def _one_line(e: BaseException) -> str:
@@ -242,6 +270,8 @@ def run_items(args, request: BatchRequest, launcher: Launcher, scorer=None) -> L
     ]
     saved_env = os.environ.get("THREESTUDIO_TIMESTAMP")
     with shared_pretrained_models() as models:
+        encode_prompts_ahead(args, request, launcher)
+        models.end_trial()
         for item, result in zip(request.items, results):
             threestudio.info(
                 f"batch item {item.index + 1}/{request.n_total}: prompt [{result.prompt}]"
@@ -473,6 +503,7 @@ def run_batch(args, request: BatchRequest, launcher: Launcher) -> int:
     exp_dir = experiment_dir(args, request)
     workers = min(n_workers(args), max(1, len(request.items)))
     if workers > 1:
+        encode_prompts_ahead(args, request, launcher)  # once for all workers
         results = run_workers(args, request, launcher, workers)
     else:
         results = run_items(args, request, launcher, make_scorer(args))
