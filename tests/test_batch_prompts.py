@@ -138,6 +138,9 @@ def fake_run(monkeypatch, tmp_path):
         return 0
 
     monkeypatch.setattr(launch, "run", run)
+    # no text encoding ahead (the end-to-end test below does it for real)
+    monkeypatch.setattr(batch, "encode_prompts_ahead", lambda *a: None)
+    monkeypatch.setenv("THREESTUDIO_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.chdir(tmp_path)
     return calls
 
