@@ -72,6 +72,23 @@ def test_prompt_file_skips_blank_lines_and_comments(tmp_path):
     ]
 
 
+def test_prompt_list_in_the_yaml_file_and_timestamps_off(tmp_path):
+    config = tmp_path / "listed.yaml"
+    text = open(QUICKSTART).read()
+    assert "    prompt: a blue cone\n" in text
+    config.write_text(
+        text.replace("    prompt: a blue cone\n", "    prompt: [a blue cone, a red cube]\n")
+    )
+    args, extras = launch.parse_args(["--config", str(config), "--train"])
+    request = batch.batch_request(args, extras)
+    assert [(it.prompt, it.shown_seed) for it in request.items] == [
+        ("a blue cone", "0"),
+        ("a red cube", "0"),
+    ]
+    assert batch._uses_timestamp(args, extras)
+    assert not batch._uses_timestamp(args, ["use_timestamp=false"])
+
+
 def test_shard_picks_every_nth_item_from_i(tmp_path):
     path = tmp_path / "prompts.txt"
     path.write_text("\n".join(f"p{i}" for i in range(5)))

@@ -125,6 +125,22 @@ def _list_of(value: Any, key: str, kind: type) -> Optional[list]:
     return items
 
 
+def _select(conf: Any, key: str) -> Any:
+    """``conf``'s value at dotted ``key``; None where absent or not resolvable on its own (an
+    interpolation of a key from elsewhere: not a list then)."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.select(conf, key, default=None, throw_on_resolution_failure=False)
+
+
+def _uses_timestamp(args, extras: List[str]) -> bool:
+    """use_timestamp of the command line, else of the YAML file, else the default (true)."""
+    value = _select(_parse_cli_args(extras), "use_timestamp")
+    if value is None and os.path.isfile(args.config):
+        value = _select(_load_yaml(args.config), "use_timestamp")
+    return value is None or bool(value)
+
+
 def _override_key(arg: str) -> str:
     return arg.split("=", 1)[0].strip() if "=" in arg else ""
 
@@ -141,17 +157,13 @@ def batch_request(args: Any, extras: List[str]) -> Optional[BatchRequest]:
     """The batch this launch asks for, or None for a single launch (no prompt or seed list, no
     ``--prompts``/``--seeds``/``--shard``)."""
     cli = _parse_cli_args(extras)
-    from omegaconf import OmegaConf
-
-    cli_prompt = OmegaConf.select(cli, PROMPT_KEY, default=None)
-    cli_seed = OmegaConf.select(cli, SEED_KEY, default=None)
+    cli_prompt = _select(cli, PROMPT_KEY)
+    cli_seed = _select(cli, SEED_KEY)
     prompts = _list_of(cli_prompt, PROMPT_KEY, str)
     seeds = _list_of(cli_seed, SEED_KEY, int)
     if prompts is None and cli_prompt is None and os.path.isfile(args.config):
         # a list in the YAML file itself
-        prompts = _list_of(
-            OmegaConf.select(_load_yaml(args.config), PROMPT_KEY, default=None), PROMPT_KEY, str
-        )
+        prompts = _list_of(_select(_load_yaml(args.config), PROMPT_KEY), PROMPT_KEY, str)
     if args.prompts:
         if cli_prompt is not None:
             raise UserError(
@@ -174,8 +186,8 @@ def batch_request(args: Any, extras: List[str]) -> Optional[BatchRequest]:
     if seeds is None:  # the config's own seed, shown in the summary
         default = cli_seed
         if default is None and os.path.isfile(args.config):
-            default = OmegaConf.select(_load_yaml(args.config), SEED_KEY, default=0)
-        shown_seed = str(default)
+            default = _select(_load_yaml(args.config), SEED_KEY)
+        shown_seed = str(0 if default is None else default)
     drop = {k for k, v in ((PROMPT_KEY, prompts), (SEED_KEY, seeds)) if v is not None}
     shared = [a for a in extras if _override_key(a) not in drop]
     items, seen = [], {}
@@ -258,13 +270,12 @@ def _one_line(e: BaseException) -> str:
 
 def run_items(args, request: BatchRequest, launcher: Launcher, scorer=None) -> List[ItemResult]:
     """Run the items one after another in this process, sharing the loaded models."""
-    from omegaconf import OmegaConf
 
     from threestudio.utils.callbacks import QuitRequested
     from threestudio.utils.hub import shared_pretrained_models
     from threestudio.utils.misc import cleanup
 
-    use_timestamp = OmegaConf.select(_parse_cli_args(request.extras), "use_timestamp")
+    use_timestamp = _uses_timestamp(args, request.extras)
     results = [
         ItemResult(it.index, it.prompt or "(config's)", it.shown_seed) for it in request.items
     ]
@@ -280,7 +291,7 @@ def run_items(args, request: BatchRequest, launcher: Launcher, scorer=None) -> L
             launcher.state.clear()
             timestamp = datetime.now().strftime("@%Y%m%d-%H%M%S")
             overrides = item_overrides(item, timestamp)
-            if use_timestamp is False:
+            if not use_timestamp:
                 overrides.pop("timestamp")
             start = time.perf_counter()
             try:
