@@ -248,8 +248,7 @@ def find_configured(cfg, key: str, suffix: str):
         raise UserError(f"{key}: {e}") from e
 
 
-def run(args, extras, overrides=None) -> int:
-    """One trial; ``overrides`` (a nested dict) win over the config and ``extras``."""
+def run(args, extras) -> int:
     import pytorch_lightning as pl
     from pytorch_lightning.callbacks import LearningRateMonitor
     from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
@@ -270,10 +269,11 @@ def run(args, extras, overrides=None) -> int:
     load_custom_modules(verbose=args.verbose)
     accelerator, devices, n_gpus = select_devices(args.gpu)
 
+    # a batch item's prompt, seed and timestamp (threestudio/batch.py), over config and extras
+    overrides = getattr(args, "item_overrides", None) or {}
+
     def load(**kwargs):
-        return load_config(
-            args.config, cli_args=extras, n_gpus=n_gpus, **{**(overrides or {}), **kwargs}
-        )
+        return load_config(args.config, cli_args=extras, n_gpus=n_gpus, **{**overrides, **kwargs})
 
     cfg = load()
     cfg = resolve_trial_dir(cfg, args, load)

@@ -3,11 +3,11 @@ separate ``launch.py --train`` launches, then as one launch with ``--prompts FIL
 wall times (each launch included: Python, torch and Lightning start-up, model loads, text
 encoding, training, test video, export) and the saving.
 
-    python benchmarks/bench_batch_prompts.py                        # 3 prompts, 2 steps, tiny sizes
-    python benchmarks/bench_batch_prompts.py --prompts 5 -- trainer.max_steps=50
+    python benchmarks/bench_batch_prompts.py                  # 3 prompts, 2 steps, tiny sizes, 2 rounds
+    python benchmarks/bench_batch_prompts.py --prompts 5 --steps 50 --rounds 1
 
 Each variant starts from an empty text-embedding cache (its own folder), so both encode every
-prompt. Writes a markdown table with ``--out``.
+prompt. Rounds alternate which variant runs first. Writes a markdown table with ``--out``.
 """
 
 import argparse
@@ -50,6 +50,7 @@ def main() -> None:
     p.add_argument("--prompts", type=int, default=3, help="how many prompts (of the 30)")
     p.add_argument("--steps", type=int, default=2, help="trainer.max_steps of each trial")
     p.add_argument("--config", default=os.path.join(REPO_ROOT, "configs", "quickstart.yaml"))
+    p.add_argument("--rounds", type=int, default=2, help="rounds, alternating which goes first")
     p.add_argument("--out", default=None, help="write the markdown table here")
     p.add_argument("overrides", nargs="*", help="extra overrides for every launch (after --)")
     args = p.parse_args()
@@ -57,54 +58,67 @@ def main() -> None:
     prompts = all_prompts()[: args.prompts]
     common = ["--config", args.config, "--train", f"trainer.max_steps={args.steps}", *TINY]
     common += args.overrides
-    with tempfile.TemporaryDirectory(prefix="bench-batch-") as tmp:
-        env = dict(os.environ, PYTHONPATH=REPO_ROOT, HF_HUB_OFFLINE="1")
-        env.setdefault("OMP_NUM_THREADS", "1")
+    rounds = []
+    for r in range(args.rounds):
+        # alternate which variant goes first, so a change of the host's load hits both
+        order = ("separate", "batch") if r % 2 == 0 else ("batch", "separate")
+        times = {}
+        for variant in order:
+            with tempfile.TemporaryDirectory(prefix="bench-batch-") as tmp:
+                times[variant] = run_variant(variant, prompts, common, tmp)
+        rounds.append(times)
 
-        env["THREESTUDIO_CACHE_DIR"] = os.path.join(tmp, "cache-separate")
-        separate = []
-        for prompt in prompts:
-            seconds = launch(
-                [*common, f"system.prompt_processor.prompt={prompt}", f"exp_root_dir={tmp}/sep"],
-                env,
-                tmp,
-            )
-            separate.append(seconds)
-            print(f"separate launch [{prompt}]: {seconds:.1f} s", flush=True)
-
-        env["THREESTUDIO_CACHE_DIR"] = os.path.join(tmp, "cache-batch")
-        prompt_file = os.path.join(tmp, "prompts.txt")
-        with open(prompt_file, "w") as f:
-            f.write("\n".join(prompts) + "\n")
-        batched = launch([*common, "--prompts", prompt_file, f"exp_root_dir={tmp}/batch"], env, tmp)
-        print(f"one batch launch of {len(prompts)} prompts: {batched:.1f} s", flush=True)
-        n_trials = sum(
-            1
-            for d in os.listdir(os.path.join(tmp, "batch", "quickstart"))
-            if os.path.isdir(os.path.join(tmp, "batch", "quickstart", d))
-        )
-        assert n_trials == len(prompts), f"the batch made {n_trials} trials"
-
-    total = sum(separate)
-    saving = total - batched
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     lines = [
         f"{len(prompts)} prompts x 1 seed, {args.steps} steps each, tiny sizes; "
         f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
         f"load average {load:.1f} at the end",
         "",
-        "| variant | wall (s) | per prompt (s) |",
-        "|---|---|---|",
-        f"| {len(prompts)} separate launches | {total:.1f} | {total / len(prompts):.1f} |",
-        f"| one batch launch | {batched:.1f} | {batched / len(prompts):.1f} |",
+        "| round (first variant) | separate launches, wall (s) | one batch launch, wall (s) | saving |",
+        "|---|---|---|---|",
+    ]
+    for r, times in enumerate(rounds):
+        total, batched = sum(times["separate"]), times["batch"]
+        first = "separate" if r % 2 == 0 else "batch"
+        lines.append(
+            f"| {r + 1} ({first}) | {total:.1f} ({' + '.join(f'{t:.1f}' for t in times['separate'])})"
+            f" | {batched:.1f} | {total - batched:.1f} s ({100 * (total - batched) / total:.0f} %) |"
+        )
+    totals = [sum(t["separate"]) for t in rounds]
+    batches = [t["batch"] for t in rounds]
+    saving = sum(totals) - sum(batches)
+    lines += [
         "",
-        f"saving: {saving:.1f} s ({100 * saving / total:.0f} % of the separate launches; "
-        f"{saving / max(1, len(prompts) - 1):.1f} s per prompt after the first)",
+        f"mean saving: {saving / len(rounds):.1f} s per batch of {len(prompts)} "
+        f"({100 * saving / sum(totals):.0f} % of the separate launches)",
     ]
     print("\n".join(lines))
     if args.out:
         with open(args.out, "w") as f:
             f.write("\n".join(lines) + "\n")
+
+
+def run_variant(variant: str, prompts, common, tmp: str):
+    """Seconds of each separate launch (a list) or of the one batch launch."""
+    env = dict(os.environ, PYTHONPATH=REPO_ROOT, HF_HUB_OFFLINE="1")
+    env.setdefault("OMP_NUM_THREADS", "1")
+    env["THREESTUDIO_CACHE_DIR"] = os.path.join(tmp, "cache")  # empty: both encode every prompt
+    if variant == "separate":
+        times = []
+        for prompt in prompts:
+            overrides = [f"system.prompt_processor.prompt={prompt}", f"exp_root_dir={tmp}/out"]
+            times.append(launch([*common, *overrides], env, tmp))
+            print(f"separate launch [{prompt}]: {times[-1]:.1f} s", flush=True)
+        return times
+    prompt_file = os.path.join(tmp, "prompts.txt")
+    with open(prompt_file, "w") as f:
+        f.write("\n".join(prompts) + "\n")
+    seconds = launch([*common, "--prompts", prompt_file, f"exp_root_dir={tmp}/out"], env, tmp)
+    print(f"one batch launch of {len(prompts)} prompts: {seconds:.1f} s", flush=True)
+    exp = os.path.join(tmp, "out", "quickstart")
+    n_trials = sum(os.path.isdir(os.path.join(exp, d)) for d in os.listdir(exp))
+    assert n_trials == len(prompts), f"the batch made {n_trials} trials"
+    return seconds
 
 
 if __name__ == "__main__":

@@ -140,7 +140,8 @@ def fake_run(monkeypatch, tmp_path):
     """launch.run replaced by a recorder that makes a trial folder; 'bad' prompts fail."""
     calls = []
 
-    def run(args, extras, overrides=None):
+    def run(args, extras):
+        overrides = args.item_overrides
         prompt = overrides["system"]["prompt_processor"]["prompt"]
         calls.append((prompt, overrides.get("seed"), overrides["timestamp"], list(extras)))
         if prompt.startswith("bad"):

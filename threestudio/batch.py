@@ -27,6 +27,7 @@ and the rest go on; the exit status is 1 when any item failed. At the end a summ
 ``exp_root_dir/name/batch-<timestamp>.md`` (and ``.csv`` beside it).
 """
 
+import argparse
 import csv
 import json
 import os
@@ -218,7 +219,7 @@ class Launcher:
     """What the batch needs from launch.py: one trial's run, the clean-up of a failed trial
     and the state a run leaves (its trial folder)."""
 
-    run_one: Callable[..., int]  # run(args, extras, overrides) -> exit status
+    run_one: Callable[..., int]  # run(args, extras) -> exit status; args.item_overrides
     remove_unfinished_trial: Callable[[], None]
     state: Dict[str, Any]
     script: str  # launch.py, for worker processes
@@ -295,7 +296,8 @@ def run_items(args, request: BatchRequest, launcher: Launcher, scorer=None) -> L
                 overrides.pop("timestamp")
             start = time.perf_counter()
             try:
-                launcher.run_one(args, request.extras, overrides)
+                item_args = argparse.Namespace(**{**vars(args), "item_overrides": overrides})
+                launcher.run_one(item_args, request.extras)
                 result.status = "ok"
             except (KeyboardInterrupt, QuitRequested):
                 result.status, result.message = "failed", "interrupted"
