@@ -271,7 +271,6 @@ def _one_line(e: BaseException) -> str:
 
 def run_items(args, request: BatchRequest, launcher: Launcher, scorer=None) -> List[ItemResult]:
     """Run the items one after another in this process, sharing the loaded models."""
-
     from threestudio.utils.callbacks import QuitRequested
     from threestudio.utils.hub import shared_pretrained_models
     from threestudio.utils.misc import cleanup
