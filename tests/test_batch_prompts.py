@@ -15,6 +15,7 @@ import yaml
 import launch
 from threestudio import batch
 from threestudio.utils import hub
+from threestudio.utils.callbacks import StopOnInterrupt
 from threestudio.utils.errors import UserError
 from threestudio.utils.paths import REPO_ROOT as REPO
 
@@ -148,6 +149,8 @@ def fake_run(monkeypatch, tmp_path):
             raise UserError(f"prompt [{prompt}] is bad")
         if prompt.startswith("crash"):
             raise RuntimeError("something broke\nin two lines")
+        if prompt.startswith("ctrl-c"):  # what a first Ctrl-C during training leaves
+            StopOnInterrupt.stop_requested = True
         trial = (
             tmp_path / "out" / "quickstart" / (prompt.replace(" ", "_") + overrides["timestamp"])
         )
@@ -199,6 +202,18 @@ def test_a_failing_item_fails_alone_and_the_exit_status_says_so(fake_run, tmp_pa
     assert "RuntimeError: something broke in two lines" in rows[2]
     assert "good_two@" in rows[3] and rows[1].split(" | ")[3] == "-"
     assert "2 of 4 trials ok" in md.read_text()
+
+
+def test_ctrl_c_once_ends_the_batch_after_the_current_trial(fake_run, tmp_path, monkeypatch):
+    monkeypatch.setattr(StopOnInterrupt, "stop_requested", False)
+    code = launch.main(
+        ["--config", QUICKSTART, "--train", f"exp_root_dir={tmp_path / 'out'}",
+         "system.prompt_processor.prompt=[one, ctrl-c two, three]"]
+    )  # fmt: skip
+    assert code == 1 and [p for p, *_ in fake_run] == ["one", "ctrl-c two"]
+    (md,) = (tmp_path / "out" / "quickstart").glob("batch-*.md")
+    rows = [r for r in md.read_text().splitlines() if r.startswith("| ") and r[2].isdigit()]
+    assert [r.split(" | ")[5] for r in rows] == ["ok", "ok", "not run"]
 
 
 # ============ one load per batch ============

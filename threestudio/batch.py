@@ -271,7 +271,7 @@ def _one_line(e: BaseException) -> str:
 
 def run_items(args, request: BatchRequest, launcher: Launcher, scorer=None) -> List[ItemResult]:
     """Run the items one after another in this process, sharing the loaded models."""
-    from threestudio.utils.callbacks import QuitRequested
+    from threestudio.utils.callbacks import QuitRequested, StopOnInterrupt
     from threestudio.utils.hub import shared_pretrained_models
     from threestudio.utils.misc import cleanup
 
@@ -283,6 +283,7 @@ def run_items(args, request: BatchRequest, launcher: Launcher, scorer=None) -> L
     with shared_pretrained_models() as models:
         encode_prompts_ahead(args, request, launcher)
         models.end_trial()
+        StopOnInterrupt.stop_requested = False
         for item, result in zip(request.items, results):
             threestudio.info(
                 f"batch item {item.index + 1}/{request.n_total}: prompt [{result.prompt}]"
@@ -325,6 +326,10 @@ def run_items(args, request: BatchRequest, launcher: Launcher, scorer=None) -> L
             _set_trial(result, launcher.state)
             if result.status == "ok" and scorer is not None:
                 result.r_precision = score_trial(scorer, result.trial_dir)
+            if StopOnInterrupt.stop_requested:
+                # Ctrl-C stopped this trial's training (it was tested and saved as usual)
+                threestudio.warn("Ctrl-C: the remaining items are not run")
+                break
         threestudio.info(
             f"batch: {models.loads} pretrained model(s) loaded, {models.reuses} reused by later items"
         )
