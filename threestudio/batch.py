@@ -404,6 +404,13 @@ def run_workers(args, request: BatchRequest, launcher: Launcher, workers: int) -
     gpus = [g.strip() for g in args.gpu.split(",") if g.strip()] or ["0"]
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     visible = visible.split(",") if visible else None
+    if visible is not None and torch.cuda.is_available():
+        beyond = [g for g in gpus if not g.isdigit() or int(g) >= len(visible)]
+        if beyond:
+            raise UserError(
+                f"--gpu {args.gpu}: {', '.join(beyond)} is not an index into "
+                f"CUDA_VISIBLE_DEVICES={','.join(visible)}"
+            )
     base = _strip_flags(launcher.argv, ("--gpu", "--workers", "--batch-worker", "--batch-results"))
     procs = []
     with tempfile.TemporaryDirectory(prefix="threestudio-batch-") as tmp:
