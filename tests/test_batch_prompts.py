@@ -2,6 +2,7 @@
 a shard pick, one failing item among good ones, the summary, one model load for the batch."""
 
 import argparse
+import json
 import logging
 import os
 import shutil
@@ -214,6 +215,52 @@ def test_ctrl_c_once_ends_the_batch_after_the_current_trial(fake_run, tmp_path, 
     (md,) = (tmp_path / "out" / "quickstart").glob("batch-*.md")
     rows = [r for r in md.read_text().splitlines() if r.startswith("| ") and r[2].isdigit()]
     assert [r.split(" | ")[5] for r in rows] == ["ok", "ok", "not run"]
+
+
+def test_several_gpus_get_one_worker_each_seeing_only_its_gpu(tmp_path, monkeypatch, capsys):
+    """--gpu 1,3 under CUDA_VISIBLE_DEVICES=4,5,6,7: two workers, on physical GPUs 5 and 7,
+    each told --gpu 0 and its share; the parent merges their results (processes faked)."""
+    started = []
+
+    class FakeWorker:
+        def __init__(self, cmd, env):
+            started.append((cmd, env["CUDA_VISIBLE_DEVICES"]))
+            share = cmd[cmd.index("--batch-worker") + 1]
+            k, n = (int(x) for x in share.split("/"))
+            rows = [
+                {"index": i, "prompt": f"p{i}", "seed": "0", "trial_dir": f"t{i}", "seconds": 1.0,
+                 "status": "ok", "message": "", "r_precision": None}
+                for i in range(3)[k::n]
+            ]  # fmt: skip
+            with open(cmd[cmd.index("--batch-results") + 1], "w") as f:
+                json.dump(rows, f)
+
+        def wait(self):
+            return 0
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(batch.subprocess, "Popen", FakeWorker)
+    monkeypatch.setattr(batch, "encode_prompts_ahead", lambda *a: None)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5,6,7")
+    monkeypatch.chdir(tmp_path)
+    code = launch.main(
+        ["--config", QUICKSTART, "--train", "--gpu", "1,3", "system.prompt_processor.prompt=[p0,p1,p2]",
+         f"exp_root_dir={tmp_path / 'out'}"]
+    )  # fmt: skip
+    assert code == 0
+    assert [gpu for _, gpu in started] == ["5", "7"]
+    for k, (cmd, _) in enumerate(started):
+        assert cmd[cmd.index("--batch-worker") + 1] == f"{k}/2"
+        assert cmd.count("--gpu") == 1 and cmd[cmd.index("--gpu") + 1] == "0"
+    assert "3 of 3 trials ok" in capsys.readouterr().out
+    # an index beyond the visible devices is one line
+    code = launch.main(
+        ["--config", QUICKSTART, "--train", "--gpu", "0,4", "system.prompt_processor.prompt=[p0,p1]"]
+    )  # fmt: skip
+    err = capsys.readouterr().err
+    assert (
+        code == 2 and "error: --gpu 0,4: 4 is not an index into CUDA_VISIBLE_DEVICES=4,5,6,7" in err
+    )
 
 
 # ============ one load per batch ============
