@@ -261,6 +261,13 @@ def test_several_gpus_get_one_worker_each_seeing_only_its_gpu(tmp_path, monkeypa
     assert (
         code == 2 and "error: --gpu 0,4: 4 is not an index into CUDA_VISIBLE_DEVICES=4,5,6,7" in err
     )
+    # one worker with several GPUs still runs in a worker process, on one GPU (not DDP)
+    started.clear()
+    code = launch.main(
+        ["--config", QUICKSTART, "--train", "--gpu", "2,3", "--workers", "1", "--seeds", "0,1",
+         f"exp_root_dir={tmp_path / 'out'}"]
+    )  # fmt: skip
+    assert code == 0 and [gpu for _, gpu in started] == ["6"]
 
 
 # ============ one load per batch ============

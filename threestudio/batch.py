@@ -368,6 +368,12 @@ def score_trial(scorer, trial_dir: str) -> Optional[float]:
 # ============ workers: one process per device ============
 
 
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def n_workers(args) -> int:
     """--workers, else one per GPU listed in --gpu where CUDA is available, else 1."""
     if args.workers:
@@ -526,7 +532,10 @@ def run_batch(args, request: BatchRequest, launcher: Launcher) -> int:
 
     exp_dir = experiment_dir(args, request)
     workers = min(n_workers(args), max(1, len(request.items)))
-    if workers > 1:
+    # several GPUs for one trial in this process would be DDP, which re-runs the command once
+    # per device: with several GPUs every trial runs in a worker process on one GPU
+    several_gpus = len([g for g in args.gpu.split(",") if g.strip()]) > 1 and _cuda()
+    if workers > 1 or several_gpus:
         encode_prompts_ahead(args, request, launcher)  # once for all workers
         results = run_workers(args, request, launcher, workers)
     else:
