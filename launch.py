@@ -115,7 +115,30 @@ def parse_args(argv=None):
     parser.add_argument(
         "--typecheck", action="store_true", help="check jaxtyping shapes at run time (slow)"
     )
+    add_batch_arguments(parser)
     return parser.parse_known_args(argv)
+
+
+def add_batch_arguments(parser: argparse.ArgumentParser) -> None:
+    """Many prompts in one launch (threestudio/batch.py)."""
+    group = parser.add_argument_group("many prompts in one launch (with --train)")
+    group.add_argument(
+        "--prompts", help="file of prompts, one a line (# comments); each is its own trial"
+    )
+    group.add_argument("--seeds", help="seeds for every prompt, e.g. 0,1 (each is its own trial)")
+    group.add_argument(
+        "--shard",
+        help="i/n: run items i, i+n, ... only (Slurm: $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT)",
+    )
+    group.add_argument(
+        "--workers", type=int, help="worker processes (default: one per GPU in --gpu; 1 on CPU)"
+    )
+    group.add_argument(
+        "--scorer", choices=("classifier", "clip"), help="R-precision of each trial in the summary"
+    )
+    group.add_argument("--scorer-model", help="classifier folder or CLIP model of --scorer")
+    group.add_argument("--batch-worker", help=argparse.SUPPRESS)  # k/n: a worker's share
+    group.add_argument("--batch-results", help=argparse.SUPPRESS)  # where a worker writes
 
 
 def custom_dirs():
@@ -318,8 +341,11 @@ def run(args, extras) -> int:
     load_custom_modules(verbose=args.verbose)
     accelerator, devices, n_gpus = select_devices(args.gpu)
 
+    # a batch item's prompt, seed and timestamp (threestudio/batch.py), over config and extras
+    overrides = getattr(args, "item_overrides", None) or {}
+
     def load(**kwargs):
-        return load_config(args.config, cli_args=extras, n_gpus=n_gpus, **kwargs)
+        return load_config(args.config, cli_args=extras, n_gpus=n_gpus, **{**overrides, **kwargs})
 
     cfg = load()
     cfg = resolve_trial_dir(cfg, args, load)
@@ -469,6 +495,27 @@ def _remove_unfinished_trial() -> None:
             os.rmdir(exp_dir)
 
 
+def batch_request(args, extras):
+    """The prompts and seeds of a many-prompt launch (threestudio/batch.py), or None."""
+    from threestudio import batch
+
+    return batch.batch_request(args, extras)
+
+
+def run_batch(args, argv, request) -> int:
+    from threestudio import batch
+
+    launcher = batch.Launcher(
+        run_one=run,
+        remove_unfinished_trial=_remove_unfinished_trial,
+        state=_RUN_STATE,
+        script=os.path.abspath(__file__),
+        argv=list(sys.argv[1:] if argv is None else argv),
+        load_extensions=lambda: load_custom_modules(verbose=args.verbose),
+    )
+    return batch.run_batch(args, request, launcher)
+
+
 def enable_typecheck() -> None:
     """Check the jaxtyping shapes in threestudio's signatures at run time (before it is imported)."""
     from jaxtyping import install_import_hook
@@ -486,6 +533,9 @@ def main(argv=None) -> int:
     from threestudio.utils.errors import UserError
 
     try:
+        request = batch_request(args, extras)
+        if request is not None:
+            return run_batch(args, argv, request)
         return run(args, extras)
     except UserError as e:
         if args.verbose:

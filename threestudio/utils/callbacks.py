@@ -162,6 +162,10 @@ class StopOnInterrupt:
     """First Ctrl-C: finish the current step, stop training, go on to testing.
     Second Ctrl-C: quit at once."""
 
+    # set by a first Ctrl-C in this process: a batch of trials (threestudio/batch.py) then stops
+    # after the current one
+    stop_requested = False
+
     def __init__(self, trainer: pl.Trainer):
         self.trainer = trainer
         self.count = 0
@@ -183,6 +187,7 @@ class StopOnInterrupt:
                 flush=True,
             )
             self.trainer.should_stop = True
+            StopOnInterrupt.stop_requested = True
         else:
             raise QuitRequested()
 

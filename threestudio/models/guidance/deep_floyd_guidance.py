@@ -18,6 +18,7 @@ from threestudio.models.guidance.base import (
     weights_dtype,
 )
 from threestudio.utils.base import BaseObject
+from threestudio.utils.errors import MissingModelError
 from threestudio.utils.typing import Any, Dict, Float, Tensor
 
 
@@ -43,8 +44,8 @@ class DeepFloydGuidance(DiffusionGuidanceMixin, BaseObject):
         unet = None
         if self.weights_dtype == torch.float16:
             try:  # the hub folder ships smaller fp16 files; a converted folder may not
-                unet = UNet2DConditionModel.from_pretrained(name, variant="fp16", **kwargs)
-            except (OSError, ValueError):
+                unet = _load_pretrained(UNet2DConditionModel, name, variant="fp16", **kwargs)
+            except (MissingModelError, ValueError):
                 unet = None
         if unet is None:
             unet = _load_pretrained(UNet2DConditionModel, name, **kwargs)

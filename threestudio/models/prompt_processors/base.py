@@ -62,7 +62,8 @@ def load_text_encoder(tokenizer_cls, encoder_cls, name: str, device, **encoder_k
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
     tokenizer = load_pretrained(tokenizer_cls, name, subfolder="tokenizer")
     text_encoder = load_pretrained(encoder_cls, name, subfolder="text_encoder", **encoder_kwargs)
-    return tokenizer, text_encoder.to(device).eval()
+    # frozen: encoding never needs gradients, and a batch of trials may share it (utils.hub)
+    return tokenizer, text_encoder.to(device).eval().requires_grad_(False)
 
 
 def default_cache_dir() -> str:
@@ -445,6 +446,19 @@ class PromptProcessor(BaseObject):
     # ---- building ----
 
     def configure(self) -> None:
+        all_prompts = self.plan_prompts()
+        self.warn_unknown_words(all_prompts)
+        embeddings = self.prepare_text_embeddings(all_prompts)
+        self.text_embeddings = embeddings[self.prompt][None]
+        self.uncond_text_embeddings = embeddings[self.negative_prompt][None]
+        self.text_embeddings_vd = torch.stack([embeddings[p] for p in self.prompts_vd])
+        self.uncond_text_embeddings_vd = torch.stack(
+            [embeddings[p] for p in self.negative_prompts_vd]
+        )
+
+    def plan_prompts(self) -> List[str]:
+        """Resolves the prompt and builds the view-dependent prompts; returns every text to
+        encode (the prompt, the negative prompt and one of each per view)."""
         self._cache_dir = os.path.expanduser(self.cfg.cache_dir or default_cache_dir())
         self.directions = make_directions(
             self.cfg.view_dependent_prompt_front,
@@ -471,17 +485,7 @@ class PromptProcessor(BaseObject):
             + " ".join(f"[{d.name}]:[{p}]" for d, p in zip(self.directions, self.prompts_vd))
         )
 
-        all_prompts = (
-            [self.prompt, self.negative_prompt] + self.prompts_vd + self.negative_prompts_vd
-        )
-        self.warn_unknown_words(all_prompts)
-        embeddings = self.prepare_text_embeddings(all_prompts)
-        self.text_embeddings = embeddings[self.prompt][None]
-        self.uncond_text_embeddings = embeddings[self.negative_prompt][None]
-        self.text_embeddings_vd = torch.stack([embeddings[p] for p in self.prompts_vd])
-        self.uncond_text_embeddings_vd = torch.stack(
-            [embeddings[p] for p in self.negative_prompts_vd]
-        )
+        return [self.prompt, self.negative_prompt] + self.prompts_vd + self.negative_prompts_vd
 
     def known_words(self) -> Optional[List[str]]:
         """The words the model knows, where its folder lists them in ``vocabulary.json``
@@ -631,3 +635,57 @@ class PromptProcessor(BaseObject):
             prompt=self.prompt,
             prompts_vd=list(self.prompts_vd),
         )
+
+
+def encode_ahead(processors: List[Tuple[str, Any]]) -> int:
+    """For a batch of trials (threestudio/batch.py): encode into the embedding cache, in one go
+    per text encoder (one load, one subprocess with ``spawn``), every text the prompt processors
+    of ``processors`` (registered name, config) will ask for, so each trial finds its embeddings
+    cached. Processors with their own ``configure``, without ``use_cache``, or whose prompt does
+    not resolve (their trial reports it) are left to encode for themselves. Returns how many
+    texts were encoded."""
+    import logging
+
+    from threestudio.utils.config import parse_structured
+
+    groups: Dict[tuple, Tuple[PromptProcessor, List[str]]] = {}
+    quiet = logging.getLogger("threestudio")
+    level = quiet.level
+    quiet.setLevel(logging.WARNING)  # planning logs what each trial logs again
+    try:
+        for name, cfg in processors:
+            cls = threestudio.find(name)
+            if not (isinstance(cls, type) and issubclass(cls, PromptProcessor)):
+                continue
+            if cls.configure is not PromptProcessor.configure:
+                continue
+            processor = cls.__new__(cls)
+            try:
+                processor.cfg = parse_structured(cls.Config, cfg)
+                processor.device = get_device()
+                if not processor.cfg.use_cache:
+                    continue
+                texts = processor.plan_prompts()
+            except UserError:
+                continue
+            missing = [
+                p for p in dict.fromkeys(texts) if not os.path.exists(processor.cache_path(p))
+            ]
+            key = (
+                cls,
+                processor.cfg.pretrained_model_name_or_path,
+                processor._cache_dir,
+                repr(processor.encoder_options()),
+                processor.cfg.spawn,
+            )
+            groups.setdefault(key, (processor, []))[1].extend(missing)
+    finally:
+        quiet.setLevel(level)
+    encoded = 0
+    for processor, missing in groups.values():
+        missing = list(dict.fromkeys(missing))
+        if missing:
+            os.makedirs(processor._cache_dir, exist_ok=True)
+            processor.encode_to_dir(missing, processor._cache_dir)
+            encoded += len(missing)
+    return encoded
