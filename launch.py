@@ -46,6 +46,9 @@ EXPECTED_WARNINGS = [
     r"predict returned None if it was on purpose",  # --export's predict step writes files
     # --test/--export from a checkpoint need not rebuild the ModelCheckpoint that wrote it
     r"Be aware that when using `ckpt_path`, callbacks used to create the checkpoint",
+    # under DDP the evaluation views are split over the ranks on purpose; the few that padding
+    # repeats are written to the same file (see SaverMixin._write_image)
+    r"Using `DistributedSampler` with the dataloaders",
 ]
 
 
@@ -187,17 +190,29 @@ def load_custom_modules(verbose: bool = False):
 
 
 def select_devices(gpu: str):
-    """(accelerator, devices, n_gpus): CUDA with the requested GPUs, else the CPU."""
-    import torch
-
+    """(accelerator, devices, n_gpus): CUDA with the requested GPUs, else the CPU.
+    ``trainer.accelerator``/``trainer.devices`` in the config take over from this (see run)."""
     import threestudio
 
-    requested = [g for g in gpu.split(",") if g.strip() != ""]
-    if not torch.cuda.is_available():
-        threestudio.info("CUDA is not available: running on the CPU")
-        return "cpu", 1, 1
-    if "CUDA_VISIBLE_DEVICES" not in os.environ:
+    requested = [g.strip() for g in gpu.split(",") if g.strip() != ""]
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is None:
+        # before CUDA is initialised (torch.cuda.is_available() does that): later it is ignored
         os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(requested)
+    import torch
+
+    if not torch.cuda.is_available():
+        threestudio.info(
+            "CUDA is not available: running on the CPU"
+            + (
+                " (trainer.accelerator=cpu trainer.devices=N runs N processes)"
+                if len(requested) > 1
+                else ""
+            )
+        )
+        return "cpu", 1, 1
+    if visible is None or visible == ",".join(requested):
+        # what this launcher set (also in the DDP ranks it re-runs): every visible GPU is ours
         return "gpu", len(requested), len(requested)
     return "gpu", [int(g) for g in requested], len(requested)
 
@@ -254,6 +269,10 @@ def resolve_trial_dir(cfg, args, load):
         if trial is not None:
             cfg.trial_dir = trial
         return cfg
+    from threestudio.utils.distributed import env_global_rank
+
+    if env_global_rank() > 0:
+        return cfg  # DDP ranks write into rank 0's trial (THREESTUDIO_TIMESTAMP names it)
     if args.train and os.path.exists(cfg.trial_dir):
         if not cfg.use_timestamp:
             raise UserError(
@@ -329,15 +348,19 @@ def run(args, extras) -> int:
         CodeSnapshotCallback,
         CommandLogCallback,
         ConfigSnapshotCallback,
+        DataParallelSummary,
         FinalCheckpoint,
         ProgressBar,
         StepCheckpoint,
         StopOnInterrupt,
     )
     from threestudio.utils.config import config_to_primitive, load_config
+    from threestudio.utils.distributed import devices_from_config, env_global_rank
     from threestudio.utils.errors import UserError
-    from threestudio.utils.misc import get_checkpoint_step, get_rank
+    from threestudio.utils.misc import get_checkpoint_step
 
+    if env_global_rank() > 0 and not args.verbose:
+        logging.getLogger("threestudio").setLevel(logging.WARNING)  # rank 0 says it once
     load_custom_modules(verbose=args.verbose)
     accelerator, devices, n_gpus = select_devices(args.gpu)
 
@@ -349,7 +372,7 @@ def run(args, extras) -> int:
 
     cfg = load()
     cfg = resolve_trial_dir(cfg, args, load)
-    if cfg.resume and args.train and get_rank() == 0 and os.path.isdir(cfg.trial_dir):
+    if cfg.resume and args.train and env_global_rank() == 0 and os.path.isdir(cfg.trial_dir):
         # partial files of a killed run (hidden .tmpPID folders): never read, now removed
         from threestudio.utils.saving import remove_stale_temporaries
 
@@ -362,14 +385,17 @@ def run(args, extras) -> int:
     # DDP re-runs this script per rank: the other ranks must land in the same trial folder
     os.environ.setdefault("THREESTUDIO_TIMESTAMP", cfg.timestamp or "")
 
-    pl.seed_everything(cfg.seed + get_rank(), workers=True)
+    trainer_cfg = dict(config_to_primitive(cfg.trainer))
+    accelerator, devices, n_gpus = devices_from_config(trainer_cfg, accelerator, devices, n_gpus)
+    cfg.n_gpus = n_gpus
+    # each rank draws its own cameras: data.batch_size is per device
+    pl.seed_everything(cfg.seed + env_global_rank(n_gpus), workers=True)
     dm = find_configured(cfg, "data_type", "-datamodule")(cfg.data)
     system = find_configured(cfg, "system_type", "-system")(
         cfg.system, resumed=cfg.resume is not None
     )
     system.set_save_dir(os.path.join(cfg.trial_dir, "save"))
 
-    trainer_cfg = dict(config_to_primitive(cfg.trainer))
     adjust_precision(trainer_cfg, accelerator)
     trainer_cfg.setdefault("enable_model_summary", False)
     callbacks = (
@@ -383,6 +409,7 @@ def run(args, extras) -> int:
             ),
             FinalCheckpoint(os.path.join(cfg.trial_dir, "ckpts", "last.ckpt")),
             LearningRateMonitor(logging_interval="step"),
+            DataParallelSummary(),
             CodeSnapshotCallback(
                 os.path.join(cfg.trial_dir, "code"),
                 [os.path.join(REPO_ROOT, "threestudio"), os.path.join(REPO_ROOT, "launch.py")]
@@ -402,7 +429,7 @@ def run(args, extras) -> int:
                 started=lambda: _RUN_STATE.update(training_started=True),
             )
         )
-        if get_rank() == 0:
+        if env_global_rank(n_gpus) == 0:
             try:
                 os.makedirs(cfg.trial_dir, exist_ok=True)
                 # the log versions a resume that fails before training must not leave behind

@@ -30,6 +30,7 @@ from threestudio.utils.base import (
 )
 from threestudio.utils.checkpoints import state_dict_mismatch
 from threestudio.utils.config import load_config, parse_structured
+from threestudio.utils.distributed import broadcast_module, global_rank, world_size
 from threestudio.utils.errors import ConfigError, UserError, did_you_mean
 from threestudio.utils.misc import (
     C,
@@ -382,15 +383,27 @@ class BaseSystem(pl.LightningModule, Updateable, SaverMixin):
     # ---------- checkpoints ----------
 
     def on_save_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
-        checkpoint["threestudio"] = {"rng_state": _rng_state(), "version": threestudio.__version__}
+        state = _rng_state()
+        checkpoint["threestudio"] = {"rng_state": state, "version": threestudio.__version__}
+        if world_size() > 1:
+            # every rank runs this hook (Lightning's save_checkpoint is called on all of them);
+            # rank 0 writes the file: it carries each rank's random state for an exact resume
+            states = [None] * world_size()
+            torch.distributed.all_gather_object(states, state)
+            checkpoint["threestudio"]["rng_state_per_rank"] = states
 
     def on_load_checkpoint(self, checkpoint: Dict[str, Any]) -> None:
         self._check_checkpoint_fits(checkpoint)
         extra = checkpoint.get("threestudio", {})
-        if "rng_state" in extra and self._resumed:
+        if self._resumed:
             # applied in on_train_start: loading models in on_fit_start (after this hook)
-            # draws random numbers, which would shift the restored stream
-            self._pending_rng_state = extra["rng_state"]
+            # draws random numbers, which would shift the restored stream. A rank the
+            # checkpoint has no state for (more ranks than wrote it) keeps its own seeded one.
+            per_rank, rank = extra.get("rng_state_per_rank") or [], global_rank()
+            if rank < len(per_rank):
+                self._pending_rng_state = per_rank[rank]
+            elif rank == 0 and "rng_state" in extra:
+                self._pending_rng_state = extra["rng_state"]
         if self._resumed:
             # Lightning builds the train iterator (and prefetches a batch) before on_train_start:
             # the camera stream must continue at the saved step by then
@@ -427,6 +440,8 @@ class BaseSystem(pl.LightningModule, Updateable, SaverMixin):
         return []
 
     def on_predict_epoch_end(self) -> None:
+        if self.global_rank != 0:
+            return  # under DDP one rank exports (the export reads the whole model, not a shard)
         outputs = self.export_outputs()
         for out in outputs:
             save_func = getattr(self, f"save_{out.save_type}", None)
@@ -618,6 +633,8 @@ class BaseLift3DSystem(BaseSystem):
         fresh = not self.resumed and self.cfg.weights is None and not self.cfg.geometry_convert_from
         if fresh and hasattr(self.geometry, "initialize_shape"):
             self.geometry.initialize_shape()
+            # fitted from each rank's own random samples, after DDP made the ranks equal
+            broadcast_module(self.geometry)
         # from now on, guidance / prompt_processor / prompt_utils are built on first use (or
         # when training starts) unless the subclass builds its own first
         self._build_members = True

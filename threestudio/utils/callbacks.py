@@ -128,6 +128,26 @@ class FinalCheckpoint(Callback):
         trainer.save_checkpoint(self.path)
 
 
+class DataParallelSummary(Callback):
+    """Says once, at the start of a run on several processes, how the work is split: every rank
+    renders and guides its own ``data.batch_size`` cameras and the gradients are averaged, so a
+    step sees world_size x batch_size views."""
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        if trainer.world_size <= 1 or not trainer.is_global_zero:
+            return
+        import threestudio
+
+        dataset = getattr(pl_module, "train_dataset", None)
+        per_rank = getattr(dataset, "batch_size", None)
+        views = f" ({trainer.world_size * per_rank} views per step)" if per_rank else ""
+        threestudio.info(
+            f"data parallel over {trainer.world_size} processes ({trainer.num_nodes} node(s) x "
+            f"{trainer.num_devices} device(s)): each draws its own data.batch_size={per_rank} "
+            f"cameras{views}"
+        )
+
+
 class ProgressBar(TQDMProgressBar):
     """Training bar counts global steps towards max_steps (the dataset is endless)."""
 

@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from threestudio.utils.distributed import global_rank
+from threestudio.utils.misc import barrier
 from threestudio.utils.typing import Any, Dict, List, Optional
 
 
@@ -243,6 +245,8 @@ class SaverMixin:
     # ---------- images ----------
 
     def _write_image(self, filename: str, img: np.ndarray) -> str:
+        # written whole, then renamed: under DDP two ranks may write the same view (Lightning pads
+        # the evaluation views to an equal count per rank), and a reader never sees half a file
         path = self.get_save_path(filename)
         with atomic_path(path) as tmp:
             Image.fromarray(img).save(tmp)
@@ -294,6 +298,11 @@ class SaverMixin:
         if not filename.endswith(save_format):
             filename += f".{save_format}"
         save_path = self.get_save_path(filename)
+        # under DDP every rank calls this (from the test-epoch-end hook) once its share of the
+        # frames is written; global rank 0 alone writes the video, from all of them
+        barrier()
+        if global_rank() != 0:
+            return save_path
         pattern = re.compile(matcher)
         img_dir = os.path.join(self.get_save_dir(), img_dir)
         frames = []
