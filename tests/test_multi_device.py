@@ -205,3 +205,40 @@ def test_two_processes_write_one_trial_and_resume(workdir):
     assert "rng_state_per_rank" not in single["threestudio"]
     for key, value in straight_weights.items():
         assert torch.equal(single["state_dict"][key], value), key
+
+
+def _broadcast_worker(rank: int, init_file: str, out_dir: str) -> None:
+    import torch.nn as nn
+
+    from threestudio.utils.distributed import broadcast_module, global_rank, world_size
+
+    torch.distributed.init_process_group(
+        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=2
+    )
+    try:
+        torch.manual_seed(100 + rank)  # each rank's own shape prior, say
+        module = nn.Linear(3, 2)
+        module.register_buffer("grid", torch.rand(4))
+        before = {k: v.clone() for k, v in module.state_dict().items()}
+        broadcast_module(module)
+        torch.save(
+            {"rank": global_rank(), "world": world_size(), "before": before,
+             "after": module.state_dict()},
+            os.path.join(out_dir, f"rank{rank}.pt"),
+        )  # fmt: skip
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+@gloo
+@pytest.mark.slow
+def test_broadcast_module_makes_every_rank_equal_to_rank_zero(tmp_path):
+    torch.multiprocessing.spawn(
+        _broadcast_worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=2
+    )
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert (r0["rank"], r1["rank"], r0["world"]) == (0, 1, 2)
+    assert not torch.equal(r0["before"]["weight"], r1["before"]["weight"])
+    for key in ("weight", "bias", "grid"):
+        assert torch.equal(r0["after"][key], r0["before"][key]), key
+        assert torch.equal(r1["after"][key], r0["before"][key]), key

@@ -151,3 +151,18 @@ def test_save_obj_from_a_mesh_object(saver, tmp_path):
     assert loaded.visual.uv is not None and loaded.faces.shape == (4, 3)
     saver.save_glb("uv.glb", mesh, save_uv=True, map_Kd=torch.ones(4, 4, 3))
     assert (tmp_path / "uv.glb").stat().st_size > 0
+
+
+def test_images_are_written_whole_and_a_rewrite_replaces_them(saver, tmp_path):
+    # under DDP a padded evaluation view is written by two ranks to the same name: the file is
+    # renamed into place whole, so it is one complete image, and no temporary file stays behind
+    first = np.zeros((4, 4, 3), dtype=np.uint8)
+    second = np.full((4, 4, 3), 200, dtype=np.uint8)
+    saver.save_image("it3-test/0.png", first)
+    path = saver.save_image("it3-test/0.png", second)
+    assert sorted(p.name for p in (tmp_path / "it3-test").iterdir()) == ["0.png"]
+    assert np.array_equal(np.asarray(Image.open(path)), second)
+    jpg = saver.save_image("view.jpg", second)
+    assert Image.open(jpg).format == "JPEG"
+    with pytest.raises(ValueError, match="image format"):
+        saver.save_image("view.unknown", second)
