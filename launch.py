@@ -189,32 +189,34 @@ def load_custom_modules(verbose: bool = False):
     return loaded, failed
 
 
-def select_devices(gpu: str):
-    """(accelerator, devices, n_gpus): CUDA with the requested GPUs, else the CPU.
-    ``trainer.accelerator``/``trainer.devices`` in the config take over from this (see run)."""
+def select_devices(gpu: str, trainer_cfg: dict):
+    """(accelerator, devices, n_gpus): CUDA with the GPUs ``--gpu`` names, else the CPU. Lightning's
+    ``trainer.accelerator``/``trainer.devices``, where the config sets them, take over (and are
+    taken out of ``trainer_cfg``): ``trainer.accelerator=cpu trainer.devices=2`` runs two CPU
+    processes joined by gloo."""
     import threestudio
+    from threestudio.utils.distributed import devices_from_config
 
     requested = [g.strip() for g in gpu.split(",") if g.strip() != ""]
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is None:
+    if visible is None and "devices" not in trainer_cfg:
         # before CUDA is initialised (torch.cuda.is_available() does that): later it is ignored
         os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(requested)
     import torch
 
     if not torch.cuda.is_available():
-        threestudio.info(
-            "CUDA is not available: running on the CPU"
-            + (
-                " (trainer.accelerator=cpu trainer.devices=N runs N processes)"
-                if len(requested) > 1
-                else ""
+        if trainer_cfg.get("accelerator") != "cpu":
+            hint = " (trainer.accelerator=cpu trainer.devices=N runs N processes)"
+            threestudio.info(
+                "CUDA is not available: running on the CPU" + (hint if len(requested) > 1 else "")
             )
-        )
-        return "cpu", 1, 1
-    if visible is None or visible == ",".join(requested):
+        chosen = ("cpu", 1, 1)
+    elif visible is None or visible == ",".join(requested):
         # what this launcher set (also in the DDP ranks it re-runs): every visible GPU is ours
-        return "gpu", len(requested), len(requested)
-    return "gpu", [int(g) for g in requested], len(requested)
+        chosen = ("gpu", len(requested), len(requested))
+    else:
+        chosen = ("gpu", [int(g) for g in requested], len(requested))
+    return devices_from_config(trainer_cfg, *chosen)
 
 
 def adjust_precision(trainer_cfg: dict, accelerator: str) -> None:
@@ -355,14 +357,14 @@ def run(args, extras) -> int:
         StopOnInterrupt,
     )
     from threestudio.utils.config import config_to_primitive, load_config
-    from threestudio.utils.distributed import devices_from_config, env_global_rank
+    from threestudio.utils.distributed import env_global_rank
     from threestudio.utils.errors import UserError
     from threestudio.utils.misc import get_checkpoint_step
 
     if env_global_rank() > 0 and not args.verbose:
         logging.getLogger("threestudio").setLevel(logging.WARNING)  # rank 0 says it once
     load_custom_modules(verbose=args.verbose)
-    accelerator, devices, n_gpus = select_devices(args.gpu)
+    n_gpus = 1
 
     # a batch item's prompt, seed and timestamp (threestudio/batch.py), over config and extras
     overrides = getattr(args, "item_overrides", None) or {}
@@ -371,6 +373,9 @@ def run(args, extras) -> int:
         return load_config(args.config, cli_args=extras, n_gpus=n_gpus, **{**overrides, **kwargs})
 
     cfg = load()
+    trainer_cfg = dict(config_to_primitive(cfg.trainer))
+    accelerator, devices, n_gpus = select_devices(args.gpu, trainer_cfg)
+    cfg.n_gpus = n_gpus
     cfg = resolve_trial_dir(cfg, args, load)
     if cfg.resume and args.train and env_global_rank() == 0 and os.path.isdir(cfg.trial_dir):
         # partial files of a killed run (hidden .tmpPID folders): never read, now removed
@@ -385,9 +390,6 @@ def run(args, extras) -> int:
     # DDP re-runs this script per rank: the other ranks must land in the same trial folder
     os.environ.setdefault("THREESTUDIO_TIMESTAMP", cfg.timestamp or "")
 
-    trainer_cfg = dict(config_to_primitive(cfg.trainer))
-    accelerator, devices, n_gpus = devices_from_config(trainer_cfg, accelerator, devices, n_gpus)
-    cfg.n_gpus = n_gpus
     # each rank draws its own cameras: data.batch_size is per device
     pl.seed_everything(cfg.seed + env_global_rank(n_gpus), workers=True)
     dm = find_configured(cfg, "data_type", "-datamodule")(cfg.data)
