@@ -164,5 +164,5 @@ def test_images_are_written_whole_and_a_rewrite_replaces_them(saver, tmp_path):
     assert np.array_equal(np.asarray(Image.open(path)), second)
     jpg = saver.save_image("view.jpg", second)
     assert Image.open(jpg).format == "JPEG"
-    with pytest.raises(ValueError, match="image format"):
+    with pytest.raises(ValueError, match="extension"):
         saver.save_image("view.unknown", second)
