@@ -37,3 +37,17 @@ IF_MODELS = {
     "system.prompt_processor.pretrained_model_name_or_path": "if",
     "system.guidance.pretrained_model_name_or_path": "if",
 }
+
+# single-image-datamodule (and the image datamodules built on it): a 16x16 reference view, two
+# 16x16 random views per step, one validation view and two test views
+SINGLE_IMAGE = [
+    "data.height=16",
+    "data.width=16",
+    "data.random_camera.height=16",
+    "data.random_camera.width=16",
+    "data.random_camera.eval_height=16",
+    "data.random_camera.eval_width=16",
+    "data.random_camera.batch_size=2",
+    "data.random_camera.n_val_views=1",
+    "data.random_camera.n_test_views=2",
+]

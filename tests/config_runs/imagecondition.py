@@ -1,21 +1,17 @@
 """Image-conditioned DreamFusion (single-image and CO3D reference views; the refine stage)."""
 
 from tests.config_runs import Row
-from tests.config_runs.common import CAMERAS, HASH_GRID, ISOSURFACE, NERF, PROMPTS, SD_MODELS
+from tests.config_runs.common import (
+    CAMERAS,
+    HASH_GRID,
+    ISOSURFACE,
+    NERF,
+    PROMPTS,
+    SD_MODELS,
+    SINGLE_IMAGE,
+)
 
-# single-image-datamodule: a 16x16 reference view, two 16x16 random views per step, one
-# validation view and two test views
-_IMAGE = [
-    "data.height=16",
-    "data.width=16",
-    "data.random_camera.height=16",
-    "data.random_camera.width=16",
-    "data.random_camera.eval_height=16",
-    "data.random_camera.eval_width=16",
-    "data.random_camera.batch_size=2",
-    "data.random_camera.n_val_views=1",
-    "data.random_camera.n_test_views=2",
-]
+_IMAGE = SINGLE_IMAGE
 # co3d-datamodule: the example capture's views cropped and resized to 16x16 (its train_num_rays
 # of 4096 then covers every pixel), random views as above
 _CO3D = ["data.height=16", "data.width=16"] + _IMAGE[2:]

@@ -1,24 +1,11 @@
 """Zero-1-to-3 and Stable Zero123 (one image to a NeRF; the single-image datamodule)."""
 
 from tests.config_runs import Row
-from tests.config_runs.common import HASH_GRID, ISOSURFACE, NERF
+from tests.config_runs.common import HASH_GRID, ISOSURFACE, NERF, SINGLE_IMAGE
 
 ZERO123_MODELS = {"system.guidance.pretrained_model_name_or_path": "zero123"}
 
-# single-image-datamodule: a 16x16 reference view, two 16x16 novel views per step, one
-# validation view and two test views (the published lists of sizes become lists of 16s, so
-# that their resolution milestones still apply)
-_IMAGE = [
-    "data.height=16",
-    "data.width=16",
-    "data.random_camera.height=16",
-    "data.random_camera.width=16",
-    "data.random_camera.eval_height=16",
-    "data.random_camera.eval_width=16",
-    "data.random_camera.batch_size=2",
-    "data.random_camera.n_val_views=1",
-    "data.random_camera.n_test_views=2",
-]
+_IMAGE = SINGLE_IMAGE
 _LISTS = [
     "data.height=[16,16,16]",
     "data.width=[16,16,16]",

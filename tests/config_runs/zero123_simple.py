@@ -1,22 +1,14 @@
 """Zero-1-to-3 guidance alone (zero123-simple-system with zero123-unified-guidance)."""
 
 from tests.config_runs import Row
-from tests.config_runs.common import HASH_GRID, ISOSURFACE, NERF
+from tests.config_runs.common import HASH_GRID, ISOSURFACE, NERF, SINGLE_IMAGE
 from tests.config_runs.zero123 import ZERO123_MODELS
 
 # single-image-datamodule at 16x16: the published one novel view per step, one validation view
 # and two test views; the conditioning image is the shipped sphere (the published file leaves
 # data.image_path to the user)
-_SIZES = [
-    "data.image_path=./load/images/sphere_rgba.png",
-    "data.height=16",
-    "data.width=16",
-    "data.random_camera.height=16",
-    "data.random_camera.width=16",
-    "data.random_camera.eval_height=16",
-    "data.random_camera.eval_width=16",
-    "data.random_camera.n_val_views=1",
-    "data.random_camera.n_test_views=2",
+_SIZES = ["data.image_path=./load/images/sphere_rgba.png"] + [
+    o for o in SINGLE_IMAGE if not o.startswith("data.random_camera.batch_size")
 ]
 
 ROWS = {

@@ -44,6 +44,7 @@ from PIL import Image
 from torch.utils.data import Dataset, IterableDataset
 
 import threestudio
+from threestudio.data.image import open_image
 from threestudio.data.uncond import (
     RandomCameraDataModule,
     RandomCameraDataModuleConfig,
@@ -128,14 +129,7 @@ def read_frame_annotations(path: str) -> List[Dict[str, Any]]:
 
 
 def _open(path: str, what: str) -> Image.Image:
-    if not os.path.isfile(path):
-        raise UserError(f"co3d-datamodule: {what} not found: {path}")
-    try:
-        image = Image.open(path)
-        image.load()
-    except OSError as e:
-        raise UserError(f"co3d-datamodule: cannot read {what} {path}: {e}") from e
-    return image
+    return open_image(path, what, "co3d-datamodule")
 
 
 def load_depth_png(path: str, scale_adjustment: float) -> np.ndarray:

@@ -82,14 +82,16 @@ def companion_path(image_path: str, kind: str) -> str:
     return f"{root}_{kind}{ext}"
 
 
-def _read_png(path: str, what: str) -> Image.Image:
+def open_image(path: str, what: str, owner: str = "single-image-datamodule") -> Image.Image:
+    """The image file, loaded; a missing or unreadable one is a UserError naming it (and the
+    datamodule, ``owner``, that wanted it)."""
     if not os.path.isfile(path):
-        raise UserError(f"single-image-datamodule: {what} not found: {path}")
+        raise UserError(f"{owner}: {what} not found: {path}")
     try:
         image = Image.open(path)
         image.load()
     except OSError as e:
-        raise UserError(f"single-image-datamodule: cannot read {what} {path}: {e}") from e
+        raise UserError(f"{owner}: cannot read {what} {path}: {e}") from e
     return image
 
 
@@ -194,14 +196,14 @@ class SingleImageDataBase:
         path = shipped_path(self.cfg.image_path)
         if not path:
             raise ConfigError("data.image_path is empty: give the reference image")
-        image = _read_png(path, "image")
+        image = open_image(path, "image")
         _check_aspect(path, image, self.heights, self.widths)
         has_alpha = image.mode in ("RGBA", "LA", "PA") or (
             image.mode == "P" and "transparency" in image.info
         )
         if self.cfg.mask_path:
             mask_path = shipped_path(self.cfg.mask_path)
-            mask_image = _read_png(mask_path, "mask")
+            mask_image = open_image(mask_path, "mask")
             _check_aspect(mask_path, mask_image, self.heights, self.widths)
             alpha = _to_float(mask_image.convert("L"))
         elif has_alpha:
@@ -216,12 +218,12 @@ class SingleImageDataBase:
         self.source_depth = self.source_normal = None
         if self.cfg.requires_depth:
             depth_path = companion_path(path, "depth")
-            depth = _read_png(depth_path, "depth map (data.requires_depth)")
+            depth = open_image(depth_path, "depth map (data.requires_depth)")
             _check_aspect(depth_path, depth, self.heights, self.widths)
             self.source_depth = _to_float(depth)[..., :1]
         if self.cfg.requires_normal:
             normal_path = companion_path(path, "normal")
-            normal = _read_png(normal_path, "normal map (data.requires_normal)")
+            normal = open_image(normal_path, "normal map (data.requires_normal)")
             _check_aspect(normal_path, normal, self.heights, self.widths)
             # B, G, R: the channel order the established reads with OpenCV
             self.source_normal = _to_float(normal.convert("RGB"))[..., ::-1]

@@ -50,3 +50,23 @@ class VolumeRenderer(Renderer):
 
 class Rasterizer(Renderer):
     pass
+
+
+def build_base_renderer(renderer: Renderer, what: str = "renderer") -> Renderer:
+    """The renderer a wrapping renderer (patch-renderer, gan-volume-renderer) draws with: the one
+    registered as ``cfg.base_renderer_type``, configured by ``cfg.base_renderer``, over the
+    wrapper's geometry, material and background."""
+    import threestudio
+    from threestudio.utils.errors import ConfigError
+
+    if not renderer.cfg.base_renderer_type:
+        raise ConfigError(
+            f"renderer.base_renderer_type is empty: name the {what} to wrap "
+            "(e.g. nerf-volume-renderer)"
+        )
+    return threestudio.find(renderer.cfg.base_renderer_type)(
+        renderer.cfg.base_renderer,
+        geometry=renderer.geometry,
+        material=renderer.material,
+        background=renderer.background,
+    )

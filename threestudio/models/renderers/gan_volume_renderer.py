@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 import threestudio
-from threestudio.models.renderers.base import VolumeRenderer
+from threestudio.models.renderers.base import VolumeRenderer, build_base_renderer
 from threestudio.utils.errors import ConfigError
 from threestudio.utils.GAN.discriminator import NLayerDiscriminator, weights_init
 from threestudio.utils.GAN.distribution import DiagonalGaussianDistribution
@@ -44,17 +44,7 @@ class GANVolumeRenderer(VolumeRenderer):
     cfg: Config
 
     def configure_renderer(self) -> None:
-        if not self.cfg.base_renderer_type:
-            raise ConfigError(
-                "renderer.base_renderer_type is empty: name the volume renderer to wrap "
-                "(e.g. nerf-volume-renderer)"
-            )
-        self.base_renderer = threestudio.find(self.cfg.base_renderer_type)(
-            self.cfg.base_renderer,
-            geometry=self.geometry,
-            material=self.material,
-            background=self.background,
-        )
+        self.base_renderer = build_base_renderer(self, "volume renderer")
         self.generator = Decoder(
             ch=64,
             out_ch=3,

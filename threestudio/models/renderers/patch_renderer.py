@@ -4,8 +4,7 @@ import torch
 import torch.nn.functional as F
 
 import threestudio
-from threestudio.models.renderers.base import VolumeRenderer
-from threestudio.utils.errors import ConfigError
+from threestudio.models.renderers.base import VolumeRenderer, build_base_renderer
 from threestudio.utils.typing import Any, Dict, Float, Optional, Tensor
 
 
@@ -27,17 +26,7 @@ class PatchRenderer(VolumeRenderer):
     cfg: Config
 
     def configure_renderer(self) -> None:
-        if not self.cfg.base_renderer_type:
-            raise ConfigError(
-                "renderer.base_renderer_type is empty: name the renderer to wrap "
-                "(e.g. nerf-volume-renderer)"
-            )
-        self.base_renderer = threestudio.find(self.cfg.base_renderer_type)(
-            self.cfg.base_renderer,
-            geometry=self.geometry,
-            material=self.material,
-            background=self.background,
-        )
+        self.base_renderer = build_base_renderer(self, "renderer")
 
     def forward(
         self,
