@@ -5,6 +5,7 @@ folder, and leave an earlier trial byte for byte as it was."""
 
 import hashlib
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -259,6 +260,11 @@ def test_disk_full_during_a_run_is_one_line_and_loses_nothing(tmp_path, monkeypa
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.chdir(tmp_path)
+    # launch.main sets up the threestudio logger for a console; put it back afterwards
+    logger = logging.getLogger("threestudio")
+    for attr in ("handlers", "propagate", "level"):
+        value = getattr(logger, attr)
+        monkeypatch.setattr(logger, attr, list(value) if attr == "handlers" else value)
     monkeypatch.setattr(torch, "save", full)
     rc = launch.main(["--config", str(TINY_FIT), "--train", *QUIET, "tag=full"])
     err = capsys.readouterr().err
