@@ -379,7 +379,7 @@ def run(args, extras) -> int:
     cfg = resolve_trial_dir(cfg, args, load)
     if cfg.resume and args.train and env_global_rank() == 0 and os.path.isdir(cfg.trial_dir):
         # partial files of a killed run (hidden .tmpPID folders): never read, now removed
-        from threestudio.utils.saving import remove_stale_temporaries
+        from threestudio.utils.atomic import remove_stale_temporaries
 
         remove_stale_temporaries(cfg.trial_dir)
     _RUN_STATE.clear()  # launch.main may run several times in one process

@@ -86,11 +86,9 @@ def run_child(argv, env, kill_after=None):
         os.environ.update(env)
         import launch
 
-        devnull = os.open(os.devnull, os.O_WRONLY)
         log = os.open(env["THREESTUDIO_TEST_LOG"], os.O_WRONLY | os.O_CREAT | os.O_APPEND)
         os.dup2(log, 1)
         os.dup2(log, 2)
-        os.close(devnull)
         sys.argv = [os.path.join(REPO, "launch.py"), *argv]
         try:
             rc = launch.main(argv)

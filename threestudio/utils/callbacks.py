@@ -10,8 +10,8 @@ from pytorch_lightning.callbacks import Callback, ModelCheckpoint, TQDMProgressB
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 from pytorch_lightning.utilities.rank_zero import rank_zero_only
 
+from threestudio.utils.atomic import atomic_path
 from threestudio.utils.config import dump_config
-from threestudio.utils.saving import atomic_path
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -37,9 +37,8 @@ class ConfigSnapshotCallback(Callback):
     def _save(self) -> None:
         os.makedirs(self.save_dir, exist_ok=True)
         dump_config(os.path.join(self.save_dir, "parsed.yaml"), self.config)
-        raw = os.path.join(self.save_dir, "raw.yaml")
-        shutil.copyfile(self.config_path, f"{raw}.tmp{os.getpid()}")
-        os.replace(f"{raw}.tmp{os.getpid()}", raw)
+        with atomic_path(os.path.join(self.save_dir, "raw.yaml")) as tmp:
+            shutil.copyfile(self.config_path, tmp)
 
     # written when training starts (after a resumed checkpoint loaded): a resume that fails on
     # its checkpoint leaves the trial's configuration as it was

@@ -19,6 +19,7 @@ import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf import errors as oc_errors
 
+from threestudio.utils.atomic import atomic_path
 from threestudio.utils.errors import ConfigError, closest, did_you_mean
 from threestudio.utils.typing import Any, Optional, Union
 
@@ -187,15 +188,10 @@ def config_to_primitive(config, resolve: bool = True) -> Any:
 
 
 def dump_config(path: str, config) -> None:
-    """Written to a temporary file, then renamed: a killed run never leaves half a parsed.yaml."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
+    """Written atomically: a killed run never leaves half a parsed.yaml."""
+    with atomic_path(path) as tmp:
         with open(tmp, "w") as fp:
             OmegaConf.save(config=config, f=fp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 # ============ typed parsing with one-line errors ============

@@ -19,13 +19,13 @@ import os
 import re
 import sys
 import tempfile
-import uuid
 from dataclasses import dataclass, field
 
 import torch
 import torch.multiprocessing as mp
 
 import threestudio
+from threestudio.utils.atomic import atomic_path
 from threestudio.utils.base import BaseObject
 from threestudio.utils.errors import ConfigError, MissingModelError, UserError
 from threestudio.utils.hub import load_pretrained
@@ -283,11 +283,10 @@ def _one_line(text: str) -> str:
 
 
 def _save_embedding(embedding: Tensor, path: str) -> None:
-    # clone: saving a view would store the whole batch; write-then-rename so a reader never
-    # sees a partial file
-    tmp = f"{path}.{uuid.uuid4().hex}.tmp"
-    torch.save(embedding.detach().to("cpu", torch.float32).clone(), tmp)
-    os.replace(tmp, path)
+    # clone: saving a view would store the whole batch; atomic so a reader (another trial of a
+    # batch, another worker) never sees a partial file
+    with atomic_path(path) as tmp:
+        torch.save(embedding.detach().to("cpu", torch.float32).clone(), tmp)
 
 
 def _encode_to_dir(
