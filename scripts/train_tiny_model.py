@@ -23,6 +23,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from threestudio.bundled import tiny_model as bm  # noqa: E402
+from threestudio.bundled.building import folder_size_mb, rendered, save_grid  # noqa: E402
 from threestudio.bundled.classifier import (  # noqa: E402
     ShapeColorClassifier,
     classifier_accuracy,
@@ -33,10 +34,8 @@ from threestudio.bundled.shapes import (  # noqa: E402
     COLORS,
     SHADING,
     SHAPES,
-    ShapeDataset,
     all_prompts,
     known_words,
-    render_shape_dataset,
 )
 
 
@@ -62,35 +61,6 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
     return p.parse_args(argv)
-
-
-def rendered(work_dir: str, name: str, n: int, size: int, seed: int) -> ShapeDataset:
-    path = os.path.join(work_dir, f"{name}_{n}x30_{size}px_seed{seed}.pt")
-    if os.path.exists(path):
-        return ShapeDataset.load(path)
-    data = render_shape_dataset(n, size, size, seed=seed)
-    os.makedirs(work_dir, exist_ok=True)
-    data.save(path + ".tmp")
-    os.replace(path + ".tmp", path)
-    return data
-
-
-def save_grid(images: torch.Tensor, rows: int, path: str, scale: int = 2) -> None:
-    import imageio.v2 as imageio
-
-    n, h, w, _ = images.shape
-    cols = n // rows
-    grid = images[: rows * cols].reshape(rows, cols, h, w, 3).permute(0, 2, 1, 3, 4)
-    grid = grid.reshape(rows * h, cols * w, 3)
-    grid = grid.repeat_interleave(scale, 0).repeat_interleave(scale, 1)
-    imageio.imwrite(path, (grid * 255).round().to(torch.uint8).numpy())
-
-
-def folder_size_mb(folder: str) -> float:
-    total = 0
-    for root, _, files in os.walk(folder):
-        total += sum(os.path.getsize(os.path.join(root, f)) for f in files)
-    return total / 2**20
 
 
 def main(argv=None) -> None:

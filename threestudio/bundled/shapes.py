@@ -186,6 +186,12 @@ class ShapeDataset:
     shape_idx: Integer[Tensor, "N"]
     color_idx: Integer[Tensor, "N"]
     direction_idx: Integer[Tensor, "N"]
+    # the cameras (degrees, scene units) and which views share one object instance (one scale
+    # and albedo): the novel-view model trains on pairs of a group
+    elevation: Optional[Float[Tensor, "N"]] = None
+    azimuth: Optional[Float[Tensor, "N"]] = None
+    camera_distance: Optional[Float[Tensor, "N"]] = None
+    group_idx: Optional[Integer[Tensor, "N"]] = None
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -221,7 +227,7 @@ def render_shape_dataset(
     views shares one scale and one jittered albedo; ``seed`` fixes cameras, lights and jitter."""
     renderer = ShapeRenderer(height, width, camera_config, seed=seed, device=device)
     gen = torch.Generator().manual_seed(seed)
-    images, shapes, colors, directions = [], [], [], []
+    images, shapes, colors, directions, cameras, groups = [], [], [], [], [], []
     n_batches = math.ceil(n_per_object / batch_size)
     objects = [(ci, si) for ci in range(len(COLORS)) for si in range(len(SHAPES))]
     color_values = list(COLORS.values())
@@ -241,8 +247,20 @@ def render_shape_dataset(
             shapes.append(torch.full((n,), si))
             colors.append(torch.full((n,), ci))
             directions.append(renderer.direction_index(batch["elevation"], batch["azimuth"]))
+            cameras.append(
+                torch.stack([batch["elevation"], batch["azimuth"], batch["camera_distances"]], -1)
+            )
+            groups.append(torch.full((n,), stream - 1))
             bar.update()
     bar.close()
+    cameras = torch.cat(cameras).float()
     return ShapeDataset(
-        torch.cat(images), torch.cat(shapes), torch.cat(colors), torch.cat(directions)
+        torch.cat(images),
+        torch.cat(shapes),
+        torch.cat(colors),
+        torch.cat(directions),
+        elevation=cameras[:, 0],
+        azimuth=cameras[:, 1],
+        camera_distance=cameras[:, 2],
+        group_idx=torch.cat(groups),
     )

@@ -162,24 +162,61 @@ def train_diffusion(
     batch_size: int = 32,
     lr: float = 5e-4,
     seed: int = 0,
+    progress: bool = True,
+    log: Optional[Callable[[int, float], None]] = None,
+    **fit_options,
+):
+    """Trains text encoder and UNet jointly on ``data``'s pixels; returns (tokenizer, EMA text
+    encoder, EMA UNet, scheduler, loss history). See ``fit_text_to_image`` for the captions."""
+    torch.manual_seed(seed)
+    tokenizer = build_tokenizer()
+    text_encoder = build_text_encoder(len(tokenizer))
+    unet = build_unet(sample_size=data.images.shape[1])
+    scheduler = build_scheduler()
+    tokens = tokenize(tokenizer, [c for c in caption_table()[0]])
+
+    def encode(rows: Tensor, encoder: nn.Module) -> Tensor:
+        return encoder(
+            tokens.input_ids[rows], attention_mask=tokens.attention_mask[rows]
+        ).last_hidden_state
+
+    def pixels(idx: Tensor, gen: torch.Generator) -> Tensor:
+        return data.images[idx].permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+    ema_text, ema_unet, history = fit_text_to_image(
+        data, pixels, encode, text_encoder, unet, scheduler, steps, batch_size, lr, seed,
+        progress=progress, log=log, **fit_options,
+    )  # fmt: skip
+    return tokenizer, ema_text, ema_unet, scheduler, history
+
+
+def fit_text_to_image(
+    data: ShapeDataset,
+    x0_of: Callable[[Tensor, torch.Generator], Tensor],
+    encode: Callable[[Tensor, nn.Module], Tensor],
+    text_encoder: nn.Module,
+    unet: nn.Module,
+    scheduler,
+    steps: int,
+    batch_size: int = 32,
+    lr: float = 5e-4,
+    seed: int = 0,
     p_uncond: float = 0.1,
     p_plain: float = 0.2,
     min_snr_gamma: float = 5.0,
     ema_decay: float = 0.999,
     progress: bool = True,
     log: Optional[Callable[[int, float], None]] = None,
-):
-    """Trains text encoder and UNet jointly on ``data``; returns (tokenizer, EMA text encoder,
-    EMA UNet, scheduler, loss history). Captions: empty with ``p_uncond`` (for classifier-free
-    guidance), the plain prompt with ``p_plain``, else the prompt with the camera's view words."""
-    torch.manual_seed(seed)
+    desc: str = "training diffusion model",
+) -> Tuple[nn.Module, nn.Module, List[float]]:
+    """The training loop both bundled text-to-image models share: epsilon prediction with
+    min-SNR weighting, text encoder and UNet trained jointly, EMA weights returned with the loss
+    history. ``x0_of(indices, generator)`` gives the clean targets of a batch of ``data`` (pixels
+    or VAE latents), ``encode(caption rows, encoder)`` the caption embeddings. Captions: empty
+    with ``p_uncond`` (for classifier-free guidance), the plain prompt with ``p_plain``, else
+    the prompt with the camera's view words."""
     gen = torch.Generator().manual_seed(seed)
-    tokenizer = build_tokenizer()
-    text_encoder = build_text_encoder(len(tokenizer))
-    unet = build_unet(sample_size=data.images.shape[1])
-    scheduler = build_scheduler()
-    captions, caption_index = caption_table()
-    tokens = tokenize(tokenizer, captions)
+    _, caption_index = caption_table()
     ema_text, ema_unet = copy.deepcopy(text_encoder), copy.deepcopy(unet)
     params = list(text_encoder.parameters()) + list(unet.parameters())
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
@@ -206,19 +243,17 @@ def train_diffusion(
     history: List[float] = []
     text_encoder.train()
     unet.train()
-    bar = tqdm(range(steps), desc="training diffusion model", disable=not progress)
+    bar = tqdm(range(steps), desc=desc, disable=not progress)
     for step in bar:
         idx = torch.randint(0, len(data), (batch_size,), generator=gen)
-        x0 = data.images[idx].permute(0, 3, 1, 2).float() / 127.5 - 1.0
+        x0 = x0_of(idx, gen)
         u = torch.rand(batch_size, generator=gen)
         column = torch.where(u < p_plain, 0, data.direction_idx[idx] + 1)
         cap = cap_of[data.color_idx[idx], data.shape_idx[idx], column]
         cap = torch.where(torch.rand(batch_size, generator=gen) < p_uncond, 0, cap)
         # encode each distinct caption of the batch once
         unique, inverse = torch.unique(cap, return_inverse=True)
-        emb = text_encoder(
-            tokens.input_ids[unique], attention_mask=tokens.attention_mask[unique]
-        ).last_hidden_state[inverse]
+        emb = encode(unique, text_encoder)[inverse]
         t = torch.randint(0, scheduler.config.num_train_timesteps, (batch_size,), generator=gen)
         noise = torch.randn(x0.shape, generator=gen)
         xt = scheduler.add_noise(x0, noise, t)
@@ -240,7 +275,7 @@ def train_diffusion(
             bar.set_postfix(loss=f"{recent:.4f}")
             if log is not None:
                 log(step, recent)
-    return tokenizer, ema_text.eval(), ema_unet.eval(), scheduler, history
+    return ema_text.eval(), ema_unet.eval(), history
 
 
 @torch.no_grad()
