@@ -78,6 +78,8 @@ def main(argv=None) -> None:
     vae_error = lm.reconstruction_error(vae, heldout)
     t_vae = time.time() - t0
     print(f"autoencoder: held-out reconstruction error {vae_error:.4f} ({t_vae:.0f} s)")
+    # saved at once: the novel-view model (scripts/train_novel_view_model.py) shares it
+    vae.save_pretrained(os.path.join(args.out, "vae"))
 
     # 3. latent diffusion model
     t0 = time.time()
