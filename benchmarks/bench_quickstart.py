@@ -23,17 +23,8 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from threestudio.bundled.evaluation import ClassifierScorer, evaluate_trial  # noqa: E402
-from threestudio.bundled.shapes import all_prompts  # noqa: E402
+from threestudio.bundled.shapes import spread_prompts  # noqa: E402
 from threestudio.utils.paths import REPO_ROOT  # noqa: E402
-
-
-def spread(n: int):
-    """``n`` of the 30 prompts, spread over colours and shapes."""
-    prompts = all_prompts()
-    if n >= len(prompts):
-        return prompts
-    step = len(prompts) / n
-    return [prompts[int(i * step + (i * 7) % 5) % len(prompts)] for i in range(n)]
 
 
 def main() -> None:
@@ -47,7 +38,7 @@ def main() -> None:
 
     scorer = ClassifierScorer()
     rows = []
-    for prompt in spread(args.prompts):
+    for prompt in spread_prompts(args.prompts):
         for seed in args.seeds:
             tag = f"{prompt.replace(' ', '_')}_s{seed}"
             cmd = [

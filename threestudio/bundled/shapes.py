@@ -62,6 +62,13 @@ def all_prompts() -> List[str]:
     return [prompt_of(c, s) for c in COLORS for s in SHAPES]
 
 
+def spread_prompts(n: int) -> List[str]:
+    """``n`` different prompts of the 30 (the benchmarks' fixed sets): prompt i has colour
+    i mod 6 and shape i mod 5, so colours and shapes take turns and none repeats below 30."""
+    colors = list(COLORS)
+    return [prompt_of(colors[i % len(COLORS)], SHAPES[i % len(SHAPES)]) for i in range(min(n, 30))]
+
+
 def known_words() -> List[str]:
     """Every word a caption of the bundled world can contain."""
     words = ["a", "view"] + list(COLORS) + list(SHAPES) + list(DIRECTIONS)
