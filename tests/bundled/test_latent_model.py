@@ -17,7 +17,7 @@ from threestudio.bundled.tiny_model import BUNDLED_MODEL_PATH
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 MODEL = lm.LATENT_MODEL_PATH
 CLASSIFIER = os.path.join(BUNDLED_MODEL_PATH, "classifier")
-SAMPLE_BAR = 0.85  # of 30 prompts x 2 seeds, the classifier names the sample right
+SAMPLE_BAR = 0.85  # of the 30 prompts (one seed), the classifier names the sample right
 
 
 def test_bundled_latent_model_is_small_and_complete():
@@ -54,18 +54,13 @@ def test_samples_through_the_real_guidance_are_recognised():
     prompts = all_prompts()
     embeddings = encode(MODEL, prompts + [""], "cpu")
     cond, uncond = embeddings[:-1], embeddings[-1:]
-    samples = torch.cat(
-        [
-            lm.sample_latent_images(
-                guidance.unet, guidance.vae, guidance.scheduler, cond, uncond, 5.0, 50, seed=s
-            )
-            for s in range(2)
-        ]
+    samples = lm.sample_latent_images(
+        guidance.unet, guidance.vae, guidance.scheduler, cond, uncond, 5.0, 50, seed=0
     )
     classifier = ShapeColorClassifier.load(CLASSIFIER)
     with torch.no_grad():
         predicted = classifier.prompt_log_probs(samples).argmax(-1)
-    target = torch.arange(len(prompts)).repeat(2)
+    target = torch.arange(len(prompts))
     accuracy = (predicted == target).float().mean().item()
     print(f"bundled latent model: {accuracy:.3f} of samples recognised")
     assert accuracy >= SAMPLE_BAR
