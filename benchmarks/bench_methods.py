@@ -8,8 +8,10 @@ classifier (R-precision among the 30 prompts).
     python benchmarks/bench_methods.py --list                    # the methods and their stages
 
 Per method: wall time (all stages), peak resident memory of the largest stage, mean R-precision
-and the share of runs whose views most often read as their prompt; per run the same. Writes
-``benchmarks/results_methods.md`` (``--out``) and a strip of test views per method and input into
+and the share of runs whose views most often read as their prompt; per run the same. Every
+finished run is recorded in ``benchmarks/results_methods.json`` at once and a later call skips
+the runs recorded there (``--rerun`` repeats them), so the table fills over several sittings.
+Writes ``benchmarks/results_methods.md`` (``--out``) and a strip of test views per method and input into
 ``docs/images/methods/`` (``--images``) for the first seed. Image-to-3D inputs are rendered from
 the world's meshes by ``scripts/make_example_images.py``'s renderer (reference camera elevation
 20, azimuth 0, distance 3.8, fovy 20), so every method is scored on the same objects.
@@ -150,6 +152,7 @@ def main() -> None:
     p.add_argument("--out", default=os.path.join(REPO_ROOT, "benchmarks", "results_methods.md"))
     p.add_argument("--images", default=os.path.join(REPO_ROOT, "docs", "images", "methods"))
     p.add_argument("--list", action="store_true", help="list the methods and exit")
+    p.add_argument("--rerun", action="store_true", help="repeat runs already recorded")
     p.add_argument("overrides", nargs="*", help="extra config overrides for every stage, after --")
     args = p.parse_args()
     if args.list:
@@ -164,10 +167,18 @@ def main() -> None:
     prompts = spread_prompts(args.inputs)
     images = render_inputs(prompts, os.path.join(args.exp_root, "inputs"))
     scorer = ClassifierScorer()
+    record = os.path.splitext(args.out)[0] + ".json"
     results: Dict[str, List[dict]] = {}
+    if os.path.isfile(record):
+        with open(record) as f:
+            results = json.load(f)
     for name in names:
         for prompt in prompts:
             for seed in args.seeds:
+                rows = results.setdefault(name, [])
+                done = [r for r in rows if (r["prompt"], r["seed"]) == (prompt, seed)]
+                if done and not args.rerun:
+                    continue
                 image = images[prompt] if METHODS[name].kind == "image" else None
                 r = run_method(name, prompt, seed, args, image)
                 if "trial" in r:
@@ -181,61 +192,66 @@ def main() -> None:
                           f"  (most views: {r['read_as']})", flush=True)  # fmt: skip
                 else:
                     print(f"{name} {prompt} seed {seed}: FAILED (log {r['failed']})", flush=True)
-                results.setdefault(name, []).append(r)
-        write_table(args, results, prompts)
+                r["load_average"] = round(os.getloadavg()[0], 1)
+                rows[:] = [x for x in rows if x not in done] + [r]
+                with open(record + ".tmp", "w") as f:
+                    json.dump(results, f, indent=1)
+                os.replace(record + ".tmp", record)
+                write_table(args, results)
 
 
-def write_table(args, results: Dict[str, List[dict]], prompts: List[str]) -> None:
-    machine = (
-        f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, load average "
-        f"{os.getloadavg()[0]:.1f} at the end"
-    )
+def write_table(args, results: Dict[str, List[dict]]) -> None:
+    """The markdown table of every recorded run (``results``: method -> runs)."""
+    runs = [r for rows in results.values() for r in rows]
+    prompts = list(dict.fromkeys(r["prompt"] for r in runs))
+    seeds = sorted({r["seed"] for r in runs})
     lines = [
         "# Method table (`benchmarks/bench_methods.py`)",
         "",
-        f"Machine: {machine}. Inputs: {len(prompts)} of the 30 prompts ({', '.join(prompts)}), "
-        f"seeds {' '.join(map(str, args.seeds))}. Overrides: {' '.join(args.overrides) or 'none'}.",
-        "R-precision: the share of a trial's test views the bundled classifier reads as the "
-        "trial's prompt among the 30 (image-to-3D: the conditioning object's prompt).",
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}. "
+        f"Runs so far: {len(runs)} over {len(prompts)} of the 30 prompts, seeds "
+        f"{' '.join(map(str, seeds))}; each run lists the load average it ran under (on a "
+        "shared machine wall times are upper bounds). R-precision: the share of a trial's test "
+        "views the bundled classifier reads as the trial's prompt among the 30 (image-to-3D: "
+        "the conditioning object's prompt).",
         "",
         "| method | stages | runs (failed) | wall s, mean (max) | peak MiB | R-precision | runs read as prompt |",
         "|---|---|---|---|---|---|---|",
-    ]
+    ]  # fmt: skip
     for name, rows in results.items():
+        if not rows:
+            continue
         done = [r for r in rows if "trial" in r]
         walls = [r["wall"] for r in done] or [0.0]
         mean_r = sum(r["r_precision"] for r in done) / max(1, len(done))
         hit = sum(r["read_as"] == r["prompt"] for r in done) / max(1, len(done))
+        peak = max((r["peak"] for r in done), default=0)
         lines.append(
-            f"| {name} | {' -> '.join(METHODS[name].stages)} | {len(done)} ({len(rows) - len(done)}) "
-            f"| {sum(walls) / len(walls):.0f} ({max(walls):.0f}) "
-            f"| {max((r['peak'] for r in done), default=0):.0f} | {mean_r:.3f} | {100 * hit:.0f}% |"
+            f"| {name} | {' -> '.join(METHODS[name].stages)} | {len(done)} "
+            f"({len(rows) - len(done)}) | {sum(walls) / len(walls):.0f} ({max(walls):.0f}) "
+            f"| {peak:.0f} | {mean_r:.3f} | {100 * hit:.0f}% |"
         )
     lines += [
         "",
         "## Runs",
         "",
-        "| method | prompt | seed | wall s | peak MiB | R-precision | most views read as |",
-        "|---|---|---|---|---|---|---|",
+        "| method | prompt | seed | wall s | peak MiB | R-precision | most views read as | load |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, rows in results.items():
         for r in rows:
+            load = r.get("load_average", "-")
             if "trial" in r:
                 lines.append(
                     f"| {name} | {r['prompt']} | {r['seed']} | {r['wall']:.0f} | {r['peak']:.0f} "
-                    f"| {r['r_precision']:.3f} | {r['read_as']} |"
+                    f"| {r['r_precision']:.3f} | {r['read_as']} | {load} |"
                 )
             else:
                 lines.append(
-                    f"| {name} | {r['prompt']} | {r['seed']} | {r['wall']:.0f} | - | failed | - |"
+                    f"| {name} | {r['prompt']} | {r['seed']} | {r['wall']:.0f} | - | failed | - "
+                    f"| {load} |"
                 )
-    lines += [
-        "",
-        "## What they produce",
-        "",
-        "Four test views of the first seed's trial per input:",
-        "",
-    ]
+    lines += ["", "## What they produce", "", "Four test views of the first seed's trial:", ""]
     for name in results:
         for prompt in prompts:
             strip = os.path.join(args.images, f"{name}_{prompt.replace(' ', '_')}.png")
@@ -245,8 +261,6 @@ def write_table(args, results: Dict[str, List[dict]], prompts: List[str]) -> Non
     with open(args.out + ".tmp", "w") as f:
         f.write("\n".join(lines) + "\n")
     os.replace(args.out + ".tmp", args.out)
-    with open(os.path.splitext(args.out)[0] + ".json", "w") as f:
-        json.dump(results, f, indent=1)
 
 
 if __name__ == "__main__":
