@@ -119,6 +119,9 @@ def main(argv=None) -> None:
             seed=args.seed,
             width=args.width,
             unet_channels=tuple(args.unet_channels),
+            checkpoint=lambda step, ema: ema.save_pretrained(
+                os.path.join(args.work_dir, "zero123-checkpoint")
+            ),
         )
         t_train = time.time() - t0
         os.makedirs(args.out, exist_ok=True)

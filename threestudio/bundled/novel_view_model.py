@@ -157,13 +157,17 @@ def train_novel_view(
     ema_decay: float = 0.999,
     progress: bool = True,
     log: Optional[Callable[[int, float], None]] = None,
+    checkpoint: Optional[Callable[[int, Zero123Pipeline], None]] = None,
+    checkpoint_every: int = 500,
 ) -> Tuple[Zero123Pipeline, List[float]]:
     """Trains the image encoder, ``cc_projection`` and the UNet jointly on view pairs of
     ``data`` (the ``vae`` frozen); returns the pipeline with the EMA weights and the loss
     history. The loop is ``fit_text_to_image``'s (epsilon prediction, min-SNR weighting,
     warm-up then cosine decay, EMA); the condition is the conditioning view instead of a
     caption. With ``p_uncond`` both the cross-attention token and the concat latent are
-    zeroed, as ``zero123-guidance``'s unconditional branch feeds them."""
+    zeroed, as ``zero123-guidance``'s unconditional branch feeds them. ``checkpoint(step,
+    ema pipeline)`` is called every ``checkpoint_every`` steps (to try a model while it
+    trains)."""
     mean, std = encode_dataset(vae, data)  # concat latent = posterior mode = mean, unscaled
     scale = vae.config.scaling_factor
     torch.manual_seed(seed)
@@ -227,6 +231,8 @@ def train_novel_view(
             bar.set_postfix(loss=f"{recent:.4f}")
             if log is not None:
                 log(step, recent)
+        if checkpoint is not None and step > 0 and step % checkpoint_every == 0:
+            checkpoint(step, ema)
     for m in ema_modules:
         m.eval()
     return ema, history
