@@ -54,7 +54,7 @@ def parse_args(argv=None):
     )
     p.add_argument("--views-per-object", type=int, default=320)
     p.add_argument("--heldout-views-per-object", type=int, default=32)
-    p.add_argument("--steps", type=int, default=2000)
+    p.add_argument("--steps", type=int, default=3500)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--width", type=int, default=64, help="cross-attention / CLIP width")
@@ -246,7 +246,7 @@ def evaluate(pipe, heldout, args) -> dict:
         gts = heldout.images[targets].float() / 255.0
         label = int(heldout.color_idx[c]) * len(SHAPES) + int(heldout.shape_idx[c])
         score("heldout", samples, gts, label)
-        if k % 5 == 0:  # six of the thirty objects in the figure
+        if k % 6 == 0:  # five objects in the figure, one of each shape and colour (colour-major)
             pad = torch.ones(len(GRID_AZIMUTHS) * len(GRID_ELEVATIONS) - len(targets), 32, 32, 3)
             cond = nv.images_01(heldout, torch.tensor([c])).permute(0, 2, 3, 1)
             rows += [
