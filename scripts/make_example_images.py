@@ -22,20 +22,17 @@ from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from threestudio.bundled.examples import (  # noqa: E402
+    EXAMPLE_IMAGES,
+    LIGHT_DISTANCE,
+    LIGHT_OFFSET_DEG,
+)
 from threestudio.bundled.shapes import COLORS, ShapeRenderer, shape_mesh  # noqa: E402
 from threestudio.data.uncond import make_camera_batch, spherical_to_cartesian  # noqa: E402
 from threestudio.utils.paths import LOAD_DIR  # noqa: E402
 
-# name: (shape, colour, elevation, azimuth, distance, fovy): the reference camera of the
-# published zero123 configs (elevation 0, azimuth 0, distance 3.8, fovy 20); the torus is seen
-# from above so it is not a flat band
-EXAMPLES = {
-    "sphere": ("sphere", "orange", 0.0, 0.0, 3.8, 20.0),
-    "torus": ("torus", "blue", 30.0, 0.0, 3.8, 20.0),
-}
-# the light: above and to the right of the camera
-LIGHT_OFFSET_DEG = (30.0, 40.0)
-LIGHT_DISTANCE = 6.0
+# which object each example shows, from which camera: threestudio.bundled.examples
+EXAMPLES = EXAMPLE_IMAGES
 
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:
