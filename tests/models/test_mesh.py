@@ -39,6 +39,14 @@ def test_edges_of_a_tetrahedron():
     assert torch.all(mesh.edges[:, 0] < mesh.edges[:, 1])
 
 
+def test_edges_are_the_sorted_unique_rows():
+    # the integer-key unique must give torch.unique(dim=0)'s rows in its order
+    v, f = icosphere(3)
+    f = f[torch.randperm(len(f), generator=torch.Generator().manual_seed(0))]
+    edges = torch.cat([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]]).sort(dim=1).values
+    assert torch.equal(Mesh(v, f).edges, torch.unique(edges, dim=0))
+
+
 def test_remove_outlier_drops_small_component():
     big_v, big_f = icosphere(2)  # 320 faces
     small_v, small_f = icosphere(0, radius=0.1, offset=(3.0, 0.0, 0.0))  # 20 faces

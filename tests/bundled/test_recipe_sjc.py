@@ -1,0 +1,21 @@
+"""The bundled SJC recipe, short (configs/bundled/sjc.yaml): a voxel grid of density and latents
+trained by the bundled latent model's score; it leaves test frames (decoded by the VAE) and a
+video, and its loss falls."""
+
+import pytest
+
+from tests.bundled.recipe_runs import first_last_means, frames_of, run_recipe
+
+pytestmark = pytest.mark.slow
+
+STEPS = 60
+
+
+def test_sjc_recipe(tmp_path):
+    trial = run_recipe(tmp_path, "sjc", STEPS, ["data.n_test_views=4", "data.n_val_views=1"])
+    assert len(frames_of(trial)) == 4
+    assert (trial.save / f"it{STEPS}-test.mp4").is_file()
+    assert (trial.path / "ckpts" / "last.ckpt").is_file()
+    first, last = first_last_means(trial.series("train/loss"), 10)
+    print(f"sjc loss: first 10 {first:.4f}, last 10 {last:.4f}")
+    assert last < first
