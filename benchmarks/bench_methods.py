@@ -107,11 +107,12 @@ def run_method(name: str, prompt: str, seed: int, args, image: Optional[str]) ->
     method = METHODS[name]
     tag = f"{prompt.replace(' ', '_')}_s{seed}"
     root = os.path.join(args.exp_root, name)
-    inputs = [f"seed={seed}", f"tag={tag}", f"exp_root_dir={root}"]
-    if image is None:
-        inputs.append(f"system.prompt_processor.prompt={prompt}")
-    else:
-        inputs += [f"data.image_path={image}", "data.default_elevation_deg=20.0"]
+    inputs = [
+        f"seed={seed}", f"tag={tag}", f"exp_root_dir={root}",
+        f"system.prompt_processor.prompt={prompt}",
+    ]  # fmt: skip
+    if image is not None:  # image methods: the prompt only names the object to score
+        inputs += [f"data.image_path={image}", f"data.default_elevation_deg={REFERENCE_CAMERA[0]}"]
     trial, wall, peak = None, 0.0, 0.0
     for i, stage in enumerate(method.stages):
         cmd = [sys.executable, "launch.py", "--config", f"configs/{stage}.yaml", "--train"]
