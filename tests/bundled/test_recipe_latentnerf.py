@@ -12,7 +12,7 @@ from tests.bundled.recipe_runs import first_last_means, frames_of, run_recipe
 pytestmark = pytest.mark.slow
 
 EVAL = ["data.n_test_views=4", "data.n_val_views=1"]
-LATENT_STEPS = 60
+LATENT_STEPS = 40
 REFINE_STEPS = 20
 
 

@@ -8,7 +8,7 @@ from tests.bundled.recipe_runs import first_last_means, frames_of, run_recipe
 
 pytestmark = pytest.mark.slow
 
-STEPS = 60
+STEPS = 30
 
 
 def test_sjc_recipe(tmp_path):
