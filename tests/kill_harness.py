@@ -177,7 +177,7 @@ def inspect_trial(trial: str, cache: str):
                     json.load(open(path))
             except Exception as e:  # noqa: BLE001
                 problems.append(f"{os.path.relpath(path, trial)}: {type(e).__name__}: {e}")
-    for name in os.listdir(cache) if os.path.isdir(cache) else []:
+    for name in digest(cache) if os.path.isdir(cache) else []:  # local models: subfolders
         if name.endswith(".pt"):
             try:
                 torch.load(os.path.join(cache, name), weights_only=True)

@@ -3,6 +3,7 @@ cache, the encoding subprocess and missing-model errors."""
 
 import json
 import logging
+import os
 import time
 
 import pytest
@@ -51,9 +52,35 @@ def test_stable_diffusion_processor_from_folder(tiny_sd_folder, cache_dir):
     torch.testing.assert_close(emb[1], ref[1])
     torch.testing.assert_close(emb[3], ref[2])
     assert not torch.allclose(emb[0], emb[1])  # views differ
-    # cached under the shared cache folder, one file per distinct prompt
-    files = sorted(p.name for p in __import__("pathlib").Path(cache_dir).glob("*.pt"))
+    # cached under the shared cache folder (a local folder's version has its own subfolder),
+    # one file per distinct prompt
+    files = sorted(p.name for p in __import__("pathlib").Path(cache_dir).glob("local-*/*.pt"))
     assert len(files) == 1 + 1 + 4  # prompt, negative (shared by the views), 4 view prompts
+
+
+def test_a_model_rebuilt_in_place_does_not_read_its_old_embeddings(
+    tiny_sd_folder, cache_dir, tmp_path
+):
+    import shutil
+
+    from transformers import CLIPTextModel
+
+    folder = str(tmp_path / "model")  # a copy: the session's folder is shared
+    shutil.copytree(tiny_sd_folder, folder)
+    first = make("stable-diffusion-prompt-processor", folder)
+    # the folder's text encoder is replaced by other weights under the same path
+    path = os.path.join(folder, "text_encoder")
+    encoder = CLIPTextModel.from_pretrained(path)
+    torch.manual_seed(7)
+    for param in encoder.parameters():
+        param.data.normal_(0.0, 0.05)
+    encoder.save_pretrained(path)
+    second = make("stable-diffusion-prompt-processor", folder)
+    ref = reference_clip(folder, ["a red cube, front view"])
+    emb = second().get_text_embeddings(*cams())
+    torch.testing.assert_close(emb[0], ref[0])
+    assert not torch.allclose(first().get_text_embeddings(*cams())[0], emb[0])
+    assert len(list(__import__("pathlib").Path(cache_dir).glob("local-*"))) == 2
 
 
 def test_cache_is_reused(tiny_sd_folder, cache_dir, monkeypatch):

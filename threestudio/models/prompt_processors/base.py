@@ -72,6 +72,24 @@ def default_cache_dir() -> str:
     return os.path.join(os.path.expanduser(root), "text_embeddings")
 
 
+def model_cache_dir(cache_dir: str, model: str) -> str:
+    """Where the embeddings of ``model`` are cached under ``cache_dir``: the folder itself for a
+    hub id; for a local model folder a subfolder named after the size and modification time of
+    its text encoder and tokenizer files, so a model retrained or replaced in place (the
+    bundled models are rebuilt by their scripts) never reads embeddings of its earlier
+    weights. The file names inside are ``hash_prompt(model, prompt)`` as established."""
+    if not os.path.isdir(model):
+        return cache_dir
+    stats = []
+    for part in ("text_encoder", "tokenizer"):
+        for root, _, files in os.walk(os.path.join(model, part)):
+            for name in sorted(files):
+                st = os.stat(os.path.join(root, name))
+                stats.append(f"{part}/{name}:{st.st_size}:{st.st_mtime_ns}")
+    fingerprint = hashlib.md5("|".join(sorted(stats)).encode()).hexdigest()[:16]
+    return os.path.join(cache_dir, f"local-{fingerprint}")
+
+
 def default_prompt_library_path() -> str:
     """The library shipped with the code (``load/prompt_library.json`` beside the package)."""
     return os.path.join(LOAD_DIR, "prompt_library.json")
@@ -458,7 +476,10 @@ class PromptProcessor(BaseObject):
     def plan_prompts(self) -> List[str]:
         """Resolves the prompt and builds the view-dependent prompts; returns every text to
         encode (the prompt, the negative prompt and one of each per view)."""
-        self._cache_dir = os.path.expanduser(self.cfg.cache_dir or default_cache_dir())
+        self._cache_dir = model_cache_dir(
+            os.path.expanduser(self.cfg.cache_dir or default_cache_dir()),
+            self.cfg.pretrained_model_name_or_path,
+        )
         self.directions = make_directions(
             self.cfg.view_dependent_prompt_front,
             self.cfg.front_threshold,
