@@ -14,17 +14,16 @@ field of view 20 degrees. ``scripts/train_novel_view_model.py`` trains it.
 """
 
 import copy
-import math
 import os
 
 import torch
-import torch.nn as nn
 from tqdm import tqdm
 
 from extern.zero123 import CCProjection, Zero123Pipeline
 from threestudio.bundled.examples import LIGHT_DISTANCE, LIGHT_OFFSET_DEG
 from threestudio.bundled.latent_model import build_latent_unet, build_sd_scheduler, encode_dataset
 from threestudio.bundled.shapes import COLORS, ShapeDataset, ShapeRenderer
+from threestudio.bundled.tiny_model import ema_update, warmup_cosine_adamw
 from threestudio.utils.paths import LOAD_DIR
 from threestudio.utils.typing import Callable, Dict, Float, Integer, List, Optional, Tensor, Tuple
 
@@ -137,12 +136,6 @@ def sample_pairs(
 # ============ training ============
 
 
-def _ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
-    with torch.no_grad():
-        for pe, pm in zip(ema.parameters(), model.parameters()):
-            pe.lerp_(pm, 1.0 - decay)
-
-
 def train_novel_view(
     data: ShapeDataset,
     vae,
@@ -182,17 +175,7 @@ def train_novel_view(
     )
     ema_modules = [ema.image_encoder, ema.cc_projection, ema.unet]
     params = [p for m in modules for p in m.parameters()]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    warmup = min(200, steps // 10 + 1)
-
-    def lr_at(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return (
-            0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup))) * 0.95 + 0.05
-        )
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    opt, sched = warmup_cosine_adamw(params, lr, steps)
     alphas = pipe.scheduler.alphas_cumprod
     gen = torch.Generator().manual_seed(seed)
     history: List[float] = []
@@ -224,7 +207,7 @@ def train_novel_view(
         sched.step()
         decay = min(ema_decay, (1 + step) / (10 + step))
         for e, m in zip(ema_modules, modules):
-            _ema_update(e, m, decay)
+            ema_update(e, m, decay)
         history.append(loss.item())
         if step % 50 == 0:
             recent = sum(history[-50:]) / len(history[-50:])

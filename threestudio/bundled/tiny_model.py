@@ -150,7 +150,23 @@ def caption_table() -> Tuple[List[str], Callable[[int, int, int], int]]:
 # ============ diffusion training ============
 
 
-def _ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
+def warmup_cosine_adamw(params: List[nn.Parameter], lr: float, steps: int):
+    """AdamW (no weight decay) and its schedule for the bundled models' training: linear
+    warm-up over min(200, steps / 10) steps, then cosine decay to 5% of ``lr``."""
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    warmup = min(200, steps // 10 + 1)
+
+    def lr_at(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return (
+            0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup))) * 0.95 + 0.05
+        )
+
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+
+
+def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
     with torch.no_grad():
         for pe, pm in zip(ema.parameters(), model.parameters()):
             pe.lerp_(pm, 1.0 - decay)
@@ -219,17 +235,7 @@ def fit_text_to_image(
     _, caption_index = caption_table()
     ema_text, ema_unet = copy.deepcopy(text_encoder), copy.deepcopy(unet)
     params = list(text_encoder.parameters()) + list(unet.parameters())
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    warmup = min(200, steps // 10 + 1)
-
-    def lr_at(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return (
-            0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup))) * 0.95 + 0.05
-        )
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    opt, sched = warmup_cosine_adamw(params, lr, steps)
     alphas = scheduler.alphas_cumprod
     cap_of = torch.tensor(
         [
@@ -267,8 +273,8 @@ def fit_text_to_image(
         opt.step()
         sched.step()
         decay = min(ema_decay, (1 + step) / (10 + step))
-        _ema_update(ema_text, text_encoder, decay)
-        _ema_update(ema_unet, unet, decay)
+        ema_update(ema_text, text_encoder, decay)
+        ema_update(ema_unet, unet, decay)
         history.append(loss.item())
         if step % 50 == 0:
             recent = sum(history[-50:]) / len(history[-50:])
