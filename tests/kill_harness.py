@@ -37,6 +37,8 @@ import time
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from threestudio.utils.atomic import TMP_DIR_PREFIX  # noqa: E402
+
 MAX_STEPS = 16
 PROMPT = "a red cube"  # the killed runs' prompt (the earlier trial keeps the quickstart's)
 # the quickstart at a size that trains in about a second of compute on a CPU
@@ -178,7 +180,10 @@ def inspect_trial(trial: str, cache: str):
             except Exception as e:  # noqa: BLE001
                 problems.append(f"{os.path.relpath(path, trial)}: {type(e).__name__}: {e}")
     for name in digest(cache) if os.path.isdir(cache) else []:  # local models: subfolders
-        if name.endswith(".pt"):
+        # a write the kill interrupted stays in its hidden temporary folder, never a finished name
+        if name.endswith(".pt") and not any(
+            part.startswith(TMP_DIR_PREFIX) for part in name.split(os.sep)
+        ):
             try:
                 torch.load(os.path.join(cache, name), weights_only=True)
             except Exception as e:  # noqa: BLE001
