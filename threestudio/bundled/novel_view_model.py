@@ -23,7 +23,7 @@ from extern.zero123 import CCProjection, Zero123Pipeline
 from threestudio.bundled.examples import LIGHT_DISTANCE, LIGHT_OFFSET_DEG
 from threestudio.bundled.latent_model import build_latent_unet, build_sd_scheduler, encode_dataset
 from threestudio.bundled.shapes import COLORS, ShapeDataset, ShapeRenderer
-from threestudio.bundled.tiny_model import ema_update, warmup_cosine_adamw
+from threestudio.bundled.tiny_model import ema_update, min_snr_step, warmup_cosine_adamw
 from threestudio.utils.paths import LOAD_DIR
 from threestudio.utils.typing import Callable, Dict, Float, Integer, List, Optional, Tensor, Tuple
 
@@ -197,14 +197,7 @@ def train_novel_view(
         noise = torch.randn(x0.shape, generator=gen)
         xt = pipe.scheduler.add_noise(x0, noise, t)
         pred = pipe.predict_noise(xt, t, cross, concat)
-        snr = alphas[t] / (1 - alphas[t])
-        weight = torch.clamp(snr, max=min_snr_gamma) / snr  # min-SNR weighting, epsilon target
-        loss = (weight * (pred - noise).pow(2).mean(dim=(1, 2, 3))).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sched.step()
+        loss = min_snr_step(pred, noise, alphas[t], min_snr_gamma, opt, sched, params)
         decay = min(ema_decay, (1 + step) / (10 + step))
         for e, m in zip(ema_modules, modules):
             ema_update(e, m, decay)

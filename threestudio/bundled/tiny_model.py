@@ -166,6 +166,28 @@ def warmup_cosine_adamw(params: List[nn.Parameter], lr: float, steps: int):
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
 
 
+def min_snr_step(
+    pred: Float[Tensor, "B C H W"],
+    noise: Float[Tensor, "B C H W"],
+    alphas_t: Float[Tensor, "B"],
+    gamma: float,
+    opt: torch.optim.Optimizer,
+    sched,
+    params: List[nn.Parameter],
+) -> Tensor:
+    """One optimiser step on the min-SNR-weighted epsilon loss (gradients clipped to norm 1);
+    returns the loss."""
+    snr = alphas_t / (1 - alphas_t)
+    weight = torch.clamp(snr, max=gamma) / snr
+    loss = (weight * (pred - noise).pow(2).mean(dim=(1, 2, 3))).mean()
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    opt.step()
+    sched.step()
+    return loss
+
+
 def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
     with torch.no_grad():
         for pe, pm in zip(ema.parameters(), model.parameters()):
@@ -264,14 +286,7 @@ def fit_text_to_image(
         noise = torch.randn(x0.shape, generator=gen)
         xt = scheduler.add_noise(x0, noise, t)
         pred = unet(xt, t, encoder_hidden_states=emb).sample
-        snr = alphas[t] / (1 - alphas[t])
-        weight = torch.clamp(snr, max=min_snr_gamma) / snr  # min-SNR weighting, epsilon target
-        loss = (weight * (pred - noise).pow(2).mean(dim=(1, 2, 3))).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        sched.step()
+        loss = min_snr_step(pred, noise, alphas[t], min_snr_gamma, opt, sched, params)
         decay = min(ema_decay, (1 + step) / (10 + step))
         ema_update(ema_text, text_encoder, decay)
         ema_update(ema_unet, unet, decay)
