@@ -93,11 +93,16 @@ def render_inputs(prompts: List[str], folder: str, size: int = 128) -> Dict[str,
     return paths
 
 
-def run_stage(cmd: List[str], log_path: str) -> Tuple[int, float, float]:
+def run_stage(
+    cmd: List[str], log_path: str, threads: Optional[int] = None
+) -> Tuple[int, float, float]:
     """(exit code, wall seconds, peak resident MiB) of one ``launch.py`` process."""
+    env = dict(os.environ)
+    if threads:
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     t0 = time.time()
     with open(log_path, "w") as log:
-        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
         _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     return proc.returncode, time.time() - t0, usage.ru_maxrss / 1024
@@ -121,7 +126,7 @@ def run_method(name: str, prompt: str, seed: int, args, image: Optional[str]) ->
             cmd.append(f"system.geometry_convert_from={trial}/ckpts/last.ckpt")
         log = os.path.join(args.exp_root, f"{name}_{tag}_stage{i}.log")
         os.makedirs(args.exp_root, exist_ok=True)
-        code, seconds, mib = run_stage(cmd, log)
+        code, seconds, mib = run_stage(cmd, log, args.threads)
         wall, peak = wall + seconds, max(peak, mib)
         if code != 0:
             return {"prompt": prompt, "seed": seed, "wall": wall, "peak": peak, "failed": log}
@@ -152,6 +157,15 @@ def main() -> None:
     p.add_argument("--exp-root", default="outputs/bench-methods")
     p.add_argument("--out", default=os.path.join(REPO_ROOT, "benchmarks", "results_methods.md"))
     p.add_argument("--images", default=os.path.join(REPO_ROOT, "docs", "images", "methods"))
+    p.add_argument(
+        "--strips", type=int, default=3, help="inputs per method with a strip in --images"
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads per run (OMP_NUM_THREADS); 1 lets two sittings share 2 cores",
+    )
     p.add_argument("--list", action="store_true", help="list the methods and exit")
     p.add_argument("--rerun", action="store_true", help="repeat runs already recorded")
     p.add_argument("overrides", nargs="*", help="extra config overrides for every stage, after --")
@@ -169,15 +183,10 @@ def main() -> None:
     images = render_inputs(prompts, os.path.join(args.exp_root, "inputs"))
     scorer = ClassifierScorer()
     record = os.path.splitext(args.out)[0] + ".json"
-    results: Dict[str, List[dict]] = {}
-    if os.path.isfile(record):
-        with open(record) as f:
-            results = json.load(f)
     for name in names:
-        for prompt in prompts:
+        for k, prompt in enumerate(prompts):
             for seed in args.seeds:
-                rows = results.setdefault(name, [])
-                done = [r for r in rows if (r["prompt"], r["seed"]) == (prompt, seed)]
+                done = [r for r in load_record(record).get(name, []) if same_run(r, prompt, seed)]
                 if done and not args.rerun:
                     continue
                 image = images[prompt] if METHODS[name].kind == "image" else None
@@ -185,7 +194,7 @@ def main() -> None:
                 if "trial" in r:
                     e = evaluate_trial(r["trial"], scorer, prompt=prompt)
                     r.update(r_precision=e["r_precision"], read_as=next(iter(e["top_prompts"])))
-                    if seed == args.seeds[0]:
+                    if seed == args.seeds[0] and k < args.strips:
                         strip = os.path.join(args.images, f"{name}_{prompt.replace(' ', '_')}.png")
                         save_strip(r["trial"], strip)
                     print(f"{name:16s} {prompt:18s} seed {seed}: {r['wall']:6.0f} s "
@@ -194,11 +203,35 @@ def main() -> None:
                 else:
                     print(f"{name} {prompt} seed {seed}: FAILED (log {r['failed']})", flush=True)
                 r["load_average"] = round(os.getloadavg()[0], 1)
-                rows[:] = [x for x in rows if x not in done] + [r]
-                with open(record + ".tmp", "w") as f:
-                    json.dump(results, f, indent=1)
-                os.replace(record + ".tmp", record)
-                write_table(args, results)
+                write_table(args, add_to_record(record, name, r))
+
+
+def same_run(r: dict, prompt: str, seed: int) -> bool:
+    return (r["prompt"], r["seed"]) == (prompt, seed)
+
+
+def load_record(record: str) -> Dict[str, List[dict]]:
+    if not os.path.isfile(record):
+        return {}
+    with open(record) as f:
+        return json.load(f)
+
+
+def add_to_record(record: str, name: str, run: dict) -> Dict[str, List[dict]]:
+    """Adds ``run`` (replacing an earlier one of the same input and seed) to the record file,
+    under a lock and re-read first, so sittings running side by side keep each other's runs."""
+    import fcntl
+
+    with open(record + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        results = load_record(record)
+        rows = results.setdefault(name, [])
+        rows[:] = [x for x in rows if not same_run(x, run["prompt"], run["seed"])] + [run]
+        results = {n: results[n] for n in [*METHODS, *results] if n in results}  # table order
+        with open(record + ".tmp", "w") as f:
+            json.dump(results, f, indent=1)
+        os.replace(record + ".tmp", record)
+    return results
 
 
 def write_table(args, results: Dict[str, List[dict]]) -> None:
