@@ -14,7 +14,9 @@ the runs recorded there (``--rerun`` repeats them), so the table fills over seve
 Writes ``benchmarks/results_methods.md`` (``--out``) and a strip of test views per method and input into
 ``docs/images/methods/`` (``--images``) for the first seed. Image-to-3D inputs are rendered from
 the world's meshes by ``scripts/make_example_images.py``'s renderer (reference camera elevation
-20, azimuth 0, distance 3.8, fovy 20), so every method is scored on the same objects.
+20, distance 3.8, fovy 20, at world azimuth 30 so that a cube shows two faces, not one square
+face a cylinder also shows; the methods call that view azimuth 0, and every other shape is
+round about the vertical), so every method is scored on the same objects.
 """
 
 import argparse
@@ -61,7 +63,7 @@ METHODS: Dict[str, Method] = {
     "zero123": Method("Zero-1-to-3", ["bundled/zero123"], kind="image"),
     "magic123": Method("Magic123", ["bundled/magic123-coarse"], kind="image"),
 }
-REFERENCE_CAMERA = (20.0, 0.0, 3.8, 20.0)  # elevation, azimuth, distance, fovy
+REFERENCE_CAMERA = (20.0, 30.0, 3.8, 20.0)  # elevation, world azimuth, distance, fovy
 
 
 def available(name: str) -> bool:
@@ -80,6 +82,7 @@ def render_inputs(prompts: List[str], folder: str, size: int = 128) -> Dict[str,
 
     from threestudio.bundled.shapes import ShapeRenderer
 
+    folder = os.path.join(folder, "e{:g}_a{:g}_d{:g}_f{:g}".format(*REFERENCE_CAMERA))
     os.makedirs(folder, exist_ok=True)
     renderer = ShapeRenderer(size, size, seed=0)
     paths = {}
@@ -191,6 +194,8 @@ def main() -> None:
                     continue
                 image = images[prompt] if METHODS[name].kind == "image" else None
                 r = run_method(name, prompt, seed, args, image)
+                if image is not None:
+                    r["input_camera"] = list(REFERENCE_CAMERA)
                 if "trial" in r:
                     e = evaluate_trial(r["trial"], scorer, prompt=prompt)
                     r.update(r_precision=e["r_precision"], read_as=next(iter(e["top_prompts"])))

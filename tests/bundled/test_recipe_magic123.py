@@ -27,6 +27,6 @@ def test_bundled_magic123_short_run(tmp_path):
     assert (trial.save / f"it{STEPS}-test.mp4").is_file()
     assert list((trial.save / f"it{STEPS}-export").glob("*.obj"))
     # the reference view is fitted: its RGB loss falls
-    first, last = first_last_means(trial.series("train_ref/loss_rgb"), 3)
-    print(f"train_ref/loss_rgb: first 3 steps {first:.4f}, last 3 {last:.4f}")
+    first, last = first_last_means(trial.series("train/loss_rgb"), 3)
+    print(f"train/loss_rgb: first 3 steps {first:.4f}, last 3 {last:.4f}")
     assert last < 0.7 * first
