@@ -189,13 +189,15 @@ def main() -> None:
     for name in names:
         for k, prompt in enumerate(prompts):
             for seed in args.seeds:
-                done = [r for r in load_record(record).get(name, []) if same_run(r, prompt, seed)]
+                image = images[prompt] if METHODS[name].kind == "image" else None
+                camera = list(REFERENCE_CAMERA) if image is not None else None
+                rows = load_record(record).get(name, [])
+                done = [r for r in rows if same_run(r, prompt, seed, camera)]
                 if done and not args.rerun:
                     continue
-                image = images[prompt] if METHODS[name].kind == "image" else None
                 r = run_method(name, prompt, seed, args, image)
-                if image is not None:
-                    r["input_camera"] = list(REFERENCE_CAMERA)
+                if camera is not None:
+                    r["input_camera"] = camera
                 if "trial" in r:
                     e = evaluate_trial(r["trial"], scorer, prompt=prompt)
                     r.update(r_precision=e["r_precision"], read_as=next(iter(e["top_prompts"])))
@@ -211,7 +213,11 @@ def main() -> None:
                 write_table(args, add_to_record(record, name, r))
 
 
-def same_run(r: dict, prompt: str, seed: int) -> bool:
+def same_run(r: dict, prompt: str, seed: int, camera: Optional[List[float]] = None) -> bool:
+    """Whether the recorded run ``r`` is of this input and seed (and, for an image method, an
+    input rendered from this camera: a row from another camera is run again)."""
+    if camera is not None and r.get("input_camera") != camera:
+        return False
     return (r["prompt"], r["seed"]) == (prompt, seed)
 
 
@@ -223,7 +229,7 @@ def load_record(record: str) -> Dict[str, List[dict]]:
 
 
 def add_to_record(record: str, name: str, run: dict) -> Dict[str, List[dict]]:
-    """Adds ``run`` (replacing an earlier one of the same input and seed) to the record file,
+    """Adds ``run`` (replacing any earlier one of the same input and seed) to the record file,
     under a lock and re-read first, so sittings running side by side keep each other's runs."""
     import fcntl
 
