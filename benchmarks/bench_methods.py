@@ -10,7 +10,8 @@ classifier (R-precision among the 30 prompts).
 Per method: wall time (all stages), peak resident memory of the largest stage, mean R-precision
 and the share of runs whose views most often read as their prompt; per run the same. Every
 finished run is recorded in ``benchmarks/results_methods.json`` at once and a later call skips
-the runs recorded there (``--rerun`` repeats them), so the table fills over several sittings.
+the runs recorded there (``--rerun`` repeats them; a run whose recipe has changed since, as
+parsed, is repeated too), so the table fills over several sittings.
 Writes ``benchmarks/results_methods.md`` (``--out``) and a strip of test views per method and input into
 ``docs/images/methods/`` (``--images``) for the first seed. Image-to-3D inputs are rendered from
 the world's meshes by ``scripts/make_example_images.py``'s renderer (reference camera elevation
@@ -71,6 +72,21 @@ def available(name: str) -> bool:
         os.path.isfile(os.path.join(REPO_ROOT, "configs", s + ".yaml"))
         for s in METHODS[name].stages
     )
+
+
+def recipe_digest(name: str) -> str:
+    """A digest of the method's stage configs as parsed (comments and layout do not count) and
+    its overrides: a recorded run of another digest was made with another recipe."""
+    import hashlib
+
+    import yaml
+
+    h = hashlib.sha256()
+    for stage in METHODS[name].stages:
+        with open(os.path.join(REPO_ROOT, "configs", stage + ".yaml")) as f:
+            h.update(json.dumps(yaml.safe_load(f), sort_keys=True).encode())
+    h.update(json.dumps(METHODS[name].overrides).encode())
+    return h.hexdigest()[:12]
 
 
 def render_inputs(prompts: List[str], folder: str, size: int = 128) -> Dict[str, str]:
@@ -187,15 +203,17 @@ def main() -> None:
     scorer = ClassifierScorer()
     record = os.path.splitext(args.out)[0] + ".json"
     for name in names:
+        recipe = recipe_digest(name)
         for k, prompt in enumerate(prompts):
             for seed in args.seeds:
                 image = images[prompt] if METHODS[name].kind == "image" else None
                 camera = list(REFERENCE_CAMERA) if image is not None else None
                 rows = load_record(record).get(name, [])
-                done = [r for r in rows if same_run(r, prompt, seed, camera)]
+                done = [r for r in rows if same_run(r, prompt, seed, camera, recipe)]
                 if done and not args.rerun:
                     continue
                 r = run_method(name, prompt, seed, args, image)
+                r["recipe"] = recipe
                 if camera is not None:
                     r["input_camera"] = camera
                 if "trial" in r:
@@ -213,10 +231,20 @@ def main() -> None:
                 write_table(args, add_to_record(record, name, r))
 
 
-def same_run(r: dict, prompt: str, seed: int, camera: Optional[List[float]] = None) -> bool:
+def same_run(
+    r: dict,
+    prompt: str,
+    seed: int,
+    camera: Optional[List[float]] = None,
+    recipe: Optional[str] = None,
+) -> bool:
     """Whether the recorded run ``r`` is of this input and seed (and, for an image method, an
-    input rendered from this camera: a row from another camera is run again)."""
+    input rendered from this camera; with ``recipe``, of that recipe digest: a row from another
+    camera or an edited recipe is run again). A row recorded before digests counts as the
+    current recipe's."""
     if camera is not None and r.get("input_camera") != camera:
+        return False
+    if recipe is not None and r.get("recipe", recipe) != recipe:
         return False
     return (r["prompt"], r["seed"]) == (prompt, seed)
 

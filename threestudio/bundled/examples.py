@@ -12,11 +12,12 @@ from threestudio.utils.typing import Dict, Tuple
 # name: (shape, colour, elevation, azimuth, distance, fovy): the reference camera of the
 # published zero123 configs (elevation 0, azimuth 0, distance 3.8, fovy 20); the torus is seen
 # from above so it is not a flat band, the cube and the cone from a little above so that their
-# tops show
+# tops show; the cube from world azimuth 30 so that two of its faces show (face-on it shows one
+# square, which is also a cylinder's side: Magic123 made a cylinder of it)
 EXAMPLE_IMAGES: Dict[str, Tuple[str, str, float, float, float, float]] = {
     "sphere": ("sphere", "orange", 0.0, 0.0, 3.8, 20.0),
     "torus": ("torus", "blue", 30.0, 0.0, 3.8, 20.0),
-    "cube": ("cube", "red", 30.0, 0.0, 3.8, 20.0),
+    "cube": ("cube", "red", 30.0, 30.0, 3.8, 20.0),
     "cone": ("cone", "yellow", 15.0, 0.0, 3.8, 20.0),
 }
 # the light of every example: above and to the right of the camera
