@@ -51,21 +51,22 @@ def main() -> None:
             wall = time.time() - t0
             if proc.returncode != 0:
                 print(f"{prompt} seed {seed}: FAILED\n{proc.stderr[-2000:]}")
-                rows.append((prompt, seed, wall, float("nan"), "failed"))
+                rows.append((prompt, seed, wall, float("nan"), "failed", float("nan")))
                 continue
             trial = sorted(
                 glob.glob(os.path.join(REPO_ROOT, args.exp_root, "quickstart", tag + "@*"))
             )[-1]
             r = evaluate_trial(trial, scorer)
             best = next(iter(r["top_prompts"]))
-            rows.append((prompt, seed, wall, r["r_precision"], best))
+            rows.append((prompt, seed, wall, r["r_precision"], best, r["confidence"]))
             print(f"{prompt:20s} seed {seed}: {wall:6.1f} s  R-precision {r['r_precision']:.3f}"
-                  f"  (most views: {best})", flush=True)  # fmt: skip
+                  f"  confidence {r['confidence']:.3f}  (most views: {best})", flush=True)  # fmt: skip
 
     done = [r for r in rows if r[4] != "failed"]
     mean_r = sum(r[3] for r in done) / max(1, len(done))
     hit = sum(r[4] == r[0] for r in done) / max(1, len(done))
     walls = [r[2] for r in done]
+    weakest = min(done, key=lambda r: r[5], default=None)
     summary = (
         f"{len(done)} runs ({len(rows) - len(done)} failed): mean R-precision {mean_r:.3f} "
         f"(views), {100 * hit:.0f}% of runs read as their prompt by most views; wall time "
@@ -73,6 +74,12 @@ def main() -> None:
         f"{sum(walls) / max(1, len(walls)):.0f} s, min {min(walls, default=0):.0f} s, "
         f"max {max(walls, default=0):.0f} s"
     )
+    if weakest is not None:
+        summary += (
+            f"; the classifier's confidence in the right shape and colour (mean over a run's "
+            f"views): lowest {weakest[5]:.3f} ({weakest[0]}, seed {weakest[1]}), mean "
+            f"{sum(r[5] for r in done) / len(done):.3f}"
+        )
     print(summary)
     machine = (
         f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
@@ -85,10 +92,10 @@ def main() -> None:
         "",
         summary,
         "",
-        "| prompt | seed | wall s | R-precision | most views read as |",
-        "|---|---|---|---|---|",
+        "| prompt | seed | wall s | R-precision | confidence | most views read as |",
+        "|---|---|---|---|---|---|",
     ]
-    lines += [f"| {a} | {b} | {c:.0f} | {d:.3f} | {e} |" for a, b, c, d, e in rows]
+    lines += [f"| {a} | {b} | {c:.0f} | {d:.3f} | {f:.3f} | {e} |" for a, b, c, d, e, f in rows]
     with open(args.out, "w") as f:
         f.write("\n".join(lines) + "\n")
 

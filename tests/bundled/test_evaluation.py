@@ -81,6 +81,8 @@ def test_cli_scores_renders_of_the_prompt_high_and_writes_the_result(tmp_path, p
     assert result["prompt"] == prompt and result["step"] == 100 and result["n_views"] == 6
     assert result["n_prompts"] == 30
     assert result["r_precision"] >= 5 / 6
+    assert 0.5 < result["confidence"] <= 1.0
+    assert 0.0 < result["min_view_confidence"] <= result["confidence"]
     assert "R-precision" in capsys.readouterr().out
 
 
@@ -92,6 +94,7 @@ def test_cli_r_precision_is_low_for_the_wrong_prompt(tmp_path):
     assert evaluation.main([str(trial)]) == 0
     result = json.loads((trial / "evaluation.json").read_text())
     assert result["r_precision"] <= 1 / 6
+    assert result["confidence"] < 0.2
     assert next(iter(result["top_prompts"])) == "a green sphere"
 
 

@@ -221,6 +221,11 @@ def evaluate_trial(
         "r_precision": r_precision(scores, target),
         "top_prompts": dict(sorted(counts.items(), key=lambda kv: -kv[1])),
     }
+    if scorer.name == "classifier":
+        # the classifier's probability of the right shape and colour, per view (its log
+        # probabilities are normalised over all 30 prompts, whatever ``prompts`` holds)
+        p = scores[:, target].exp()
+        result.update(confidence=p.mean().item(), min_view_confidence=p.min().item())
     if write:
         path = os.path.join(trial_dir, EVALUATION_FILE)
         with open(path + ".tmp", "w") as f:
@@ -272,6 +277,12 @@ def main(argv=None) -> int:
                 f"{trial}: R-precision {r['r_precision']:.3f} over {r['n_views']} views, "
                 f"{r['n_prompts']} prompts ({scorer.name}); prompt [{r['prompt']}], most "
                 f"views read as [{best}]"
+                + (
+                    f"; classifier confidence in the prompt {r['confidence']:.3f} (mean), "
+                    f"{r['min_view_confidence']:.3f} (lowest view)"
+                    if "confidence" in r
+                    else ""
+                )
             )
         if len(results) > 1:
             mean = sum(r["r_precision"] for r in results) / len(results)
