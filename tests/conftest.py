@@ -1,5 +1,6 @@
 """Shared test set-up: no network, a private cache, small thread counts."""
 
+import logging
 import os
 
 import pytest
@@ -22,3 +23,15 @@ def _private_cache(tmp_path_factory, monkeypatch):
     cache = tmp_path_factory.getbasetemp() / "threestudio_cache"
     monkeypatch.setenv("THREESTUDIO_CACHE_DIR", str(cache))
     yield
+
+
+@pytest.fixture(autouse=True)
+def _restore_threestudio_logger():
+    """launch.main sets the threestudio logger up for a console (its own handler, no
+    propagation, which hides records from caplog): every test gets the logger back as it was,
+    so no test depends on which tests ran before it in the same process."""
+    logger = logging.getLogger("threestudio")
+    saved = (list(logger.handlers), logger.propagate, logger.level)
+    yield
+    logger.handlers[:] = saved[0]
+    logger.propagate, logger.level = saved[1], saved[2]
