@@ -1,20 +1,14 @@
 """benchmarks/bench_methods.py's record: a recorded run counts as done only for its input, seed,
 input camera and recipe; editing a recipe's settings (not its comments) makes its rows stale."""
 
-import importlib.util
 import json
-from pathlib import Path
 
+from tests.scripts.script_module import load_script as load_module
 from threestudio.utils.paths import REPO_ROOT as REPO
-
-SCRIPT = Path(REPO) / "benchmarks" / "bench_methods.py"
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("bench_methods", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_module("benchmarks/bench_methods.py")
 
 
 def test_a_run_is_done_only_for_its_input_camera_and_recipe():

@@ -4,7 +4,6 @@ from a tiny Zero-1-to-3 folder by the inverse of diffusers' key mapping, convert
 folder's weights, and the guidances load the result and score a render as they score the
 original folder."""
 
-import importlib.util
 import re
 import subprocess
 import sys
@@ -14,16 +13,14 @@ import pytest
 import torch
 
 import threestudio
+from tests.scripts.script_module import load_script as load_module
 from threestudio.utils.paths import REPO_ROOT as REPO
 
 SCRIPT = Path(REPO) / "scripts" / "convert_zero123.py"
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("convert_zero123", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_module("scripts/convert_zero123.py")
 
 
 def plain_config(config) -> dict:
