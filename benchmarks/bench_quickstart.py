@@ -5,8 +5,11 @@ the bundled classifier (R-precision over the 30 prompts).
     python benchmarks/bench_quickstart.py                       # all 30 prompts, seed 0
     python benchmarks/bench_quickstart.py --prompts 12 --seeds 0 1 2
     python benchmarks/bench_quickstart.py --prompts 2 -- trainer.max_steps=300   # extra overrides
+    python benchmarks/bench_quickstart.py --trials outputs/quickstart/*@*   # score made trials
 
-Prints one line per run and a summary, and writes a markdown table (``--out``).
+Per run: R-precision, the classifier's confidence in the right shape and colour (mean and lowest
+view) and the share of views whose object stays inside the frame. Prints one line per run and
+writes a markdown table with a summary (``--out``) after every run.
 """
 
 import argparse
@@ -25,6 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from threestudio.bundled.evaluation import ClassifierScorer, evaluate_trial  # noqa: E402
 from threestudio.bundled.shapes import spread_prompts  # noqa: E402
 from threestudio.utils.paths import REPO_ROOT  # noqa: E402
+from threestudio.utils.typing import List, Optional  # noqa: E402
 
 
 def main() -> None:
@@ -33,11 +37,19 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--exp-root", default="outputs/bench-quickstart")
     p.add_argument("--out", default=os.path.join(REPO_ROOT, "benchmarks", "results_quickstart.md"))
+    p.add_argument(
+        "--trials", nargs="+", default=None, help="score these trial folders instead of running"
+    )
     p.add_argument("overrides", nargs="*", help="extra config overrides, after --")
     args = p.parse_args()
 
     scorer = ClassifierScorer()
-    rows = []
+    rows: List[dict] = []
+    if args.trials:  # score trials made elsewhere (e.g. one launch with --prompts)
+        for trial in args.trials:
+            rows.append(score(trial, scorer, None))
+            write_table(args, rows)
+        return
     for prompt in spread_prompts(args.prompts):
         for seed in args.seeds:
             tag = f"{prompt.replace(' ', '_')}_s{seed}"
@@ -51,36 +63,68 @@ def main() -> None:
             wall = time.time() - t0
             if proc.returncode != 0:
                 print(f"{prompt} seed {seed}: FAILED\n{proc.stderr[-2000:]}")
-                rows.append((prompt, seed, wall, float("nan"), "failed", float("nan")))
-                continue
-            trial = sorted(
-                glob.glob(os.path.join(REPO_ROOT, args.exp_root, "quickstart", tag + "@*"))
-            )[-1]
-            r = evaluate_trial(trial, scorer)
-            best = next(iter(r["top_prompts"]))
-            rows.append((prompt, seed, wall, r["r_precision"], best, r["confidence"]))
-            print(f"{prompt:20s} seed {seed}: {wall:6.1f} s  R-precision {r['r_precision']:.3f}"
-                  f"  confidence {r['confidence']:.3f}  (most views: {best})", flush=True)  # fmt: skip
+                rows.append({"prompt": prompt, "seed": seed, "wall": wall, "failed": True})
+            else:
+                trial = sorted(
+                    glob.glob(os.path.join(REPO_ROOT, args.exp_root, "quickstart", tag + "@*"))
+                )[-1]
+                rows.append(score(trial, scorer, wall))
+            write_table(args, rows)
 
-    done = [r for r in rows if r[4] != "failed"]
-    mean_r = sum(r[3] for r in done) / max(1, len(done))
-    hit = sum(r[4] == r[0] for r in done) / max(1, len(done))
-    walls = [r[2] for r in done]
-    weakest = min(done, key=lambda r: r[5], default=None)
+
+def score(trial: str, scorer, wall: Optional[float]) -> dict:
+    """One run's row: R-precision, the classifier's confidence and the share of views with the
+    object inside the frame (``threestudio.bundled.evaluation``)."""
+    from omegaconf import OmegaConf
+
+    r = evaluate_trial(trial, scorer)
+    seed = OmegaConf.load(os.path.join(trial, "configs", "parsed.yaml")).get("seed")
+    row = {
+        "prompt": r["prompt"], "seed": seed, "wall": wall, "r_precision": r["r_precision"],
+        "read_as": next(iter(r["top_prompts"])), "confidence": r["confidence"],
+        "min_view_confidence": r["min_view_confidence"], "in_frame": r.get("in_frame"),
+    }  # fmt: skip
+    wall_text = "-" if wall is None else f"{wall:.1f} s"
+    print(f"{row['prompt']:20s} seed {seed}: {wall_text:>8s}  R-precision "
+          f"{row['r_precision']:.3f}  confidence {row['confidence']:.3f}  in frame "
+          f"{fmt_share(row['in_frame'])}  (most views: {row['read_as']})", flush=True)  # fmt: skip
+    return row
+
+
+def fmt_share(x: Optional[float]) -> str:
+    return "-" if x is None else f"{100 * x:.0f}%"
+
+
+def write_table(args, rows: List[dict]) -> None:
+    """The summary and per-run table of ``rows`` so far, written atomically to ``args.out``."""
+    done = [r for r in rows if not r.get("failed")]
+    mean_r = sum(r["r_precision"] for r in done) / max(1, len(done))
+    hit = sum(r["read_as"] == r["prompt"] for r in done) / max(1, len(done))
+    walls = [r["wall"] for r in done if r["wall"] is not None]
     summary = (
         f"{len(done)} runs ({len(rows) - len(done)} failed): mean R-precision {mean_r:.3f} "
-        f"(views), {100 * hit:.0f}% of runs read as their prompt by most views; wall time "
-        f"median {statistics.median(walls) if walls else 0:.0f} s, mean "
-        f"{sum(walls) / max(1, len(walls)):.0f} s, min {min(walls, default=0):.0f} s, "
-        f"max {max(walls, default=0):.0f} s"
+        f"(views), {100 * hit:.0f}% of runs read as their prompt by most views"
     )
-    if weakest is not None:
+    if walls:
         summary += (
-            f"; the classifier's confidence in the right shape and colour (mean over a run's "
-            f"views): lowest {weakest[5]:.3f} ({weakest[0]}, seed {weakest[1]}), mean "
-            f"{sum(r[5] for r in done) / len(done):.3f}"
+            f"; wall time median {statistics.median(walls):.0f} s, mean "
+            f"{sum(walls) / len(walls):.0f} s, min {min(walls):.0f} s, max {max(walls):.0f} s"
         )
-    print(summary)
+    if done:
+        weakest = min(done, key=lambda r: r["confidence"])
+        framed = [r["in_frame"] for r in done if r["in_frame"] is not None]
+        summary += (
+            f". The classifier's confidence in the right shape and colour (its probability of "
+            f"the prompt among the 30, mean over a run's views): lowest {weakest['confidence']:.3f}"
+            f" ({weakest['prompt']}, seed {weakest['seed']}), mean "
+            f"{sum(r['confidence'] for r in done) / len(done):.3f}"
+        )
+        if framed:
+            summary += (
+                f". Views with the whole object inside the frame (opacity below 0.5 on the "
+                f"border): {100 * sum(framed) / len(framed):.0f}% over the runs, lowest "
+                f"{100 * min(framed):.0f}%"
+            )
     machine = (
         f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
         f"load average {os.getloadavg()[0]:.1f} at the end"
@@ -90,14 +134,25 @@ def main() -> None:
         "",
         f"Machine: {machine}. Overrides: {' '.join(args.overrides) or 'none'}.",
         "",
-        summary,
+        summary + ".",
         "",
-        "| prompt | seed | wall s | R-precision | confidence | most views read as |",
-        "|---|---|---|---|---|---|",
+        "| prompt | seed | wall s | R-precision | confidence (mean, lowest view) | in frame "
+        "| most views read as |",
+        "|---|---|---|---|---|---|---|",
     ]
-    lines += [f"| {a} | {b} | {c:.0f} | {d:.3f} | {f:.3f} | {e} |" for a, b, c, d, e, f in rows]
-    with open(args.out, "w") as f:
+    for r in rows:
+        wall = "-" if r["wall"] is None else f"{r['wall']:.0f}"
+        if r.get("failed"):
+            lines.append(f"| {r['prompt']} | {r['seed']} | {wall} | failed | - | - | - |")
+            continue
+        lines.append(
+            f"| {r['prompt']} | {r['seed']} | {wall} | {r['r_precision']:.3f} "
+            f"| {r['confidence']:.3f}, {r['min_view_confidence']:.3f} "
+            f"| {fmt_share(r['in_frame'])} | {r['read_as']} |"
+        )
+    with open(args.out + ".tmp", "w") as f:
         f.write("\n".join(lines) + "\n")
+    os.replace(args.out + ".tmp", args.out)
 
 
 if __name__ == "__main__":

@@ -83,6 +83,7 @@ def test_cli_scores_renders_of_the_prompt_high_and_writes_the_result(tmp_path, p
     assert result["r_precision"] >= 5 / 6
     assert 0.5 < result["confidence"] <= 1.0
     assert 0.0 < result["min_view_confidence"] <= result["confidence"]
+    assert result["in_frame"] == 1.0  # the fake panels' opacity is black
     assert "R-precision" in capsys.readouterr().out
 
 
@@ -106,3 +107,21 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert evaluation.main([str(trial)]) == 2
     err = capsys.readouterr().err.strip()
     assert "a hamburger" in err and "--scorer clip" in err
+
+
+def test_share_in_frame_reads_the_opacity_panel_ring(tmp_path):
+    h = 16
+    rgb = np.full((h, h, 3), 255, dtype=np.uint8)
+    inside = np.zeros((h, h, 3), dtype=np.uint8)
+    inside[4:12, 4:12] = 255  # an object clear of the edges
+    touching = inside.copy()
+    touching[6:10, 0:4] = 255  # reaches the left edge
+    paths = []
+    for i, opacity in enumerate([inside, touching, inside, inside]):
+        path = tmp_path / f"{i}.png"
+        imageio.imwrite(path, np.concatenate([rgb, rgb, opacity], axis=1))
+        paths.append(str(path))
+    assert evaluation.share_in_frame(paths) == 0.75
+    single = tmp_path / "single.png"
+    imageio.imwrite(single, rgb)
+    assert evaluation.share_in_frame([str(single)]) is None

@@ -79,6 +79,24 @@ def load_rgb_views(paths: List[str]) -> Float[Tensor, "B H W 3"]:
     return torch.stack(views).float() / 255.0
 
 
+def share_in_frame(paths: List[str], threshold: float = 0.5) -> Optional[float]:
+    """The share of test views whose object stays inside the frame: the opacity panel (the
+    rightmost square of a view with more than one panel) is below ``threshold`` on the whole
+    outermost ring of pixels. None when the views have a single panel (no opacity)."""
+    import imageio.v2 as imageio
+
+    inside = []
+    for path in paths:
+        img = np.asarray(imageio.imread(path))
+        h, w = img.shape[:2]
+        if w < 2 * h:
+            return None
+        opacity = img[:, w - h :].reshape(h, h, -1)[..., 0].astype(np.float32) / 255.0
+        ring = np.concatenate([opacity[0], opacity[-1], opacity[:, 0], opacity[:, -1]])
+        inside.append(bool(ring.max() < threshold))
+    return sum(inside) / len(inside)
+
+
 def trial_prompt(trial_dir: str) -> str:
     """The prompt a trial was trained on, from its ``configs/parsed.yaml``."""
     from omegaconf import OmegaConf
@@ -221,6 +239,9 @@ def evaluate_trial(
         "r_precision": r_precision(scores, target),
         "top_prompts": dict(sorted(counts.items(), key=lambda kv: -kv[1])),
     }
+    in_frame = share_in_frame(paths)
+    if in_frame is not None:
+        result["in_frame"] = in_frame
     if scorer.name == "classifier":
         # the classifier's probability of the right shape and colour, per view (its log
         # probabilities are normalised over all 30 prompts, whatever ``prompts`` holds)
@@ -281,6 +302,11 @@ def main(argv=None) -> int:
                     f"; classifier confidence in the prompt {r['confidence']:.3f} (mean), "
                     f"{r['min_view_confidence']:.3f} (lowest view)"
                     if "confidence" in r
+                    else ""
+                )
+                + (
+                    f"; object inside the frame in {100 * r['in_frame']:.0f}% of views"
+                    if "in_frame" in r
                     else ""
                 )
             )
