@@ -121,7 +121,7 @@ def test_share_in_frame_reads_the_opacity_panel_ring(tmp_path):
         path = tmp_path / f"{i}.png"
         imageio.imwrite(path, np.concatenate([rgb, rgb, opacity], axis=1))
         paths.append(str(path))
-    assert evaluation.share_in_frame(paths) == 0.75
+    assert evaluation.share_in_frame(evaluation.read_views(paths)) == 0.75
     single = tmp_path / "single.png"
     imageio.imwrite(single, rgb)
-    assert evaluation.share_in_frame([str(single)]) is None
+    assert evaluation.share_in_frame(evaluation.read_views([str(single)])) is None

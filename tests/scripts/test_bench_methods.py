@@ -3,16 +3,14 @@ input camera and recipe; editing a recipe's settings (not its comments) makes it
 
 import json
 
-from tests.scripts.script_module import load_script as load_module
+from tests.scripts.script_module import load_script
 from threestudio.utils.paths import REPO_ROOT as REPO
 
-
-def load_script():
-    return load_module("benchmarks/bench_methods.py")
+BENCH = "benchmarks/bench_methods.py"
 
 
 def test_a_run_is_done_only_for_its_input_camera_and_recipe():
-    bm = load_script()
+    bm = load_script(BENCH)
     row = {"prompt": "a red cube", "seed": 0, "input_camera": [20.0, 30.0], "recipe": "abc"}
     assert bm.same_run(row, "a red cube", 0, [20.0, 30.0], "abc")
     assert not bm.same_run(row, "a red cube", 1, [20.0, 30.0], "abc")
@@ -25,7 +23,7 @@ def test_a_run_is_done_only_for_its_input_camera_and_recipe():
 
 
 def test_the_recipe_digest_follows_settings_not_comments(tmp_path, monkeypatch):
-    bm = load_script()
+    bm = load_script(BENCH)
     configs = tmp_path / "configs"
     configs.mkdir()
     monkeypatch.setattr(bm, "REPO_ROOT", str(tmp_path))

@@ -13,14 +13,10 @@ import pytest
 import torch
 
 import threestudio
-from tests.scripts.script_module import load_script as load_module
+from tests.scripts.script_module import load_script
 from threestudio.utils.paths import REPO_ROOT as REPO
 
 SCRIPT = Path(REPO) / "scripts" / "convert_zero123.py"
-
-
-def load_script():
-    return load_module("scripts/convert_zero123.py")
 
 
 def plain_config(config) -> dict:
@@ -148,7 +144,7 @@ def converted(tmp_path_factory, tiny_zero123_path):
     ckpt = root / "105000.ckpt"
     torch.save(original_checkpoint(pipe), ckpt)
     out = root / "zero123-diffusers"
-    load_script().convert(
+    load_script("scripts/convert_zero123.py").convert(
         str(ckpt),
         str(out),
         clip=str(Path(tiny_zero123_path) / "image_encoder"),

@@ -67,31 +67,30 @@ def find_test_views(trial_dir: str) -> Tuple[int, List[str]]:
     return step, paths
 
 
-def load_rgb_views(paths: List[str]) -> Float[Tensor, "B H W 3"]:
-    """The rgb panel of each test image: the leftmost square (panels are rgb | normal | opacity)."""
+def read_views(paths: List[str]) -> List[np.ndarray]:
+    """The test images as uint8 arrays [H, W, C] (panels side by side: rgb | normal | opacity)."""
     import imageio.v2 as imageio
 
-    views = []
-    for path in paths:
-        img = np.asarray(imageio.imread(path))[..., :3]
-        h = img.shape[0]
-        views.append(torch.from_numpy(img[:, :h].copy()))
-    return torch.stack(views).float() / 255.0
+    views = [np.asarray(imageio.imread(path)) for path in paths]
+    return [v[..., None] if v.ndim == 2 else v for v in views]
 
 
-def share_in_frame(paths: List[str], threshold: float = 0.5) -> Optional[float]:
+def load_rgb_views(views: List[np.ndarray]) -> Float[Tensor, "B H W 3"]:
+    """The rgb panel of each test image: the leftmost square."""
+    rgb = [torch.from_numpy(v[:, : v.shape[0], :3].copy()) for v in views]
+    return torch.stack(rgb).float() / 255.0
+
+
+def share_in_frame(views: List[np.ndarray], threshold: float = 0.5) -> Optional[float]:
     """The share of test views whose object stays inside the frame: the opacity panel (the
     rightmost square of a view with more than one panel) is below ``threshold`` on the whole
     outermost ring of pixels. None when the views have a single panel (no opacity)."""
-    import imageio.v2 as imageio
-
     inside = []
-    for path in paths:
-        img = np.asarray(imageio.imread(path))
-        h, w = img.shape[:2]
+    for view in views:
+        h, w = view.shape[:2]
         if w < 2 * h:
             return None
-        opacity = img[:, w - h :].reshape(h, h, -1)[..., 0].astype(np.float32) / 255.0
+        opacity = view[:, w - h :, 0].astype(np.float32) / 255.0
         ring = np.concatenate([opacity[0], opacity[-1], opacity[:, 0], opacity[:, -1]])
         inside.append(bool(ring.max() < threshold))
     return sum(inside) / len(inside)
@@ -222,7 +221,8 @@ def evaluate_trial(
     if prompt not in prompts:
         prompts.append(prompt)
     step, paths = find_test_views(trial_dir)
-    scores = scorer(load_rgb_views(paths), prompts)
+    views = read_views(paths)
+    scores = scorer(load_rgb_views(views), prompts)
     target = prompts.index(prompt)
     top = scores.argmax(dim=-1).tolist()
     counts: Dict[str, int] = {}
@@ -239,7 +239,7 @@ def evaluate_trial(
         "r_precision": r_precision(scores, target),
         "top_prompts": dict(sorted(counts.items(), key=lambda kv: -kv[1])),
     }
-    in_frame = share_in_frame(paths)
+    in_frame = share_in_frame(views)
     if in_frame is not None:
         result["in_frame"] = in_frame
     if scorer.name == "classifier":
