@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from threestudio.data.uncond import RandomCameraDataModule
+from threestudio.data.uncond import RandomCameraDataModule, fitted_distance, refit_turntable
 from threestudio.utils.errors import ConfigError
 
 KEYS = {
@@ -137,3 +137,52 @@ def test_eval_turntable():
     assert azimuths == sorted(azimuths) and azimuths[0] == -180.0
     b = next(iter(dm.test_dataloader()))
     assert float(b["elevation"][0]) == 20.0 and float(b["camera_distances"][0]) == 2.0
+
+
+def test_refit_turntable_matches_a_turntable_built_at_that_distance():
+    near = make(eval_elevation_deg=20.0, eval_camera_distance=1.5, eval_fovy_deg=50.0)
+    far = make(eval_elevation_deg=20.0, eval_camera_distance=3.0, eval_fovy_deg=50.0)
+    for a, b in zip(near.test_dataloader(), far.test_dataloader()):
+        refit_turntable(a, torch.zeros(3), 3.0)
+        for key in KEYS - {"height", "width"}:
+            assert torch.allclose(torch.as_tensor(a[key]), torch.as_tensor(b[key]), atol=1e-5), key
+
+
+def sphere_hits(batch, center, radius):
+    """Which pixels' rays meet the sphere (analytic ray-sphere test)."""
+    o = batch["rays_o"][0] - center
+    d = torch.nn.functional.normalize(batch["rays_d"][0], dim=-1)
+    b = (o * d).sum(-1)
+    c = (o * o).sum(-1) - radius**2
+    return (b * b - c > 0) & (b < 0)
+
+
+@pytest.mark.parametrize("share", [0.5, 0.9])
+def test_fitted_distance_frames_a_sphere_at_its_share_of_the_frame(share):
+    center, radius = torch.tensor([0.3, -0.2, -0.4]), 0.7
+    dm = make(eval_height=64, eval_width=64, eval_fovy_deg=50.0, eval_elevation_deg=20.0)
+    distance = fitted_distance(radius, 50.0, share)
+    for batch in dm.test_dataloader():
+        refit_turntable(batch, center, distance)
+        assert torch.allclose(
+            batch["camera_positions"][0] - center, batch["c2w"][0, :3, 3] - center
+        )
+        assert abs(float((batch["camera_positions"][0] - center).norm()) - distance) < 1e-4
+        hits = sphere_hits(batch, center, radius)
+        rows = hits.any(dim=1).nonzero()
+        cols = hits.any(dim=0).nonzero()
+        # centred in the frame, as tall as the share asks (to a pixel)
+        assert abs(len(rows) / 64 - share) <= 1.5 / 64 and abs(len(cols) / 64 - share) <= 1.5 / 64
+        assert (
+            abs(float(rows.float().mean()) - 31.5) < 1
+            and abs(float(cols.float().mean()) - 31.5) < 1
+        )
+        # the mvp matrix agrees: the centre projects to the middle of the image
+        p = batch["mvp_mtx"][0] @ torch.cat([center, torch.ones(1)])
+        assert torch.allclose(p[:2] / p[3], torch.zeros(2), atol=1e-5)
+
+
+@pytest.mark.parametrize("share", [-0.1, 1.5])
+def test_eval_fit_object_outside_zero_to_one_is_one_line(share):
+    with pytest.raises(ConfigError, match="data.eval_fit_object"):
+        RandomCameraDataModule({"eval_fit_object": share})

@@ -142,3 +142,58 @@ def test_collated_height_and_width_become_ints():
     assert out["height"] == 32 and isinstance(out["height"], int)
     assert out["width"] == 24 and isinstance(out["width"], int)
     assert torch.is_tensor(out["index"])
+
+
+def framed_system(share, isosurface):
+    """A system in its test stage over a turntable datamodule with data.eval_fit_object=share;
+    ``isosurface`` stands in for the trained geometry's surface (None: a geometry without one)."""
+    from types import SimpleNamespace
+
+    from threestudio.data.uncond import RandomCameraDataModule
+
+    dm = RandomCameraDataModule(
+        {"eval_height": 48, "eval_width": 48, "eval_fovy_deg": 40.0, "eval_elevation_deg": 30.0,
+         "eval_camera_distance": 1.5, "n_test_views": 4, "eval_fit_object": share}
+    )  # fmt: skip
+    dm.setup("test")
+    system = LeavesItToTheBase(system_cfg())
+    if isosurface is None:
+        system.geometry = nn.Module()  # nothing to read a surface from
+    else:
+        system.geometry.isosurface = isosurface
+    system._trainer = SimpleNamespace(datamodule=dm, current_epoch=0, global_step=0)
+    system.on_test_start()
+    batches = []
+    for batch in dm.test_dataloader():
+        system.on_test_batch_start(batch, 0)
+        batches.append(batch)
+    return batches
+
+
+def test_test_turntable_is_framed_on_the_object():
+    import trimesh
+
+    from threestudio.models.mesh import Mesh
+
+    center, radius = torch.tensor([0.25, -0.1, 0.3]), 0.6
+    sphere = trimesh.creation.icosphere(subdivisions=3, radius=radius)
+    mesh = Mesh(
+        v_pos=torch.tensor(sphere.vertices, dtype=torch.float32) + center,
+        t_pos_idx=torch.tensor(sphere.faces, dtype=torch.long),
+    )
+    for batch in framed_system(0.9, lambda: mesh):
+        # every view turns about the object's centre and sees it at 0.9 of the frame height
+        o = batch["rays_o"][0] - center
+        d = torch.nn.functional.normalize(batch["rays_d"][0], dim=-1)
+        b, c = (o * d).sum(-1), (o * o).sum(-1) - radius**2
+        hits = (b * b - c > 0) & (b < 0)
+        rows = hits.any(dim=1).nonzero().float()
+        assert abs(len(rows) / 48 - 0.9) <= 2 / 48
+        assert abs(float(rows.mean()) - 23.5) < 1
+        assert float(batch["camera_distances"][0]) > 1.5  # moved back from the fixed 1.5
+
+
+def test_test_turntable_without_a_surface_keeps_the_fixed_camera(caplog):
+    for batch in framed_system(0.9, None):
+        assert float(batch["camera_positions"][0].norm()) == pytest.approx(1.5)
+    assert "has no isosurface to frame" in caplog.text

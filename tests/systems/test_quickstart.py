@@ -25,6 +25,8 @@ def test_short_quickstart_writes_video_and_mesh(tmp_path):
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "never saw" not in proc.stderr + proc.stdout
+    # the test turntable turns about the trained object (data.eval_fit_object: 0.9)
+    assert "test views framed on the object" in proc.stderr + proc.stdout
     (trial,) = (tmp_path / "quickstart").iterdir()
     assert trial.name.startswith("a_green_cube@")
     save = trial / "save"
@@ -37,3 +39,4 @@ def test_short_quickstart_writes_video_and_mesh(tmp_path):
     assert evaluation.main([str(trial)]) == 0
     result = json.loads((trial / "evaluation.json").read_text())
     assert result["prompt"] == "a green cube" and result["n_views"] == 6
+    assert result["in_frame"] == 1.0  # every view holds the whole object

@@ -54,6 +54,11 @@ class RandomCameraDataModuleConfig:
     eval_elevation_deg: float = 15.0  # turntable elevation, degrees
     eval_camera_distance: float = 1.5  # turntable distance
     eval_fovy_deg: float = 70.0  # turntable vertical field of view
+    # test turntable framed on the trained object: 0 keeps eval_camera_distance about the origin;
+    # a share in (0, 1] turns about the object's centre, at the distance where its bounding
+    # sphere fills that share of the frame height (the object is read from the geometry when
+    # the test stage starts; validation views keep the fixed camera)
+    eval_fit_object: float = 0.0
     # dreamfusion: light near the camera direction | magic3d: in a cone around the view direction
     light_sample_strategy: str = "dreamfusion"
     batch_uniform_azimuth: bool = True  # one azimuth per equal sector, so each batch sees all sides
@@ -128,6 +133,48 @@ def make_camera_batch(
         "fovy": fovy,
         "proj_mtx": proj_mtx,
     }
+
+
+def fitted_distance(radius: float, fovy_deg: float, share: float) -> float:
+    """The camera distance at which a sphere of ``radius``, looked at through its centre, fills
+    ``share`` of the frame height of a camera with vertical field of view ``fovy_deg`` (its
+    silhouette is a circle of angular radius asin(radius / distance))."""
+    half = math.atan(share * math.tan(0.5 * fovy_deg * math.pi / 180))
+    return radius / math.sin(half)
+
+
+def refit_turntable(
+    batch: Dict[str, Any],
+    center: Float[Tensor, "3"],
+    distance: float,
+    rays_d_normalize: bool = True,
+) -> None:
+    """Moves an evaluation batch's cameras in place: the same elevations, azimuths, field of
+    view and image size, looking at ``center`` from ``distance`` (the light at the camera)."""
+    elevation, device = batch["elevation"], batch["elevation"].device
+    elev, azim = elevation.detach().cpu().float(), batch["azimuth"].detach().cpu().float()
+    fovy = torch.as_tensor(batch["fovy"]).detach().cpu().float().reshape(-1).expand_as(elev)
+    dist = torch.full_like(elev, float(distance))
+    ctr = center.detach().cpu().float().reshape(1, 3).expand(elev.shape[0], 3)
+    cam = spherical_to_cartesian(elev, azim, dist) + ctr
+    new = make_camera_batch(
+        elev,
+        azim,
+        dist,
+        fovy * 180 / math.pi,
+        int(batch["height"]),
+        int(batch["width"]),
+        light_positions=cam,
+        center=ctr,
+        camera_positions=cam,
+        rays_d_normalize=rays_d_normalize,
+    )
+    for key, value in new.items():
+        if key in ("height", "width"):
+            continue
+        batch[key] = (
+            value.to(device=device, dtype=elevation.dtype) if torch.is_tensor(value) else value
+        )
 
 
 def look_at(
@@ -368,6 +415,12 @@ def check_sizes(cfg: Any, prefix: str = "data") -> None:
         for v in _as_list(value):
             if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
                 raise ConfigError(f"{prefix}.{key}: {value} is not a positive integer")
+    share = cfg.get("eval_fit_object", 0.0) if hasattr(cfg, "get") else 0.0
+    if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share <= 1:
+        raise ConfigError(
+            f"{prefix}.eval_fit_object: {share} is not a share of the frame in [0, 1] "
+            "(0 keeps the fixed turntable; 0.9 frames the object in nine tenths of the height)"
+        )
     for key in ("n_val_views", "n_test_views"):
         if key in cfg and (not isinstance(cfg[key], int) or cfg[key] < 0):
             raise ConfigError(f"{prefix}.{key}: {cfg[key]} is not a non-negative integer")

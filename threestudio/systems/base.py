@@ -20,6 +20,7 @@ import torch
 import torch.nn as nn
 
 import threestudio
+from threestudio.data.uncond import fitted_distance, refit_turntable
 from threestudio.models.camera_refinement import CameraRefinement
 from threestudio.models.exporters.base import ExporterOutput
 from threestudio.systems.utils import parse_optimizer, parse_scheduler
@@ -32,6 +33,7 @@ from threestudio.utils.checkpoints import state_dict_mismatch
 from threestudio.utils.config import load_config, parse_structured
 from threestudio.utils.distributed import broadcast_module, global_rank, world_size
 from threestudio.utils.errors import ConfigError, UserError, did_you_mean
+from threestudio.utils.framing import object_bounds
 from threestudio.utils.misc import (
     C,
     cleanup,
@@ -644,6 +646,35 @@ class BaseLift3DSystem(BaseSystem):
         # before the restored random state is applied: loading models draws random numbers
         self.build_guidance_and_prompts()
         super().on_train_start()
+
+    # ---------- the test turntable framed on the object (data.eval_fit_object) ----------
+
+    def on_test_start(self) -> None:
+        super().on_test_start()
+        self._test_framing = None
+        datamodule = getattr(self.trainer, "datamodule", None)
+        data_cfg = getattr(datamodule, "cfg", None)
+        share = float(getattr(data_cfg, "eval_fit_object", 0.0) or 0.0)
+        if share <= 0:
+            return
+        bounds = object_bounds(self.geometry)
+        if bounds is None:
+            return
+        center, radius = bounds
+        distance = fitted_distance(radius, data_cfg.eval_fovy_deg, share)
+        self._test_framing = (center, distance, data_cfg.rays_d_normalize)
+        c = ", ".join(f"{float(x):.2f}" for x in center)
+        threestudio.info(
+            f"test views framed on the object: centre ({c}), bounding radius {radius:.2f}, "
+            f"camera distance {distance:.2f} (data.eval_fit_object={share})"
+        )
+
+    def on_test_batch_start(self, batch, batch_idx, dataloader_idx=0):
+        super().on_test_batch_start(batch, batch_idx, dataloader_idx)
+        framing = getattr(self, "_test_framing", None)
+        if framing is not None and isinstance(batch, dict) and "elevation" in batch:
+            center, distance, rays_d_normalize = framing
+            refit_turntable(batch, center, distance, rays_d_normalize)
 
     # ---------- camera refinement ----------
 
