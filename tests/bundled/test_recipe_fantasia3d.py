@@ -1,13 +1,15 @@
 """configs/bundled/fantasia3d.yaml then fantasia3d-texture.yaml, short: the geometry stage (a DMTet
-surface from its normal map, guided by the bundled latent model) trains through launch.py and
-exports its mesh; the texture stage starts from its checkpoint, writes test frames, video and a
-textured mesh. No loss is asserted to fall yet: in 30 steps neither stage's SDS loss falls
-robustly (measured at a fixed t = 300 and scale 7.5: first 8 steps 79.3, last 8 79.7); the recipe
-is not tuned yet (see its header)."""
+surface seen lit in one learnt colour, guided by the bundled latent model) trains through
+launch.py, its colour turning to the prompt's, and exports its mesh; the texture stage
+starts from its checkpoint, writes test frames, video and a textured mesh. Neither stage's SDS
+loss falls robustly in so few steps (measured at a fixed t = 300: geometry, 20 steps, first 8
+85.6, last 8 90.4; texture, 30 steps, first 8 79.3, last 8 79.7), so losses are checked finite
+and the geometry stage by its colour."""
 
 import math
 
 import pytest
+import torch
 
 from tests.bundled.recipe_runs import first_last_means, frames_of, run_recipe
 
@@ -20,17 +22,22 @@ SHORT = [
 ]
 # one noise level for every step (the SDS loss at random timesteps spreads x3 between steps)
 FIXED_T = ["system.guidance.min_step_percent=0.3", "system.guidance.max_step_percent=0.3"]
-# a short fit of the sphere prior; steps 0-9 feed the normal latent, 10-19 the normal image
-GEOMETRY = ["system.geometry.shape_init_steps=30", "system.latent_steps=10"]
+# a short fit of the sphere prior
+GEOMETRY = ["system.geometry.shape_init_steps=30"]
 
 
 @pytest.mark.slow
 def test_short_fantasia3d_geometry_then_texture(tmp_path):
-    geometry = run_recipe(tmp_path / "geometry", "fantasia3d", 20, SHORT + GEOMETRY)
+    geometry = run_recipe(tmp_path / "geometry", "fantasia3d", 20, SHORT + GEOMETRY + FIXED_T)
     assert geometry.path.name.startswith("a_red_cube@")
     assert (geometry.save / "it20-export" / "model.obj").stat().st_size > 0
-    assert len(frames_of(geometry)) == 4
+    # the lit render's one colour starts grey and is pulled towards the prompt's red
     ckpt = geometry.path / "ckpts" / "last.ckpt"
+    logit = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]["shaded_color"]
+    r, g, b = torch.sigmoid(logit).tolist()
+    print(f"geometry stage's colour after 20 steps: {r:.2f} {g:.2f} {b:.2f}")
+    assert r - max(g, b) > 0.1
+    assert len(frames_of(geometry)) == 4
 
     texture = run_recipe(
         tmp_path / "texture",

@@ -234,3 +234,41 @@ def test_viewspace_normals_of_the_controlnet_condition():
     empty = viewspace_normal(torch.zeros(1, 1, 1, 3), torch.zeros(1, 1, 1, 1), c2w)
     assert torch.allclose(empty, torch.tensor([0.5, 0.5, 1.0]))
     assert math.isclose(float(view.norm(dim=-1).max()), 1.0, rel_tol=1e-5)
+
+
+def test_shaded_geometry_render_is_the_lit_sphere_in_its_learnt_colour():
+    RECEIVED.clear()
+    cfg = geometry_stage_cfg(latent_steps=0, geometry_render="shaded")
+    system = start(threestudio.find("fantasia3d-system")(cfg))
+    with torch.no_grad():
+        system.shaded_color.copy_(torch.tensor([2.0, -1.0, 0.0]))  # a red-ish colour
+    color = torch.sigmoid(system.shaded_color.detach())
+    batch = camera_batch(elevation=90.0 - 1e-3, azimuth=0.0)  # from above; the light is above
+    system.training_step(batch, 0)
+    image = RECEIVED[-1]
+    assert image["rgb_as_latents"] is False and image["rgb"].shape == (1, 24, 24, 3)
+    rgb = image["rgb"][0]
+    # white around the sphere; at its centre the normal faces the light: ambient + diffuse = 1
+    assert torch.allclose(rgb[0, 0], torch.ones(3))
+    assert torch.allclose(rgb[11:13, 11:13].mean((0, 1)), color, atol=0.02)
+    # towards the rim the normal turns from the light: the same colour, darker (never below the
+    # ambient share)
+    out = system(batch)
+    normal = F.normalize(out["comp_normal"][0] * 2 - 1, dim=-1)
+    inside = out["opacity"][0, ..., 0] > 0.999
+    expected = color * (0.3 + 0.7 * normal[..., 2:].clamp(min=0))
+    assert torch.allclose(rgb[inside], expected[inside], atol=1e-5)
+    assert float(rgb[inside][:, 0].min()) < 0.8 * float(color[0])
+    # its loss reaches both the surface and the colour
+    system.zero_grad()
+    system.training_step(batch, 0)["loss"].backward()
+    assert float(system.shaded_color.grad.abs().sum()) > 0
+    assert any(
+        p.grad is not None and float(p.grad.abs().sum()) > 0
+        for p in system.geometry.sdf_network.parameters()
+    )
+
+
+def test_unknown_geometry_render_is_one_line():
+    with pytest.raises(threestudio.utils.errors.ConfigError, match="system.geometry_render"):
+        threestudio.find("fantasia3d-system")(geometry_stage_cfg(geometry_render="normals"))

@@ -12,12 +12,14 @@ rendered colour (with a ControlNet guidance, the view-space normals condition it
 from dataclasses import dataclass
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 import threestudio
 from threestudio.models.guidance.controlnet_guidance import ControlNetGuidance
 from threestudio.systems.base import BaseLift3DSystem
-from threestudio.utils.typing import Any, Dict, Float, List, Tensor
+from threestudio.utils.errors import ConfigError
+from threestudio.utils.typing import Any, Dict, Float, List, Optional, Tensor
 
 
 def viewspace_normal(
@@ -42,23 +44,58 @@ class Fantasia3D(BaseLift3DSystem):
         # geometry stage: steps during which the normal map and silhouette are the latent
         latent_steps: int = 1000
         texture: bool = False  # the appearance stage (renders colour; the geometry is frozen)
+        # geometry stage after latent_steps, what the guidance sees: normal (the normal map, as
+        # published) | shaded (the surface lit by a point light at the camera's light position,
+        # ambient + diffuse, in one learned uniform colour over a white background: a render of
+        # the shape alone for a model that has never seen a normal map, such as the bundled one)
+        geometry_render: str = "normal"
+        shaded_ambient: float = 0.3  # shaded: the light's ambient share
+        shaded_diffuse: float = 0.7  # shaded: the light's diffuse share
 
     cfg: Config
+
+    def configure(self) -> None:
+        super().configure()
+        if self.cfg.geometry_render not in ("normal", "shaded"):
+            raise ConfigError(
+                f"system.geometry_render: unknown value '{self.cfg.geometry_render}' "
+                "(use normal or shaded)"
+            )
+        if self.cfg.geometry_render == "shaded" and not self.cfg.texture:
+            # the shaded render's one colour (a logit), learnt with the shape
+            self.shaded_color = nn.Parameter(torch.zeros(3))
+
+    def shaded(
+        self, out: Dict[str, Any], light_positions: Float[Tensor, "B 3"]
+    ) -> Float[Tensor, "B H W 3"]:
+        """The surface in one colour, lit from ``light_positions`` (a directional light from
+        the light's direction), over white."""
+        normal = F.normalize(out["comp_normal"] * 2.0 - 1.0, dim=-1)
+        light = F.normalize(light_positions, dim=-1)[:, None, None, :]
+        diffuse = (normal * light).sum(-1, keepdim=True).clamp(min=0.0)
+        shade = self.cfg.shaded_ambient + self.cfg.shaded_diffuse * diffuse
+        color = torch.sigmoid(self.shaded_color) * shade
+        opacity = out["opacity"]
+        return color * opacity + (1.0 - opacity)
 
     def forward(self, batch: Dict[str, Any]) -> Dict[str, Any]:
         return self.renderer(**batch, render_rgb=self.cfg.texture)
 
-    def guidance_input(self, out: Dict[str, Any]) -> Dict[str, Any]:
+    def guidance_input(
+        self, out: Dict[str, Any], batch: Optional[Dict[str, Any]] = None
+    ) -> Dict[str, Any]:
         """What the geometry stage feeds the guidance at the current step."""
         if self.true_global_step < self.cfg.latent_steps:
             latent = torch.cat([out["comp_normal"] * 2.0 - 1.0, out["opacity"]], dim=-1)
             return {"rgb": latent, "rgb_as_latents": True}
+        if self.cfg.geometry_render == "shaded" and batch is not None:
+            return {"rgb": self.shaded(out, batch["light_positions"]), "rgb_as_latents": False}
         return {"rgb": out["comp_normal"], "rgb_as_latents": False}
 
     def training_step(self, batch, batch_idx):
         out = self(batch)
         if not self.cfg.texture:
-            inp = self.guidance_input(out)
+            inp = self.guidance_input(out, batch)
             guidance_out = self.guidance(
                 inp["rgb"], self.prompt_utils, **batch, rgb_as_latents=inp["rgb_as_latents"]
             )
@@ -76,15 +113,17 @@ class Fantasia3D(BaseLift3DSystem):
         return {"loss": self.weighted_loss(terms)}
 
     def eval_image_items(self, out: Dict[str, Any], batch: Dict[str, Any]) -> List[Dict[str, Any]]:
-        """Colour (appearance stage only), silhouette and normals."""
+        """Colour (the appearance stage's, or the geometry stage's shaded render), silhouette and
+        normals."""
         items = []
+        rgb = None
         if self.cfg.texture:
+            rgb = out["comp_rgb"][0]
+        elif self.cfg.geometry_render == "shaded":
+            rgb = self.shaded(out, batch["light_positions"])[0]
+        if rgb is not None:
             items.append(
-                {
-                    "type": "rgb",
-                    "img": out["comp_rgb"][0],
-                    "kwargs": {"data_format": "HWC", "data_range": (0, 1)},
-                }
+                {"type": "rgb", "img": rgb, "kwargs": {"data_format": "HWC", "data_range": (0, 1)}}
             )
         items += [
             {
