@@ -415,7 +415,7 @@ def check_sizes(cfg: Any, prefix: str = "data") -> None:
         for v in _as_list(value):
             if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
                 raise ConfigError(f"{prefix}.{key}: {value} is not a positive integer")
-    share = cfg.get("eval_fit_object", 0.0) if hasattr(cfg, "get") else 0.0
+    share = cfg.get("eval_fit_object", 0.0)
     if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share <= 1:
         raise ConfigError(
             f"{prefix}.eval_fit_object: {share} is not a share of the frame in [0, 1] "

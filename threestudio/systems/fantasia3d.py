@@ -5,7 +5,7 @@ Geometry stage (``texture: false``): a DMTet surface (``implicit-sdf`` with a de
 grid, initialised to a sphere, an ellipsoid or a mesh) is rasterised without colour. For the
 first ``latent_steps`` steps the guidance receives the normal map in [-1, 1] and the silhouette
 as a 4-channel latent (resized to the latent size, no VAE); afterwards the normal map is encoded
-as an image. Appearance stage (``texture: true``): the geometry stage's surface, frozen in a
+as an image (or, with ``geometry_render: shaded``, the surface lit in one learnt colour). Appearance stage (``texture: true``): the geometry stage's surface, frozen in a
 ``tetrahedra-sdf-grid``, is shaded by a PBR material whose texture field is distilled from the
 rendered colour (with a ControlNet guidance, the view-space normals condition it)."""
 
@@ -19,7 +19,7 @@ import threestudio
 from threestudio.models.guidance.controlnet_guidance import ControlNetGuidance
 from threestudio.systems.base import BaseLift3DSystem
 from threestudio.utils.errors import ConfigError
-from threestudio.utils.typing import Any, Dict, Float, List, Optional, Tensor
+from threestudio.utils.typing import Any, Dict, Float, List, Tensor
 
 
 def viewspace_normal(
@@ -81,14 +81,12 @@ class Fantasia3D(BaseLift3DSystem):
     def forward(self, batch: Dict[str, Any]) -> Dict[str, Any]:
         return self.renderer(**batch, render_rgb=self.cfg.texture)
 
-    def guidance_input(
-        self, out: Dict[str, Any], batch: Optional[Dict[str, Any]] = None
-    ) -> Dict[str, Any]:
+    def guidance_input(self, out: Dict[str, Any], batch: Dict[str, Any]) -> Dict[str, Any]:
         """What the geometry stage feeds the guidance at the current step."""
         if self.true_global_step < self.cfg.latent_steps:
             latent = torch.cat([out["comp_normal"] * 2.0 - 1.0, out["opacity"]], dim=-1)
             return {"rgb": latent, "rgb_as_latents": True}
-        if self.cfg.geometry_render == "shaded" and batch is not None:
+        if self.cfg.geometry_render == "shaded":
             return {"rgb": self.shaded(out, batch["light_positions"]), "rgb_as_latents": False}
         return {"rgb": out["comp_normal"], "rgb_as_latents": False}
 
