@@ -186,3 +186,39 @@ def test_fitted_distance_frames_a_sphere_at_its_share_of_the_frame(share):
 def test_eval_fit_object_outside_zero_to_one_is_one_line(share):
     with pytest.raises(ConfigError, match="data.eval_fit_object"):
         RandomCameraDataModule({"eval_fit_object": share})
+
+
+def test_eval_fit_mode_unknown_is_one_line():
+    with pytest.raises(
+        ConfigError, match="data.eval_fit_mode: 'contians' is not one of fill, contain"
+    ):
+        RandomCameraDataModule({"eval_fit_object": 0.9, "eval_fit_mode": "contians"})
+
+
+def test_frame_extent_of_a_point_is_its_projection():
+    from threestudio.utils.framing import frame_extent
+
+    # a point 0.3 above the centre, seen level from 2.0 through a 60-degree view
+    extent = frame_extent(
+        torch.tensor([[0.0, 0.0, 0.3]]), torch.zeros(3), 2.0, 0.0, [0.0, 90.0], 60.0
+    )
+    assert extent == pytest.approx(0.3 / 2.0 / math.tan(math.radians(30)))
+    # wider than tall: x is measured against the wider half frame
+    side = frame_extent(torch.tensor([[0.0, 0.3, 0.0]]), torch.zeros(3), 2.0, 0.0, [0.0], 60.0, 2.0)
+    assert side == pytest.approx(0.3 / 2.0 / math.tan(math.radians(30)) / 2.0)
+    behind = frame_extent(torch.tensor([[3.0, 0.0, 0.0]]), torch.zeros(3), 2.0, 0.0, [0.0], 60.0)
+    assert behind == math.inf
+
+
+def test_contain_distance_holds_a_sphere_at_the_share():
+    import trimesh
+
+    from threestudio.data.uncond import fitted_distance
+    from threestudio.utils.framing import contain_distance
+
+    sphere = trimesh.creation.icosphere(subdivisions=4, radius=0.5)
+    pts = torch.tensor(sphere.vertices, dtype=torch.float64)
+    azimuths = [0.0, 45.0, 200.0]
+    d = contain_distance(pts, torch.zeros(3), 0.8, 20.0, azimuths, 50.0)
+    assert d == pytest.approx(fitted_distance(0.5, 50.0, 0.8), rel=0.01)  # the silhouette's
+    assert contain_distance(pts, torch.zeros(3), 0.8, 20.0, azimuths, 50.0, min_distance=5.0) == 5.0

@@ -144,7 +144,7 @@ def test_collated_height_and_width_become_ints():
     assert torch.is_tensor(out["index"])
 
 
-def framed_system(share, isosurface):
+def framed_system(share, isosurface, mode="fill"):
     """A system in its test stage over a turntable datamodule with data.eval_fit_object=share;
     ``isosurface`` stands in for the trained geometry's surface (None: a geometry without one)."""
     from types import SimpleNamespace
@@ -153,7 +153,8 @@ def framed_system(share, isosurface):
 
     dm = RandomCameraDataModule(
         {"eval_height": 48, "eval_width": 48, "eval_fovy_deg": 40.0, "eval_elevation_deg": 30.0,
-         "eval_camera_distance": 1.5, "n_test_views": 4, "eval_fit_object": share}
+         "eval_camera_distance": 1.5, "n_test_views": 4, "eval_fit_object": share,
+         "eval_fit_mode": mode}
     )  # fmt: skip
     dm.setup("test")
     system = LeavesItToTheBase(system_cfg())
@@ -191,6 +192,46 @@ def test_test_turntable_is_framed_on_the_object():
         assert abs(len(rows) / 48 - 0.9) <= 2 / 48
         assert abs(float(rows.mean()) - 23.5) < 1
         assert float(batch["camera_distances"][0]) > 1.5  # moved back from the fixed 1.5
+
+
+def sphere_mesh(center, radius):
+    import trimesh
+
+    from threestudio.models.mesh import Mesh
+
+    sphere = trimesh.creation.icosphere(subdivisions=3, radius=radius)
+    return Mesh(
+        v_pos=torch.tensor(sphere.vertices, dtype=torch.float32) + center,
+        t_pos_idx=torch.tensor(sphere.faces, dtype=torch.long),
+    )
+
+
+def sphere_rows(batch, center, radius):
+    """The image rows whose rays hit the sphere (analytic ray-sphere test)."""
+    o = batch["rays_o"][0] - center
+    d = torch.nn.functional.normalize(batch["rays_d"][0], dim=-1)
+    b, c = (o * d).sum(-1), (o * o).sum(-1) - radius**2
+    hits = (b * b - c > 0) & (b < 0)
+    return hits
+
+
+def test_contain_keeps_the_fixed_camera_for_an_object_inside_the_frame(caplog):
+    caplog.set_level("INFO")
+    center, radius = torch.tensor([0.1, 0.0, -0.05]), 0.3  # well inside a 40-degree view at 1.5
+    for batch in framed_system(0.9, lambda: sphere_mesh(center, radius), mode="contain"):
+        assert float(batch["camera_positions"][0].norm()) == pytest.approx(1.5)
+    assert "keep the fixed camera" in caplog.text
+
+
+def test_contain_frames_an_object_that_would_leave_the_frame():
+    center, radius = torch.tensor([0.2, -0.1, -0.4]), 0.7  # past the frame edge from 1.5
+    for batch in framed_system(0.9, lambda: sphere_mesh(center, radius), mode="contain"):
+        hits = sphere_rows(batch, center, radius)
+        rows = hits.any(dim=1).nonzero().float()
+        assert abs(len(rows) / 48 - 0.9) <= 2 / 48  # held in 0.9 of the frame, centred
+        assert abs(float(rows.mean()) - 23.5) < 1
+        border = torch.cat([hits[0], hits[-1], hits[:, 0], hits[:, -1]])
+        assert not bool(border.any())
 
 
 def test_test_turntable_without_a_surface_keeps_the_fixed_camera(caplog):

@@ -20,14 +20,13 @@ def test_short_quickstart_writes_video_and_mesh(tmp_path):
             sys.executable, "launch.py", "--config", "configs/quickstart.yaml", "--train",
             "trainer.max_steps=12", "data.n_test_views=6", "trainer.enable_progress_bar=false",
             "system.prompt_processor.prompt=a green cube", f"exp_root_dir={tmp_path}",
-            "data.eval_fit_object=0.9",
         ],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "never saw" not in proc.stderr + proc.stdout
-    # data.eval_fit_object: the test turntable turns about the trained object, inside the frame
-    assert "test views framed on the object" in proc.stderr + proc.stdout
+    # the quickstart's framing (data.eval_fit_mode=contain) looked at the trained object
+    assert "(data.eval_fit_mode=contain, share 0.9)" in proc.stderr + proc.stdout
     (trial,) = (tmp_path / "quickstart").iterdir()
     assert trial.name.startswith("a_green_cube@")
     save = trial / "save"

@@ -59,6 +59,10 @@ class RandomCameraDataModuleConfig:
     # sphere fills that share of the frame height (the object is read from the geometry when
     # the test stage starts; validation views keep the fixed camera)
     eval_fit_object: float = 0.0
+    # fill: every object framed as above | contain: the fixed turntable stays while the object's
+    # isosurface projects inside that share of every test view's frame, and only an object that
+    # would leave it is framed on its centre, at the nearest distance that holds it in the share
+    eval_fit_mode: str = "fill"
     # dreamfusion: light near the camera direction | magic3d: in a cone around the view direction
     light_sample_strategy: str = "dreamfusion"
     batch_uniform_azimuth: bool = True  # one azimuth per equal sector, so each batch sees all sides
@@ -403,6 +407,7 @@ class RandomCameraDataset(Dataset):
 
 # sizes a camera config must hold as positive integers (a list: one per resolution milestone)
 POSITIVE_SIZES = ("height", "width", "batch_size", "eval_height", "eval_width")
+FIT_MODES = ("fill", "contain")
 
 
 def check_sizes(cfg: Any, prefix: str = "data") -> None:
@@ -420,6 +425,13 @@ def check_sizes(cfg: Any, prefix: str = "data") -> None:
         raise ConfigError(
             f"{prefix}.eval_fit_object: {share} is not a share of the frame in [0, 1] "
             "(0 keeps the fixed turntable; 0.9 frames the object in nine tenths of the height)"
+        )
+    mode = cfg.get("eval_fit_mode", "fill")
+    if mode not in FIT_MODES:
+        raise ConfigError(
+            f"{prefix}.eval_fit_mode: {mode!r} is not one of {', '.join(FIT_MODES)} "
+            "(fill frames every object; contain moves the camera only for one that would leave "
+            "the frame)"
         )
     for key in ("n_val_views", "n_test_views"):
         if key in cfg and (not isinstance(cfg[key], int) or cfg[key] < 0):

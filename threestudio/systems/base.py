@@ -33,7 +33,13 @@ from threestudio.utils.checkpoints import state_dict_mismatch
 from threestudio.utils.config import load_config, parse_structured
 from threestudio.utils.distributed import broadcast_module, global_rank, world_size
 from threestudio.utils.errors import ConfigError, UserError, did_you_mean
-from threestudio.utils.framing import object_bounds
+from threestudio.utils.framing import (
+    bounds_of,
+    contain_distance,
+    frame_extent,
+    object_bounds,
+    object_vertices,
+)
 from threestudio.utils.misc import (
     C,
     cleanup,
@@ -657,6 +663,9 @@ class BaseLift3DSystem(BaseSystem):
         share = float(getattr(data_cfg, "eval_fit_object", 0.0) or 0.0)
         if share <= 0:
             return
+        if getattr(data_cfg, "eval_fit_mode", "fill") == "contain":
+            self._test_framing = self._contain_framing(data_cfg, share)
+            return
         bounds = object_bounds(self.geometry)
         if bounds is None:
             return
@@ -668,6 +677,36 @@ class BaseLift3DSystem(BaseSystem):
             f"test views framed on the object: centre ({c}), bounding radius {radius:.2f}, "
             f"camera distance {distance:.2f} (data.eval_fit_object={share})"
         )
+
+    def _contain_framing(self, data_cfg, share: float):
+        """data.eval_fit_mode=contain: None (the fixed turntable) while the object's isosurface
+        projects within ``share`` of every test view's half frame; otherwise the object's centre
+        and the nearest distance, no nearer than the fixed one, that holds it there."""
+        points = object_vertices(self.geometry)
+        if points is None:
+            return None
+        n = int(data_cfg.n_test_views)
+        azimuths = [-180.0 + 360.0 * i / n for i in range(n)]
+        view = (data_cfg.eval_elevation_deg, azimuths, data_cfg.eval_fovy_deg)
+        aspect = data_cfg.eval_width / data_cfg.eval_height
+        fixed = float(data_cfg.eval_camera_distance)
+        origin = torch.zeros(3, dtype=points.dtype, device=points.device)
+        extent = frame_extent(points, origin, fixed, *view, aspect)
+        if extent <= share:
+            threestudio.info(
+                f"test views keep the fixed camera: the object reaches {extent:.2f} of the half "
+                f"frame (data.eval_fit_mode=contain, share {share})"
+            )
+            return None
+        center, _ = bounds_of(points)
+        distance = contain_distance(points, center, share, *view, aspect, min_distance=fixed)
+        c = ", ".join(f"{float(x):.2f}" for x in center)
+        threestudio.info(
+            f"test views framed on the object, which reaches {extent:.2f} of the half frame from "
+            f"the fixed camera: centre ({c}), camera distance {distance:.2f} "
+            f"(data.eval_fit_mode=contain, share {share})"
+        )
+        return (center, distance, data_cfg.rays_d_normalize)
 
     def on_test_batch_start(self, batch, batch_idx, dataloader_idx=0):
         super().on_test_batch_start(batch, batch_idx, dataloader_idx)
