@@ -144,7 +144,7 @@ def test_collated_height_and_width_become_ints():
     assert torch.is_tensor(out["index"])
 
 
-def framed_system(share, isosurface, mode="fill"):
+def framed_system(share, isosurface, mode="fill", render=None):
     """A system in its test stage over a turntable datamodule with data.eval_fit_object=share;
     ``isosurface`` stands in for the trained geometry's surface (None: a geometry without one)."""
     from types import SimpleNamespace
@@ -162,6 +162,8 @@ def framed_system(share, isosurface, mode="fill"):
         system.geometry = nn.Module()  # nothing to read a surface from
     else:
         system.geometry.isosurface = isosurface
+    if render is not None:
+        system.forward = render  # the system's render of a test batch
     system._trainer = SimpleNamespace(datamodule=dm, current_epoch=0, global_step=0)
     system.on_test_start()
     batches = []
@@ -215,17 +217,36 @@ def sphere_rows(batch, center, radius):
     return hits
 
 
-def test_contain_keeps_the_fixed_camera_for_an_object_inside_the_frame(caplog):
+def sphere_render(center, radius):
+    """An analytic renderer: the opacity of a solid sphere (1 where a ray hits it)."""
+    return lambda batch: {"opacity": sphere_rows(batch, center, radius).float()[None, ..., None]}
+
+
+@pytest.mark.parametrize("render", [False, True])
+def test_contain_keeps_the_fixed_camera_for_an_object_inside_the_frame(caplog, render):
     caplog.set_level("INFO")
     center, radius = torch.tensor([0.1, 0.0, -0.05]), 0.3  # well inside a 40-degree view at 1.5
-    for batch in framed_system(0.9, lambda: sphere_mesh(center, radius), mode="contain"):
+    draw = sphere_render(center, radius) if render else lambda batch: {}  # no opacity
+    for batch in framed_system(0.9, lambda: sphere_mesh(center, radius), "contain", draw):
         assert float(batch["camera_positions"][0].norm()) == pytest.approx(1.5)
     assert "keep the fixed camera" in caplog.text
 
 
-def test_contain_frames_an_object_that_would_leave_the_frame():
+def test_contain_looks_at_the_render_not_at_faint_isosurface_parts(caplog):
+    # the isosurface reaches past the frame (faint floaters), the rendered object does not
+    caplog.set_level("INFO")
+    center = torch.tensor([0.1, 0.0, -0.05])
+    draw = sphere_render(center, 0.3)
+    for batch in framed_system(0.9, lambda: sphere_mesh(center, 0.8), "contain", draw):
+        assert float(batch["camera_positions"][0].norm()) == pytest.approx(1.5)
+    assert "keep the fixed camera" in caplog.text
+
+
+@pytest.mark.parametrize("render", [False, True])
+def test_contain_frames_an_object_that_would_leave_the_frame(render):
     center, radius = torch.tensor([0.2, -0.1, -0.4]), 0.7  # past the frame edge from 1.5
-    for batch in framed_system(0.9, lambda: sphere_mesh(center, radius), mode="contain"):
+    draw = sphere_render(center, radius) if render else lambda batch: {}  # no opacity
+    for batch in framed_system(0.9, lambda: sphere_mesh(center, radius), "contain", draw):
         hits = sphere_rows(batch, center, radius)
         rows = hits.any(dim=1).nonzero().float()
         assert abs(len(rows) / 48 - 0.9) <= 2 / 48  # held in 0.9 of the frame, centred

@@ -59,9 +59,10 @@ class RandomCameraDataModuleConfig:
     # sphere fills that share of the frame height (the object is read from the geometry when
     # the test stage starts; validation views keep the fixed camera)
     eval_fit_object: float = 0.0
-    # fill: every object framed as above | contain: the fixed turntable stays while the object's
-    # isosurface projects inside that share of every test view's frame, and only an object that
-    # would leave it is framed on its centre, at the nearest distance that holds it in the share
+    # fill: every object framed as above | contain: the fixed turntable stays while the rendered
+    # object stays inside its frame (opacity below 0.5 on the border), and only an object that
+    # leaves it is framed on its centre, at the nearest distance that holds its isosurface
+    # inside that share of every view's frame
     eval_fit_mode: str = "fill"
     # dreamfusion: light near the camera direction | magic3d: in a cone around the view direction
     light_sample_strategy: str = "dreamfusion"

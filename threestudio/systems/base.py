@@ -679,9 +679,11 @@ class BaseLift3DSystem(BaseSystem):
         )
 
     def _contain_framing(self, data_cfg, share: float):
-        """data.eval_fit_mode=contain: None (the fixed turntable) while the object's isosurface
-        projects within ``share`` of every test view's half frame; otherwise the object's centre
-        and the nearest distance, no nearer than the fixed one, that holds it there."""
+        """data.eval_fit_mode=contain: None (the fixed turntable) while the rendered object stays
+        inside the fixed turntable's frame (without an opacity output: while its isosurface
+        projects within ``share`` of every view's half frame); otherwise the centre of the
+        object's isosurface and the nearest distance, no nearer than the fixed one, at which the
+        isosurface projects within ``share`` of every view's half frame."""
         points = object_vertices(self.geometry)
         if points is None:
             return None
@@ -690,23 +692,46 @@ class BaseLift3DSystem(BaseSystem):
         view = (data_cfg.eval_elevation_deg, azimuths, data_cfg.eval_fovy_deg)
         aspect = data_cfg.eval_width / data_cfg.eval_height
         fixed = float(data_cfg.eval_camera_distance)
-        origin = torch.zeros(3, dtype=points.dtype, device=points.device)
-        extent = frame_extent(points, origin, fixed, *view, aspect)
-        if extent <= share:
+        leaves = self._test_views_leave_frame()
+        if leaves is None:  # no opacity to look at: the isosurface decides
+            origin = torch.zeros(3, dtype=points.dtype, device=points.device)
+            leaves = frame_extent(points, origin, fixed, *view, aspect) > share
+        if not leaves:
             threestudio.info(
-                f"test views keep the fixed camera: the object reaches {extent:.2f} of the half "
-                f"frame (data.eval_fit_mode=contain, share {share})"
+                "test views keep the fixed camera: the object stays inside the frame "
+                f"(data.eval_fit_mode=contain, share {share})"
             )
             return None
         center, _ = bounds_of(points)
         distance = contain_distance(points, center, share, *view, aspect, min_distance=fixed)
         c = ", ".join(f"{float(x):.2f}" for x in center)
         threestudio.info(
-            f"test views framed on the object, which reaches {extent:.2f} of the half frame from "
-            f"the fixed camera: centre ({c}), camera distance {distance:.2f} "
-            f"(data.eval_fit_mode=contain, share {share})"
+            f"test views framed on the object, which leaves the fixed camera's frame: centre "
+            f"({c}), camera distance {distance:.2f} (data.eval_fit_mode=contain, share {share})"
         )
         return (center, distance, data_cfg.rays_d_normalize)
+
+    def _test_views_leave_frame(self, every: int = 4) -> Optional[bool]:
+        """Whether the rendered object leaves the fixed test turntable's frame in any of every
+        ``every``-th view: opacity 0.5 or more on the image border, the evaluation's in-frame
+        test (an isosurface also holds faint floaters the render does not show). None when the
+        system's output has no opacity."""
+        from pytorch_lightning.utilities import move_data_to_device
+
+        datamodule = self.trainer.datamodule
+        with torch.no_grad():
+            for i, batch in enumerate(datamodule.test_dataloader()):
+                if i % every:
+                    continue
+                out = self(move_data_to_device(batch, self.device))
+                opacity = out.get("opacity") if isinstance(out, dict) else None
+                if opacity is None:
+                    return None
+                o = opacity[..., 0]
+                border = torch.cat([o[:, 0], o[:, -1], o[:, :, 0], o[:, :, -1]], dim=-1)
+                if bool((border >= 0.5).any()):
+                    return True
+        return False
 
     def on_test_batch_start(self, batch, batch_idx, dataloader_idx=0):
         super().on_test_batch_start(batch, batch_idx, dataloader_idx)
