@@ -43,6 +43,9 @@ def main() -> None:
     p.add_argument("overrides", nargs="*", help="extra config overrides, after --")
     args = p.parse_args()
 
+    for trial in args.trials or []:
+        if not os.path.isfile(os.path.join(trial, "configs", "parsed.yaml")):
+            sys.exit(f"[ERROR] --trials: {trial} has no configs/parsed.yaml; is it a trial folder?")
     scorer = ClassifierScorer()
     rows: List[dict] = []
     if args.trials:  # score trials made elsewhere (e.g. one launch with --prompts)

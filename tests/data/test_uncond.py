@@ -222,3 +222,30 @@ def test_contain_distance_holds_a_sphere_at_the_share():
     d = contain_distance(pts, torch.zeros(3), 0.8, 20.0, azimuths, 50.0)
     assert d == pytest.approx(fitted_distance(0.5, 50.0, 0.8), rel=0.01)  # the silhouette's
     assert contain_distance(pts, torch.zeros(3), 0.8, 20.0, azimuths, 50.0, min_distance=5.0) == 5.0
+
+
+def test_inside_silhouettes_keeps_the_points_of_the_rendered_object():
+    import trimesh
+
+    from threestudio.utils.framing import inside_silhouettes
+
+    center, radius = torch.tensor([0.2, -0.1, 0.1]), 0.4
+    dm = make(eval_height=48, eval_width=64, eval_fovy_deg=50.0, n_test_views=4)
+    c2w, fovy, opacity = [], [], []
+    for batch in dm.test_dataloader():
+        refit_turntable(batch, torch.zeros(3), 2.5)
+        c2w.append(batch["c2w"])
+        fovy.append(torch.as_tensor(batch["fovy"]).reshape(-1))
+        opacity.append(sphere_hits(batch, center, radius).float()[None])  # the solid sphere
+    c2w, fovy, opacity = torch.cat(c2w), torch.cat(fovy), torch.cat(opacity)
+    surface = torch.tensor(trimesh.creation.icosphere(2, radius=radius).vertices).float() + center
+    floaters = torch.tensor([[0.2, -0.1, -0.6], [0.9, 0.0, 0.1], [0.0, 0.0, 5.0]])
+    inside = inside_silhouettes(torch.cat([surface, floaters]), c2w, fovy, opacity)
+    assert bool(inside[: len(surface)].all())  # every point of the sphere's surface
+    assert not bool(inside[len(surface) :].any())  # below it, beside it, behind every camera
+    # the silhouette not grown: points well inside the sphere still fall on its pixels (the
+    # projection agrees with the rays), a point just outside it in one view does not
+    core = (surface - center) * 0.8 + center
+    assert bool(inside_silhouettes(core, c2w, fovy, opacity, dilate=0).all())
+    near = center + torch.tensor([0.0, 0.0, radius + 0.12])
+    assert not bool(inside_silhouettes(near[None], c2w, fovy, opacity, dilate=0).any())

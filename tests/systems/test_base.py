@@ -255,6 +255,26 @@ def test_contain_frames_an_object_that_would_leave_the_frame(render):
         assert not bool(border.any())
 
 
+def test_contain_frames_the_rendered_object_not_its_faint_parts(caplog):
+    # the isosurface also holds a faint skirt below the object that the render does not show:
+    # the camera frames the rendered sphere alone (as near as holds it, centred on it). (A
+    # part hidden behind the object in every view would stay: no view tells it apart.)
+    caplog.set_level("INFO")
+    center, radius = torch.tensor([0.2, -0.1, -0.4]), 0.7
+    sphere, skirt = sphere_mesh(center, radius), sphere_mesh(torch.tensor([0.2, -0.1, -2.0]), 0.2)
+    both = type(sphere)(
+        v_pos=torch.cat([sphere.v_pos, skirt.v_pos]),
+        t_pos_idx=torch.cat([sphere.t_pos_idx, skirt.t_pos_idx + len(sphere.v_pos)]),
+    )
+    draw = sphere_render(center, radius)
+    for batch in framed_system(0.9, lambda: both, "contain", draw):
+        hits = sphere_rows(batch, center, radius)
+        rows = hits.any(dim=1).nonzero().float()
+        assert abs(len(rows) / 48 - 0.9) <= 2 / 48
+        assert abs(float(rows.mean()) - 23.5) < 1
+    assert "centre (0.20, -0.10, -0.40)" in caplog.text
+
+
 def test_test_turntable_without_a_surface_keeps_the_fixed_camera(caplog):
     for batch in framed_system(0.9, None):
         assert float(batch["camera_positions"][0].norm()) == pytest.approx(1.5)

@@ -61,8 +61,9 @@ class RandomCameraDataModuleConfig:
     eval_fit_object: float = 0.0
     # fill: every object framed as above | contain: the fixed turntable stays while the rendered
     # object stays inside its frame (opacity below 0.5 on the border), and only an object that
-    # leaves it is framed on its centre, at the nearest distance that holds its isosurface
-    # inside that share of every view's frame
+    # leaves it is framed on its centre, at the nearest distance that holds it inside that share
+    # of every view's frame (the isosurface points inside the render's silhouettes: faint parts
+    # the render does not show do not count)
     eval_fit_mode: str = "fill"
     # dreamfusion: light near the camera direction | magic3d: in a cone around the view direction
     light_sample_strategy: str = "dreamfusion"

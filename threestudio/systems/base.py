@@ -37,6 +37,7 @@ from threestudio.utils.framing import (
     bounds_of,
     contain_distance,
     frame_extent,
+    inside_silhouettes,
     object_bounds,
     object_vertices,
 )
@@ -49,7 +50,17 @@ from threestudio.utils.misc import (
 )
 from threestudio.utils.ops import as_size
 from threestudio.utils.saving import SaverMixin
-from threestudio.utils.typing import Any, Dict, List, Optional, Sequence, Tensor, Tuple
+from threestudio.utils.typing import (
+    Any,
+    Bool,
+    Dict,
+    Float,
+    List,
+    Optional,
+    Sequence,
+    Tensor,
+    Tuple,
+)
 
 
 def _rng_state() -> Dict[str, Any]:
@@ -682,8 +693,9 @@ class BaseLift3DSystem(BaseSystem):
         """data.eval_fit_mode=contain: None (the fixed turntable) while the rendered object stays
         inside the fixed turntable's frame (without an opacity output: while its isosurface
         projects within ``share`` of every view's half frame); otherwise the centre of the
-        object's isosurface and the nearest distance, no nearer than the fixed one, at which the
-        isosurface projects within ``share`` of every view's half frame."""
+        rendered object (its isosurface points inside the render's silhouettes) and the nearest
+        distance, no nearer than the fixed one, at which those points project within ``share``
+        of every view's half frame."""
         points = object_vertices(self.geometry)
         if points is None:
             return None
@@ -702,6 +714,9 @@ class BaseLift3DSystem(BaseSystem):
                 f"(data.eval_fit_mode=contain, share {share})"
             )
             return None
+        seen = self._rendered_points(points, share, view, aspect)
+        if seen is not None and bool(seen.any()):
+            points = points[seen]  # the isosurface's faint parts the render does not show: out
         center, _ = bounds_of(points)
         distance = contain_distance(points, center, share, *view, aspect, min_distance=fixed)
         c = ", ".join(f"{float(x):.2f}" for x in center)
@@ -718,7 +733,9 @@ class BaseLift3DSystem(BaseSystem):
         system's output has no opacity."""
         from pytorch_lightning.utilities import move_data_to_device
 
-        datamodule = self.trainer.datamodule
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is None:  # test dataloaders passed to the trainer directly
+            return None
         with torch.no_grad():
             for i, batch in enumerate(datamodule.test_dataloader()):
                 if i % every:
@@ -732,6 +749,60 @@ class BaseLift3DSystem(BaseSystem):
                 if bool((border >= 0.5).any()):
                     return True
         return False
+
+    def _rendered_points(
+        self,
+        points: Float[Tensor, "N 3"],
+        share: float,
+        view: tuple,
+        aspect: float,
+        passes: int = 3,
+    ) -> Optional[Bool[Tensor, "N"]]:
+        """Which isosurface points lie inside the rendered object: inside its silhouette
+        (opacity 0.5 or more) in every fourth test view. The first pass looks from a turntable
+        about the origin far enough to hold every point; each further one from the framing of
+        the points kept so far (nearer, so finer). None when the system's output has no
+        opacity."""
+        half = math.radians(view[2]) / 2
+        half = min(half, math.atan(math.tan(half) * aspect))
+        center = torch.zeros(3)
+        distance = 1.1 * float(points.norm(dim=-1).max()) / math.sin(half)
+        keep = torch.ones(points.shape[0], dtype=torch.bool, device=points.device)
+        for _ in range(passes):
+            seen = self._inside_rendered_silhouettes(points, center, distance)
+            if seen is None:
+                return None
+            keep &= seen.to(keep.device)
+            if not bool(keep.any()):
+                break
+            center, _ = bounds_of(points[keep])
+            distance = contain_distance(points[keep], center, share, *view, aspect)
+        return keep
+
+    def _inside_rendered_silhouettes(
+        self, points: Float[Tensor, "N 3"], center: Float[Tensor, "3"], distance: float
+    ) -> Optional[Bool[Tensor, "N"]]:
+        """``inside_silhouettes`` of the system's render in every fourth test view, the
+        turntable moved to look at ``center`` from ``distance``; None without an opacity."""
+        from pytorch_lightning.utilities import move_data_to_device
+
+        datamodule = getattr(self.trainer, "datamodule", None)
+        if datamodule is None:
+            return None
+        inside = torch.ones(points.shape[0], dtype=torch.bool, device=points.device)
+        with torch.no_grad():
+            for i, batch in enumerate(datamodule.test_dataloader()):
+                if i % 4:
+                    continue
+                batch = move_data_to_device(batch, self.device)
+                refit_turntable(batch, center, distance, datamodule.cfg.rays_d_normalize)
+                out = self(batch)
+                opacity = out.get("opacity") if isinstance(out, dict) else None
+                if opacity is None:
+                    return None
+                seen = inside_silhouettes(points, batch["c2w"], batch["fovy"], opacity[..., 0])
+                inside &= seen.to(inside.device)
+        return inside
 
     def on_test_batch_start(self, batch, batch_idx, dataloader_idx=0):
         super().on_test_batch_start(batch, batch_idx, dataloader_idx)

@@ -2,13 +2,13 @@
 (``data.eval_fit_object``, ``data.eval_fit_mode``)."""
 
 import math
-from typing import Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple, Union
 
 import torch
 
 import threestudio
 from threestudio.utils.errors import UserError
-from threestudio.utils.typing import Float, Tensor
+from threestudio.utils.typing import Bool, Float, Tensor
 
 
 def object_vertices(geometry) -> Optional[Float[Tensor, "N 3"]]:
@@ -116,3 +116,36 @@ def contain_distance(
         mid = (lo + hi) / 2
         lo, hi = (lo, mid) if fits(mid) else (mid, hi)
     return hi
+
+
+def inside_silhouettes(
+    points: Float[Tensor, "N 3"],
+    c2w: Float[Tensor, "V 4 4"],
+    fovy: Union[float, Float[Tensor, "V"]],
+    opacity: Float[Tensor, "V H W"],
+    threshold: float = 0.5,
+    dilate: int = 1,
+) -> Bool[Tensor, "N"]:
+    """Which points project onto a pixel of opacity ``threshold`` or more (the silhouette grown
+    by ``dilate`` pixels) in every view (OpenGL cameras ``c2w``, vertical field of view ``fovy``
+    in radians, as the rays of ``get_ray_directions``): the points inside the visual hull of
+    the rendered object. A point behind a camera or outside its image is outside."""
+    V, H, W = opacity.shape
+    mask = (opacity >= threshold).float()[:, None]
+    if dilate > 0:
+        mask = torch.nn.functional.max_pool2d(mask, 2 * dilate + 1, stride=1, padding=dilate)
+    mask = mask[:, 0] > 0
+    pts = points.detach().float().reshape(-1, 3).to(opacity.device)
+    c2w = c2w.detach().float().to(opacity.device)
+    rel = pts[None] - c2w[:, None, :3, 3]  # V N 3
+    cam = torch.einsum("vnk,vkj->vnj", rel, c2w[:, :3, :3])  # camera axes: x right, y up, -z
+    depth = -cam[..., 2]
+    fovy = torch.as_tensor(fovy).detach().float().reshape(-1).expand(V).to(opacity.device)
+    focal = 0.5 * H / torch.tan(0.5 * fovy)
+    safe = depth.clamp_min(1e-9)
+    col = torch.floor(W / 2 + focal[:, None] * cam[..., 0] / safe)
+    row = torch.floor(H / 2 - focal[:, None] * cam[..., 1] / safe)
+    valid = (depth > 1e-9) & (col >= 0) & (col < W) & (row >= 0) & (row < H)
+    v = torch.arange(V, device=opacity.device)[:, None].expand_as(col)
+    hit = mask[v, row.clamp(0, H - 1).long(), col.clamp(0, W - 1).long()] & valid
+    return hit.all(dim=0)
