@@ -726,28 +726,42 @@ class BaseLift3DSystem(BaseSystem):
         )
         return (center, distance, data_cfg.rays_d_normalize)
 
-    def _test_views_leave_frame(self, every: int = 4) -> Optional[bool]:
-        """Whether the rendered object leaves the fixed test turntable's frame in any of every
-        ``every``-th view: opacity 0.5 or more on the image border, the evaluation's in-frame
-        test (an isosurface also holds faint floaters the render does not show). None when the
-        system's output has no opacity."""
+    def _test_view_opacities(self, look_at: Optional[tuple] = None, every: int = 4):
+        """Yields (batch, opacity B H W) for every ``every``-th test view as the system renders
+        it, the turntable moved to look at ``look_at`` = (centre, distance) when given. Yields
+        (None, None) once when there is nothing to look at: no datamodule (test dataloaders
+        passed to the trainer directly) or no opacity in the system's output."""
         from pytorch_lightning.utilities import move_data_to_device
 
         datamodule = getattr(self.trainer, "datamodule", None)
-        if datamodule is None:  # test dataloaders passed to the trainer directly
-            return None
+        if datamodule is None:
+            yield None, None
+            return
         with torch.no_grad():
             for i, batch in enumerate(datamodule.test_dataloader()):
                 if i % every:
                     continue
-                out = self(move_data_to_device(batch, self.device))
+                batch = move_data_to_device(batch, self.device)
+                if look_at is not None:
+                    refit_turntable(batch, *look_at, datamodule.cfg.rays_d_normalize)
+                out = self(batch)
                 opacity = out.get("opacity") if isinstance(out, dict) else None
                 if opacity is None:
-                    return None
-                o = opacity[..., 0]
-                border = torch.cat([o[:, 0], o[:, -1], o[:, :, 0], o[:, :, -1]], dim=-1)
-                if bool((border >= 0.5).any()):
-                    return True
+                    yield None, None
+                    return
+                yield batch, opacity[..., 0]
+
+    def _test_views_leave_frame(self) -> Optional[bool]:
+        """Whether the rendered object leaves the fixed test turntable's frame in any of every
+        fourth view: opacity 0.5 or more on the image border, the evaluation's in-frame test
+        (an isosurface also holds faint floaters the render does not show). None when there
+        is no opacity to look at."""
+        for _, o in self._test_view_opacities():
+            if o is None:
+                return None
+            border = torch.cat([o[:, 0], o[:, -1], o[:, :, 0], o[:, :, -1]], dim=-1)
+            if bool((border >= 0.5).any()):
+                return True
         return False
 
     def _rendered_points(
@@ -784,24 +798,12 @@ class BaseLift3DSystem(BaseSystem):
     ) -> Optional[Bool[Tensor, "N"]]:
         """``inside_silhouettes`` of the system's render in every fourth test view, the
         turntable moved to look at ``center`` from ``distance``; None without an opacity."""
-        from pytorch_lightning.utilities import move_data_to_device
-
-        datamodule = getattr(self.trainer, "datamodule", None)
-        if datamodule is None:
-            return None
         inside = torch.ones(points.shape[0], dtype=torch.bool, device=points.device)
-        with torch.no_grad():
-            for i, batch in enumerate(datamodule.test_dataloader()):
-                if i % 4:
-                    continue
-                batch = move_data_to_device(batch, self.device)
-                refit_turntable(batch, center, distance, datamodule.cfg.rays_d_normalize)
-                out = self(batch)
-                opacity = out.get("opacity") if isinstance(out, dict) else None
-                if opacity is None:
-                    return None
-                seen = inside_silhouettes(points, batch["c2w"], batch["fovy"], opacity[..., 0])
-                inside &= seen.to(inside.device)
+        for batch, opacity in self._test_view_opacities((center, distance)):
+            if opacity is None:
+                return None
+            seen = inside_silhouettes(points, batch["c2w"], batch["fovy"], opacity)
+            inside &= seen.to(inside.device)
         return inside
 
     def on_test_batch_start(self, batch, batch_idx, dataloader_idx=0):
